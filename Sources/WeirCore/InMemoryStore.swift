@@ -1,0 +1,213 @@
+import Synchronization
+
+/// A `RateLimitStore` in this process's memory: sharded, lock-striped, no actor.
+///
+/// Keys are spread over a power-of-two number of shards by hash; each shard is a
+/// `Mutex` around a dictionary of key states and the leases issued for those keys.
+/// A decision takes exactly one shard lock, does a handful of integer operations and
+/// returns; it never suspends, allocates only for sliding-window logs that grow, and
+/// never logs. Calls on different shards proceed in parallel.
+///
+/// **Eviction.** A key that is fully replenished (every GCRA bucket full, every log
+/// empty, no slot held) carries no information and is removed: by `evictIdle(at:)`,
+/// which a server runs periodically, and by each shard itself whenever its key count
+/// doubles since its last sweep (amortized O(1) per decision). Memory therefore
+/// follows active keys. Settled and expired lease records are removed the same way.
+///
+/// Concurrency: thread-safe; the `async` requirements of `RateLimitStore` are met by
+/// synchronous methods that never suspend. Every method has an `at:` variant taking
+/// the time explicitly, for tests and simulation.
+public final class InMemoryStore: RateLimitStore {
+    /// Lease ids: 16 bits of instance tag, 8 bits of shard, 40 bits of per-shard counter.
+    private static let counterBits: UInt64 = 40
+    private static let shardBits: UInt64 = 8
+
+    private let clock: any NanosecondClock
+    private let shards: [Shard]
+    private let shardMask: Int
+    private let instanceTag: UInt64
+
+    /// Creates a store.
+    ///
+    /// - Parameters:
+    ///   - clock: where time comes from; `SystemClock` in production, `ManualClock` in tests.
+    ///   - shardCount: rounded up to a power of two, at most 256. More shards mean less
+    ///     contention between threads and smaller sweeps. Default 64.
+    public init(clock: any NanosecondClock = SystemClock(), shardCount: Int = 64) {
+        var count = 1
+        while count < min(max(shardCount, 1), 256) { count <<= 1 }
+        self.clock = clock
+        self.shards = (0..<count).map { _ in Shard() }
+        self.shardMask = count - 1
+        self.instanceTag = UInt64.random(in: 1...0xFFFF)
+    }
+
+    // MARK: - RateLimitStore
+
+    public func acquire(_ request: AdmissionRequest) -> Decision {
+        acquire(request, at: clock.now())
+    }
+
+    public func settle(_ lease: LeaseID, actualUnits: UInt64) throws(LeaseError) -> Settlement {
+        try settle(lease, actualUnits: actualUnits, at: clock.now())
+    }
+
+    public func status(of key: LimitKey, limits: LimitSet) -> LimitStatuses {
+        status(of: key, limits: limits, at: clock.now())
+    }
+
+    // MARK: - Explicit time
+
+    /// Decides `request` at `now` (nanoseconds on this store's clock).
+    public func acquire(_ request: AdmissionRequest, at now: UInt64) -> Decision {
+        let index = shardIndex(request.key)
+        return shards[index].state.withLock { state in
+            state.acquire(request, now: now, leaseBase: instanceTag << 48 | UInt64(index) << 40)
+        }
+    }
+
+    /// Settles `lease` with `actualUnits` at `now`.
+    public func settle(_ lease: LeaseID, actualUnits: UInt64, at now: UInt64) throws(LeaseError) -> Settlement {
+        let raw = lease.rawValue
+        let index = Int((raw >> Self.counterBits) & ((1 << Self.shardBits) - 1))
+        guard raw >> 48 == instanceTag, index < shards.count else { throw .unknown(lease) }
+        return try shards[index].state.withLock { state throws(LeaseError) in
+            try state.settle(lease, counter: raw & ((1 << Self.counterBits) - 1), actualUnits: actualUnits, now: now)
+        }
+    }
+
+    /// The statuses of `key` at `now`, without consuming.
+    public func status(of key: LimitKey, limits: LimitSet, at now: UInt64) -> LimitStatuses {
+        shards[shardIndex(key)].state.withLock { state in
+            guard var keyState = state.keys[key] else {
+                var fresh = KeyState()
+                return fresh.statuses(limits, now: now)
+            }
+            let result = keyState.statuses(limits, now: now)
+            state.keys[key] = keyState
+            return result
+        }
+    }
+
+    // MARK: - Housekeeping
+
+    /// Removes every fully replenished key and every finished lease record at `now`.
+    /// Returns how many keys were removed. Takes each shard's lock in turn.
+    @discardableResult
+    public func evictIdle(at now: UInt64) -> Int {
+        shards.reduce(0) { removed, shard in
+            removed + shard.state.withLock { $0.sweep(now: now) }
+        }
+    }
+
+    /// `evictIdle(at:)` at the clock's time.
+    @discardableResult
+    public func evictIdle() -> Int { evictIdle(at: clock.now()) }
+
+    /// How many keys the store holds (active or not yet swept).
+    public var keyCount: Int {
+        shards.reduce(0) { $0 + $1.state.withLock { $0.keys.count } }
+    }
+
+    /// How many leases are outstanding (not settled, not swept).
+    public var leaseCount: Int {
+        shards.reduce(0) { $0 + $1.state.withLock { $0.leases.count } }
+    }
+
+    @inline(__always)
+    private func shardIndex(_ key: LimitKey) -> Int {
+        key.hashValue & shardMask
+    }
+}
+
+/// One lock stripe. A class so that each shard's lock sits in its own allocation
+/// (and, padded, its own cache lines): two threads on different shards never
+/// contend on one line.
+private final class Shard: Sendable {
+    let state = Mutex(ShardState())
+    // Padding against false sharing with a neighbouring shard's allocation.
+    private let padding: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
+}
+
+/// A lease as its shard remembers it.
+private struct LeaseRecord {
+    var key: LimitKey
+    var limits: LimitSet
+    var reserved: UInt64
+    var tokensLoggedAt: UInt64
+    var expiresAt: UInt64
+    /// False for a shadowed denial: its settlement charges nothing.
+    var consumed: Bool
+    /// Set by the first settlement; the record stays as a tombstone until `expiresAt`
+    /// so that a second settlement is told apart from an unknown lease.
+    var settled: Bool
+}
+
+/// The state behind one shard's lock.
+private struct ShardState: ~Copyable {
+    var keys: [LimitKey: KeyState] = [:]
+    var leases: [UInt64: LeaseRecord] = [:]
+    var nextLease: UInt64 = 0
+    /// Sweep when the key or lease count reaches this.
+    var sweepAt = 1024
+    /// The latest time seen, for sweeps triggered by growth.
+    var latest: UInt64 = 0
+
+    mutating func acquire(_ request: AdmissionRequest, now: UInt64, leaseBase: UInt64) -> Decision {
+        var leaseID: LeaseID?
+        if request.leaseTTL != nil {
+            leaseID = LeaseID(rawValue: leaseBase | nextLease)
+            nextLease = (nextLease + 1) & ((1 << 40) - 1)
+        }
+        let admission = keys[request.key, default: KeyState()].admit(request, now: now, lease: leaseID)
+        if let lease = admission.decision.lease {
+            leases[lease.id.rawValue & ((1 << 40) - 1)] = LeaseRecord(
+                key: request.key, limits: request.limits, reserved: lease.reservedUnits,
+                tokensLoggedAt: admission.tokensLoggedAt, expiresAt: lease.expiresAt,
+                consumed: admission.consumed, settled: false)
+        }
+        if now > latest { latest = now }
+        if keys.count >= sweepAt || leases.count >= sweepAt {
+            _ = sweep(now: latest)
+        }
+        return admission.decision
+    }
+
+    mutating func settle(_ lease: LeaseID, counter: UInt64, actualUnits: UInt64, now: UInt64) throws(LeaseError) -> Settlement {
+        guard var record = leases[counter] else {
+            throw counter < nextLease ? .expired(lease) : .unknown(lease)
+        }
+        if record.settled { throw .alreadySettled(lease) }
+        if record.expiresAt <= now { throw .expired(lease) }
+        record.settled = true
+        leases[counter] = record
+        var charged: UInt64 = 0
+        var refunded: UInt64 = 0
+        let limits = record.limits
+        let statuses = { (keyState: inout KeyState) -> LimitStatuses in
+            if record.consumed {
+                (charged, refunded) = keyState.settle(
+                    lease: lease, reserved: record.reserved, actual: actualUnits,
+                    tokensLoggedAt: record.tokensLoggedAt, limits: limits, now: now)
+            }
+            return keyState.statuses(limits, now: now)
+        }(&keys[record.key, default: KeyState()])
+        return Settlement(key: record.key, charged: charged, refunded: refunded, limits: statuses)
+    }
+
+    /// Removes idle keys and finished lease records; returns the keys removed.
+    mutating func sweep(now: UInt64) -> Int {
+        var idle: [LimitKey] = []
+        for (key, var state) in keys where state.isIdle(now: now) {
+            idle.append(key)
+        }
+        for key in idle { keys.removeValue(forKey: key) }
+        var finished: [UInt64] = []
+        for (counter, record) in leases where record.expiresAt <= now {
+            finished.append(counter)
+        }
+        for counter in finished { leases.removeValue(forKey: counter) }
+        sweepAt = max(1024, 2 * max(keys.count, leases.count))
+        return idle.count
+    }
+}
