@@ -1,1 +1,3 @@
-print("weir")
+import WeirCommands
+
+await WeirCommand.main()

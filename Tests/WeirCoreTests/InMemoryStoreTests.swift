@@ -1,0 +1,79 @@
+import Testing
+import WeirConformance
+import WeirCore
+
+@Suite("InMemoryStore")
+struct InMemoryStoreTests {
+    @Test("passes the store conformance suite", arguments: StoreConformance.checks)
+    func conformance(_ check: StoreConformance.Check) async throws {
+        try await check.run { clock in InMemoryStore(clock: clock) }
+    }
+
+    @Test("passes the conformance suite with a single shard")
+    func singleShard() async throws {
+        for check in StoreConformance.checks {
+            try await check.run { clock in InMemoryStore(clock: clock, shardCount: 1) }
+        }
+    }
+
+    @Test("idle keys are evicted once fully replenished, busy ones kept")
+    func eviction() {
+        let clock = ManualClock(start: 1_000_000_000_000)
+        let store = InMemoryStore(clock: clock, shardCount: 4)
+        let window = 60 * Nanoseconds.perSecond
+        let gcra = LimitSet(requests: Limit(algorithm: .gcra, limit: 10, window: window))
+        let sliding = LimitSet(tokens: Limit(algorithm: .slidingWindow, limit: 100, window: window))
+        for index in 0..<100 {
+            _ = store.acquire(AdmissionRequest(key: LimitKey(account: "a\(index)", scope: "g"), limits: gcra))
+            _ = store.acquire(AdmissionRequest(key: LimitKey(account: "a\(index)", scope: "s"), limits: sliding, units: 5))
+        }
+        #expect(store.keyCount == 200)
+        clock.advance(by: window / 10 - 1)
+        #expect(store.evictIdle() == 0, "one request of 10 per minute refills in 6 s; nothing is idle 1 ns before")
+        clock.advance(by: 1)
+        #expect(store.evictIdle() == 100, "the GCRA keys are full again after 6 s")
+        clock.advance(by: window - window / 10 - 1)
+        #expect(store.evictIdle() == 0, "log entries count until exactly t + W")
+        clock.advance(by: 1)
+        #expect(store.evictIdle() == 100)
+        #expect(store.keyCount == 0)
+    }
+
+    @Test("a key holding a slot is never evicted; its lease record goes at the TTL")
+    func slotsKeepKeys() throws {
+        let clock = ManualClock(start: 5_000)
+        let store = InMemoryStore(clock: clock)
+        let limits = LimitSet(concurrency: .concurrent(2))
+        let decision = store.acquire(AdmissionRequest(key: LimitKey(account: "m", scope: "music"), limits: limits, leaseTTL: 1_000))
+        #expect(decision.lease?.holdsSlot == true)
+        #expect(store.evictIdle() == 0)
+        #expect(store.leaseCount == 1)
+        clock.advance(by: 1_000)
+        #expect(store.evictIdle() == 1)
+        #expect(store.leaseCount == 0)
+        #expect(throws: LeaseError.expired(decision.lease!.id)) {
+            try store.settle(decision.lease!.id, actualUnits: 0)
+        }
+    }
+
+    @Test("shards sweep themselves as they grow, so memory follows active keys")
+    func amortizedSweep() {
+        let clock = ManualClock(start: 1)
+        let store = InMemoryStore(clock: clock, shardCount: 1)
+        let limits = LimitSet(requests: Limit(algorithm: .gcra, limit: 1, window: 1_000))
+        for index in 0..<10_000 {
+            clock.advance(by: 1_000)  // every earlier key is full again
+            _ = store.acquire(AdmissionRequest(key: LimitKey(account: "k\(index)", scope: "s"), limits: limits))
+        }
+        #expect(store.keyCount < 2_048)
+    }
+
+    @Test("lease ids print and parse back")
+    func leaseIDs() {
+        let id = LeaseID(rawValue: 0x00AB_0000_0000_0042)
+        #expect(id.description == "00ab000000000042")
+        #expect(LeaseID(string: id.description) == id)
+        #expect(LeaseID(string: "xyz") == nil)
+        #expect(LeaseID(string: "00ab00000000004") == nil)
+    }
+}
