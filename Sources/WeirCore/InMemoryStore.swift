@@ -79,13 +79,7 @@ public final class InMemoryStore: RateLimitStore {
     /// The statuses of `key` at `now`, without consuming.
     public func status(of key: LimitKey, limits: LimitSet, at now: UInt64) -> LimitStatuses {
         shards[shardIndex(key)].state.withLock { state in
-            guard var keyState = state.keys[key] else {
-                var fresh = KeyState()
-                return fresh.statuses(limits, now: now)
-            }
-            let result = keyState.statuses(limits, now: now)
-            state.keys[key] = keyState
-            return result
+            state.withKey(key, limits: limits, create: false) { $0.statuses(limits, now: now) }
         }
     }
 
@@ -116,7 +110,7 @@ public final class InMemoryStore: RateLimitStore {
 
     @inline(__always)
     private func shardIndex(_ key: LimitKey) -> Int {
-        key.hashValue & shardMask
+        key.fingerprint & shardMask
     }
 }
 
@@ -145,7 +139,9 @@ private struct LeaseRecord {
 
 /// The state behind one shard's lock.
 private struct ShardState: ~Copyable {
-    var keys: [LimitKey: KeyState] = [:]
+    var keys: [LimitKey: KeyBuckets] = [:]
+    /// Logs and slots, only for keys that have them.
+    var extras: [LimitKey: KeyExtras] = [:]
     var leases: [UInt64: LeaseRecord] = [:]
     var nextLease: UInt64 = 0
     /// Sweep when the key or lease count reaches this.
@@ -159,7 +155,9 @@ private struct ShardState: ~Copyable {
             leaseID = LeaseID(rawValue: leaseBase | nextLease)
             nextLease = (nextLease + 1) & ((1 << 40) - 1)
         }
-        let admission = keys[request.key, default: KeyState()].admit(request, now: now, lease: leaseID)
+        let admission = withKey(request.key, limits: request.limits, create: true) {
+            $0.admit(request, now: now, lease: leaseID)
+        }
         if let lease = admission.decision.lease {
             leases[lease.id.rawValue & ((1 << 40) - 1)] = LeaseRecord(
                 key: request.key, limits: request.limits, reserved: lease.reservedUnits,
@@ -184,24 +182,59 @@ private struct ShardState: ~Copyable {
         var charged: UInt64 = 0
         var refunded: UInt64 = 0
         let limits = record.limits
-        let statuses = { (keyState: inout KeyState) -> LimitStatuses in
+        let statuses = withKey(record.key, limits: limits, create: true) { keyState in
             if record.consumed {
                 (charged, refunded) = keyState.settle(
                     lease: lease, reserved: record.reserved, actual: actualUnits,
                     tokensLoggedAt: record.tokensLoggedAt, limits: limits, now: now)
             }
             return keyState.statuses(limits, now: now)
-        }(&keys[record.key, default: KeyState()])
+        }
         return Settlement(key: record.key, charged: charged, refunded: refunded, limits: statuses)
+    }
+
+    /// Runs `body` on `key`'s state, assembled from its buckets and (when `limits` need
+    /// them) its extras, and stores what `body` leaves. One lookup in each table used.
+    ///
+    /// - Parameter create: whether to store the key if it is new (false for read-only use).
+    mutating func withKey<Result>(
+        _ key: LimitKey, limits: LimitSet, create: Bool, _ body: (inout KeyState) -> Result
+    ) -> Result {
+        let needsExtras = KeyState.needsExtras(limits)
+        var extras = needsExtras ? self.extras[key] : nil
+        let hadExtras = extras != nil
+        let result: Result
+        if create {
+            result = Self.run(&keys[key, default: KeyBuckets()], &extras, body)
+        } else {
+            var buckets = keys[key] ?? KeyBuckets()
+            result = Self.run(&buckets, &extras, body)
+        }
+        if create, !hadExtras, let extras { self.extras[key] = extras }
+        return result
+    }
+
+    private static func run<Result>(
+        _ buckets: inout KeyBuckets, _ extras: inout KeyExtras?, _ body: (inout KeyState) -> Result
+    ) -> Result {
+        var state = KeyState(buckets: buckets, extras: extras)
+        let result = body(&state)
+        buckets = state.buckets
+        extras = state.extras
+        return result
     }
 
     /// Removes idle keys and finished lease records; returns the keys removed.
     mutating func sweep(now: UInt64) -> Int {
         var idle: [LimitKey] = []
-        for (key, var state) in keys where state.isIdle(now: now) {
-            idle.append(key)
+        for (key, buckets) in keys {
+            var state = KeyState(buckets: buckets, extras: extras[key])
+            if state.isIdle(now: now) { idle.append(key) }
         }
-        for key in idle { keys.removeValue(forKey: key) }
+        for key in idle {
+            keys.removeValue(forKey: key)
+            extras.removeValue(forKey: key)
+        }
         var finished: [UInt64] = []
         for (counter, record) in leases where record.expiresAt <= now {
             finished.append(counter)

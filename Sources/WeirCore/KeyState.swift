@@ -1,18 +1,45 @@
-/// The state of one `LimitKey` in the in-memory store, and the admission and
-/// settlement rules over it. Pure: the caller holds the lock and supplies the time.
-///
-/// Laid out for small idle keys: GCRA dimensions keep their TAT inline; sliding-window
-/// logs and concurrency slots live in `KeyExtras`, allocated only for keys that use them.
-/// If a reload switches a dimension's algorithm, the other algorithm's state is ignored.
-struct KeyState {
+/// The GCRA part of a key's state: all an idle GCRA key stores (16 bytes).
+struct KeyBuckets {
     /// GCRA TAT of the requests dimension; 0 (or any time at or before now) is full.
     var requestsTAT: UInt64 = 0
     /// GCRA TAT of the tokens dimension.
     var tokensTAT: UInt64 = 0
+}
+
+/// The state of one `LimitKey` in the in-memory store, and the admission and
+/// settlement rules over it. Pure: the caller holds the lock and supplies the time.
+///
+/// Assembled for one operation from what the shard stores: the key's `KeyBuckets`
+/// (GCRA TATs, inline in the shard's table) and, only for keys that use them, its
+/// `KeyExtras` (sliding-window logs and concurrency slots, in a second table). An
+/// idle GCRA key therefore costs its key and 16 bytes. If a reload switches a
+/// dimension's algorithm, the other algorithm's state is ignored.
+struct KeyState {
+    var buckets: KeyBuckets
     /// Sliding-window logs and held slots, when the key has any.
     var extras: KeyExtras?
 
-    init() {}
+    var requestsTAT: UInt64 {
+        get { buckets.requestsTAT }
+        set { buckets.requestsTAT = newValue }
+    }
+
+    var tokensTAT: UInt64 {
+        get { buckets.tokensTAT }
+        set { buckets.tokensTAT = newValue }
+    }
+
+    init(buckets: KeyBuckets = KeyBuckets(), extras: KeyExtras? = nil) {
+        self.buckets = buckets
+        self.extras = extras
+    }
+
+    /// Whether operations under `limits` need the key's extras (a sliding-window
+    /// dimension, or a concurrency limit).
+    static func needsExtras(_ limits: LimitSet) -> Bool {
+        limits.concurrency != nil || limits.requests?.algorithm == .slidingWindow
+            || limits.tokens?.algorithm == .slidingWindow
+    }
 
     /// One concurrency slot held by a lease.
     struct Slot {
@@ -40,6 +67,8 @@ struct KeyState {
     private struct Verdict {
         var fits: Bool
         var wait: UInt64
+        /// GCRA: the TAT to store if the call is admitted.
+        var tat: UInt64 = 0
     }
 
     /// Checks `cost` against one time-window dimension without consuming.
@@ -50,7 +79,7 @@ struct KeyState {
         case .gcra:
             let tat = dimension == .requests ? requestsTAT : tokensTAT
             let step = GCRA.admit(cost: cost, tat: tat, now: now, limit: limit)
-            return Verdict(fits: step.admitted, wait: step.retryAfter)
+            return Verdict(fits: step.admitted, wait: step.retryAfter, tat: step.tat)
         case .slidingWindow:
             guard let extras else { return Verdict(fits: true, wait: 0) }
             return extras.withLog(dimension) { log in
@@ -62,15 +91,14 @@ struct KeyState {
         }
     }
 
-    /// Consumes `cost` on one time-window dimension; returns the time it was logged at.
-    private mutating func consume(_ dimension: Dimension, cost: UInt64, limit: Limit, now: UInt64) -> UInt64 {
+    /// Consumes `cost` on one time-window dimension as `verdict` allowed; returns the
+    /// time it was logged at.
+    private mutating func consume(
+        _ dimension: Dimension, cost: UInt64, limit: Limit, verdict: Verdict, now: UInt64
+    ) -> UInt64 {
         switch limit.algorithm {
         case .gcra:
-            if dimension == .requests {
-                requestsTAT = GCRA.admit(cost: cost, tat: requestsTAT, now: now, limit: limit).tat
-            } else {
-                tokensTAT = GCRA.admit(cost: cost, tat: tokensTAT, now: now, limit: limit).tat
-            }
+            if dimension == .requests { requestsTAT = verdict.tat } else { tokensTAT = verdict.tat }
             return now
         case .slidingWindow:
             if cost == 0 { return now }
@@ -99,12 +127,12 @@ struct KeyState {
         let holdsSlot = lease != nil && limits.concurrency != nil
         var reason: DenialReason?
         var retryAfter: UInt64?
+        var requestsVerdict = Verdict(fits: true, wait: 0)
+        var tokensVerdict = Verdict(fits: true, wait: 0)
 
         if let tokens = limits.tokens, request.units > tokens.capacity {
             reason = .tooLarge
         } else {
-            var requestsVerdict = Verdict(fits: true, wait: 0)
-            var tokensVerdict = Verdict(fits: true, wait: 0)
             var concurrencyFits = true
             if let requests = limits.requests {
                 requestsVerdict = check(.requests, cost: 1, limit: requests, now: now)
@@ -132,10 +160,10 @@ struct KeyState {
         var tokensLoggedAt = now
         if admitted {
             if let requests = limits.requests {
-                _ = consume(.requests, cost: 1, limit: requests, now: now)
+                _ = consume(.requests, cost: 1, limit: requests, verdict: requestsVerdict, now: now)
             }
             if let tokens = limits.tokens {
-                tokensLoggedAt = consume(.tokens, cost: request.units, limit: tokens, now: now)
+                tokensLoggedAt = consume(.tokens, cost: request.units, limit: tokens, verdict: tokensVerdict, now: now)
             }
             if holdsSlot, let lease, let ttl = request.leaseTTL {
                 extrasForUpdate().slots.append(Slot(lease: lease, expiresAt: now.addingSaturating(ttl)))

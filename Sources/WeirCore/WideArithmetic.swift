@@ -7,6 +7,7 @@ enum WideArithmetic {
     @inlinable
     static func multiplyDivideFloor(_ a: UInt64, _ b: UInt64, _ c: UInt64) -> UInt64 {
         let product = a.multipliedFullWidth(by: b)
+        if product.high == 0 { return product.low / c }  // the common case: a 64-bit divide
         if product.high >= c { return .max }
         return c.dividingFullWidth(product).quotient
     }
@@ -15,6 +16,10 @@ enum WideArithmetic {
     @inlinable
     static func multiplyDivideCeiling(_ a: UInt64, _ b: UInt64, _ c: UInt64) -> UInt64 {
         let product = a.multipliedFullWidth(by: b)
+        if product.high == 0 {
+            let (quotient, remainder) = product.low.quotientAndRemainder(dividingBy: c)
+            return remainder == 0 ? quotient : quotient + 1
+        }
         if product.high >= c { return .max }
         let (quotient, remainder) = c.dividingFullWidth(product)
         return remainder == 0 ? quotient : (quotient == .max ? .max : quotient + 1)

@@ -1,1 +1,136 @@
-print("bench")
+// weir-bench: decisions per second of the in-memory store, and resident bytes per key.
+//
+//     swift run -c release weir-bench [--quick]
+//
+// Every figure is printed with its ratio to a baseline measured in the same run: one
+// `Mutex<[String: UInt64]>` increment per operation, the least any locked, keyed
+// limiter can do. Loops are bounded by operation count. See BENCHMARKS.md.
+import Dispatch
+import Foundation
+import Synchronization
+import WeirCore
+
+let quick = CommandLine.arguments.contains("--quick")
+/// `--only WORD`: run only the scenarios whose name contains WORD (for profiling).
+let only: String? = CommandLine.arguments.firstIndex(of: "--only").flatMap {
+    $0 + 1 < CommandLine.arguments.count ? CommandLine.arguments[$0 + 1] : nil
+}
+
+func selected(_ name: String) -> Bool { only.map { name.contains($0) } ?? true }
+let operations = quick ? 1_000_000 : 10_000_000
+let clock = SystemClock()
+let minute = 60 * Nanoseconds.perSecond
+
+/// Runs `body` on `threads` threads, `operations` calls each; returns calls per second.
+func measure(threads: Int = 1, _ body: @Sendable @escaping (_ thread: Int, _ iteration: Int) -> Void) -> Double {
+    // Warm up caches and the allocator.
+    DispatchQueue.concurrentPerform(iterations: threads) { thread in
+        for iteration in 0..<(operations / 10) { body(thread, iteration) }
+    }
+    let start = clock.now()
+    DispatchQueue.concurrentPerform(iterations: threads) { thread in
+        for iteration in 0..<operations { body(thread, iteration) }
+    }
+    let elapsed = Double(clock.now() - start) / 1e9
+    return Double(operations * threads) / elapsed
+}
+
+func residentBytes() -> Int {
+    guard let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+    let fields = statm.split(separator: " ")
+    return (Int(fields[1]) ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE)))
+}
+
+func keys(_ count: Int, prefix: String) -> [LimitKey] {
+    // Account ids like "acct_1234567" (12 bytes) stay inline in String; the scope is shared.
+    let scope = "text/MiniMax-M2"
+    return (0..<count).map { LimitKey(account: "\(prefix)\($0)", scope: scope) }
+}
+
+func limits(_ algorithm: Algorithm, requests: UInt64, tokens: UInt64, window: UInt64 = minute) -> LimitSet {
+    LimitSet(
+        requests: Limit(algorithm: algorithm, limit: requests, window: window),
+        tokens: Limit(algorithm: algorithm, limit: tokens, window: window))
+}
+
+func row(_ name: String, _ rate: Double, baseline: Double) {
+    let padded = name.padding(toLength: 58, withPad: " ", startingAt: 0)
+    print("\(padded) \(String(format: "%7.2f", rate / 1e6)) M/s   \(String(format: "%5.2f", rate / baseline))x baseline")
+}
+
+print("weir-bench: \(operations) operations per thread per scenario, release build")
+print("")
+
+// Baseline: a locked dictionary increment on a hot key.
+let baselineMap = Mutex<[String: UInt64]>([:])
+let baselineKey = "acct_1/text/MiniMax-M2"
+let baseline = measure { _, _ in
+    baselineMap.withLock { $0[baselineKey, default: 0] &+= 1 }
+}
+row("baseline: Mutex<[String: UInt64]> increment, hot key", baseline, baseline: baseline)
+
+let hot = LimitKey(account: "acct_1", scope: "text/MiniMax-M2")
+for algorithm in [Algorithm.gcra, .slidingWindow] {
+    let store = InMemoryStore()
+    // Mostly allowed: a high limit (GCRA: 10^12 per minute; sliding window: 10^5 per 10 ms,
+    // so the log holds ~50,000 live entries and prunes on every call).
+    let open = algorithm == .gcra
+        ? limits(.gcra, requests: 1_000_000_000_000, tokens: 1_000_000_000_000_000)
+        : limits(.slidingWindow, requests: 100_000, tokens: 100_000_000, window: 10 * Nanoseconds.perMillisecond)
+    if selected("hot-\(algorithm.rawValue)-allowed") {
+    let allowed = measure { _, _ in
+        _ = store.acquire(AdmissionRequest(key: hot, limits: open, units: 100))
+    }
+    row("hot key, \(algorithm.rawValue), mostly allowed, 1 thread", allowed, baseline: baseline)
+    }
+    // At the limit: the paid tier of MiniMax-M2-Stable (500 RPM, 20M TPM); almost all denied.
+    let paid = limits(algorithm, requests: 500, tokens: 20_000_000)
+    if selected("hot-\(algorithm.rawValue)-denied") {
+    let denied = measure { _, _ in
+        _ = store.acquire(AdmissionRequest(key: LimitKey(account: "acct_2", scope: "text/MiniMax-M2"), limits: paid, units: 100))
+    }
+    row("hot key, \(algorithm.rawValue), at the limit (denied), 1 thread", denied, baseline: baseline)
+    }
+}
+
+let keyCount = 100_000
+for algorithm in [Algorithm.gcra, .slidingWindow] where selected("spread-\(algorithm.rawValue)") {
+    let store = InMemoryStore()
+    let paid = limits(algorithm, requests: 500, tokens: 20_000_000)
+    let spread = [keys(keyCount, prefix: "a_"), keys(keyCount, prefix: "b_")]
+    // A fixed pseudo-random visiting order, so that consecutive calls hit different shards.
+    var order = Array(0..<keyCount)
+    var generator = SystemRandomNumberGenerator()
+    order.shuffle(using: &generator)
+    let visit = order
+    let one = measure { _, iteration in
+        _ = store.acquire(AdmissionRequest(key: spread[0][visit[iteration % keyCount]], limits: paid, units: 100))
+    }
+    row("100,000 keys, \(algorithm.rawValue), 1 thread", one, baseline: baseline)
+    let two = measure(threads: 2) { thread, iteration in
+        _ = store.acquire(AdmissionRequest(key: spread[thread][visit[iteration % keyCount]], limits: paid, units: 100))
+    }
+    row("100,000 keys, \(algorithm.rawValue), 2 threads (distinct keys)", two, baseline: baseline)
+    print("    2 threads / 1 thread: \(String(format: "%.2f", two / one))x")
+}
+
+// Resident bytes per key: 1,000,000 GCRA keys, each with one call in its window.
+if selected("memory") {
+    let count = 1_000_000
+    let accounts = keys(count, prefix: "acct_")
+    let store = InMemoryStore()
+    // 5 requests per minute: one call keeps a key busy for 12 s, longer than the loop.
+    let gcra = limits(.gcra, requests: 5, tokens: 20_000_000)
+    let before = residentBytes()
+    for key in accounts { _ = store.acquire(AdmissionRequest(key: key, limits: gcra, units: 100)) }
+    let after = residentBytes()
+    print("")
+    print("resident bytes per GCRA key (\(store.keyCount) keys): \((after - before) / count)")
+    let sliding = InMemoryStore()
+    let window = limits(.slidingWindow, requests: 500, tokens: 20_000_000)
+    let beforeSliding = residentBytes()
+    for key in accounts { _ = sliding.acquire(AdmissionRequest(key: key, limits: window, units: 100)) }
+    let afterSliding = residentBytes()
+    print("resident bytes per sliding-window key, one call logged (\(sliding.keyCount) keys): \((afterSliding - beforeSliding) / count)")
+    withExtendedLifetime((store, sliding, accounts)) {}
+}
