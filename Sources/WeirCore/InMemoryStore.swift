@@ -14,16 +14,20 @@ import Synchronization
 /// doubles since its last sweep (amortized O(1) per decision). Memory therefore
 /// follows active keys. Settled and expired lease records are removed the same way.
 ///
-/// Concurrency: thread-safe; the `async` requirements of `RateLimitStore` are met by
+/// Concurrency: thread-safe (`@unchecked Sendable` because the shards sit behind a
+/// pointer: the buffer is written only in `init` and `deinit`, and every access to a
+/// shard's state goes through its `Mutex`); the `async` requirements of `RateLimitStore` are met by
 /// synchronous methods that never suspend. Every method has an `at:` variant taking
 /// the time explicitly, for tests and simulation.
-public final class InMemoryStore: RateLimitStore {
+public final class InMemoryStore: RateLimitStore, @unchecked Sendable {
     /// Lease ids: 16 bits of instance tag, 8 bits of shard, 40 bits of per-shard counter.
     private static let counterBits: UInt64 = 40
     private static let shardBits: UInt64 = 8
 
     private let clock: any NanosecondClock
-    private let shards: [Shard]
+    /// The shards, allocated once: reached through a pointer so that a decision does not
+    /// retain and release a shard object.
+    private let shards: UnsafeMutableBufferPointer<Shard>
     private let shardMask: Int
     private let instanceTag: UInt64
 
@@ -37,9 +41,17 @@ public final class InMemoryStore: RateLimitStore {
         var count = 1
         while count < min(max(shardCount, 1), 256) { count <<= 1 }
         self.clock = clock
-        self.shards = (0..<count).map { _ in Shard() }
+        self.shards = .allocate(capacity: count)
+        for index in 0..<count {
+            (shards.baseAddress! + index).initialize(to: Shard())
+        }
         self.shardMask = count - 1
         self.instanceTag = UInt64.random(in: 1...0xFFFF)
+    }
+
+    deinit {
+        _ = shards.baseAddress!.deinitialize(count: shards.count)
+        shards.deallocate()
     }
 
     // MARK: - RateLimitStore
@@ -89,8 +101,8 @@ public final class InMemoryStore: RateLimitStore {
     /// Returns how many keys were removed. Takes each shard's lock in turn.
     @discardableResult
     public func evictIdle(at now: UInt64) -> Int {
-        shards.reduce(0) { removed, shard in
-            removed + shard.state.withLock { $0.sweep(now: now) }
+        (0..<shards.count).reduce(0) { removed, index in
+            removed + shards[index].state.withLock { $0.sweep(now: now) }
         }
     }
 
@@ -100,12 +112,12 @@ public final class InMemoryStore: RateLimitStore {
 
     /// How many keys the store holds (active or not yet swept).
     public var keyCount: Int {
-        shards.reduce(0) { $0 + $1.state.withLock { $0.keys.count } }
+        (0..<shards.count).reduce(0) { count, index in count + shards[index].state.withLock { $0.keys.count } }
     }
 
     /// How many leases are outstanding (not settled, not swept).
     public var leaseCount: Int {
-        shards.reduce(0) { $0 + $1.state.withLock { $0.leases.count } }
+        (0..<shards.count).reduce(0) { count, index in count + shards[index].state.withLock { $0.leases.count } }
     }
 
     @inline(__always)
@@ -114,13 +126,12 @@ public final class InMemoryStore: RateLimitStore {
     }
 }
 
-/// One lock stripe. A class so that each shard's lock sits in its own allocation
-/// (and, padded, its own cache lines): two threads on different shards never
-/// contend on one line.
-private final class Shard: Sendable {
+/// One lock stripe, padded to two cache lines so that two threads working on
+/// neighbouring shards never contend on one line.
+private struct Shard: ~Copyable, Sendable {
     let state = Mutex(ShardState())
-    // Padding against false sharing with a neighbouring shard's allocation.
-    private let padding: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
+    private let padding: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) =
+        (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 }
 
 /// A lease as its shard remembers it.
@@ -149,6 +160,7 @@ private struct ShardState: ~Copyable {
     /// The latest time seen, for sweeps triggered by growth.
     var latest: UInt64 = 0
 
+    @inline(__always)
     mutating func acquire(_ request: AdmissionRequest, now: UInt64, leaseBase: UInt64) -> Decision {
         var leaseID: LeaseID?
         if request.leaseTTL != nil {
@@ -197,6 +209,7 @@ private struct ShardState: ~Copyable {
     /// them) its extras, and stores what `body` leaves. One lookup in each table used.
     ///
     /// - Parameter create: whether to store the key if it is new (false for read-only use).
+    @inline(__always)
     mutating func withKey<Result>(
         _ key: LimitKey, limits: LimitSet, create: Bool, _ body: (inout KeyState) -> Result
     ) -> Result {
@@ -214,6 +227,7 @@ private struct ShardState: ~Copyable {
         return result
     }
 
+    @inline(__always)
     private static func run<Result>(
         _ buckets: inout KeyBuckets, _ extras: inout KeyExtras?, _ body: (inout KeyState) -> Result
     ) -> Result {

@@ -72,6 +72,7 @@ struct KeyState {
     }
 
     /// Checks `cost` against one time-window dimension without consuming.
+    @inline(__always)
     private mutating func check(
         _ dimension: Dimension, cost: UInt64, limit: Limit, now: UInt64
     ) -> Verdict {
@@ -93,6 +94,7 @@ struct KeyState {
 
     /// Consumes `cost` on one time-window dimension as `verdict` allowed; returns the
     /// time it was logged at.
+    @inline(__always)
     private mutating func consume(
         _ dimension: Dimension, cost: UInt64, limit: Limit, verdict: Verdict, now: UInt64
     ) -> UInt64 {
@@ -122,6 +124,7 @@ struct KeyState {
     /// dimension. All or nothing: a denial leaves the state untouched.
     ///
     /// - Parameter lease: the identity to give the lease, when the call asked for one.
+    @inline(__always)
     mutating func admit(_ request: AdmissionRequest, now: UInt64, lease: LeaseID?) -> Admission {
         let limits = request.limits
         let holdsSlot = lease != nil && limits.concurrency != nil
@@ -242,6 +245,7 @@ struct KeyState {
     }
 
     /// The statuses of every limited dimension at `now`, without consuming.
+    @inline(__always)
     mutating func statuses(_ limits: LimitSet, now: UInt64) -> LimitStatuses {
         var result = LimitStatuses()
         if let requests = limits.requests {
@@ -259,6 +263,7 @@ struct KeyState {
         return result
     }
 
+    @inline(__always)
     private mutating func status(_ dimension: Dimension, limit: Limit, now: UInt64) -> DimensionStatus {
         switch limit.algorithm {
         case .gcra:

@@ -39,4 +39,12 @@ public struct LimitKey: Sendable, Hashable, CustomStringConvertible {
     public func hash(into hasher: inout Hasher) {
         hasher.combine(fingerprint)
     }
+
+    /// The hash tables' entry point, answered from the fingerprint without running
+    /// `Hasher` again: the fingerprint already is a seeded SipHash of the key, and the
+    /// table's per-instance seed is mixed in so iteration orders still differ.
+    @inlinable
+    public func _rawHashValue(seed: Int) -> Int {
+        fingerprint ^ seed
+    }
 }
