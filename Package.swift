@@ -33,7 +33,10 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .executableTarget(name: "weir", dependencies: ["WeirCommands"]),
+        .executableTarget(
+            name: "weir",
+            dependencies: ["WeirCommands", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         // Release-build benchmarks of the engine; see BENCHMARKS.md.
         .executableTarget(name: "weir-bench", dependencies: ["WeirCore"]),
         .testTarget(name: "WeirCoreTests", dependencies: ["WeirCore", "WeirConformance"]),
