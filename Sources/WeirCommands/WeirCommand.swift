@@ -14,7 +14,6 @@ public struct WeirCommand: AsyncParsableCommand {
             CatalogueCommand.self,
             CheckConfigCommand.self,
             SimulateCommand.self,
-            ServeCommand.self,
         ]
     )
 
