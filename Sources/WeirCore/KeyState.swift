@@ -56,11 +56,11 @@ struct KeyState {
         var consumed: Bool
     }
 
-    private mutating func extrasForUpdate() -> KeyExtras {
-        if let extras { return extras }
-        let created = KeyExtras()
-        extras = created
-        return created
+    /// Runs `body` on the extras in place, creating them first if the key has none.
+    @inline(__always)
+    private mutating func withExtras<Result>(_ body: (inout KeyExtras) -> Result) -> Result {
+        if extras == nil { extras = KeyExtras() }
+        return body(&extras!)
     }
 
     /// One time-window dimension's verdict: fits, or how long until it does.
@@ -82,8 +82,8 @@ struct KeyState {
             let step = GCRA.admit(cost: cost, tat: tat, now: now, limit: limit)
             return Verdict(fits: step.admitted, wait: step.retryAfter, tat: step.tat)
         case .slidingWindow:
-            guard let extras else { return Verdict(fits: true, wait: 0) }
-            return extras.withLog(dimension) { log in
+            guard extras != nil else { return Verdict(fits: true, wait: 0) }
+            return extras!.withLog(dimension) { log in
                 let effective = log.effectiveTime(now)
                 log.prune(now: effective, window: limit.window)
                 let wait = log.wait(cost: cost, limit: limit.limit, window: limit.window, now: effective)
@@ -104,20 +104,21 @@ struct KeyState {
             return now
         case .slidingWindow:
             if cost == 0 { return now }
-            let extras = extrasForUpdate()
-            extras.rememberWindow(limit.window, of: dimension)
-            return extras.withLog(dimension) { log in
-                let effective = log.effectiveTime(now)
-                log.append(cost: cost, at: effective)
-                return effective
+            return withExtras { extras in
+                extras.rememberWindow(limit.window, of: dimension)
+                return extras.withLog(dimension) { log in
+                    let effective = log.effectiveTime(now)
+                    log.append(cost: cost, at: effective)
+                    return effective
+                }
             }
         }
     }
 
     /// Frees the slots whose leases reached their TTL at `now`.
     private mutating func expireSlots(now: UInt64) {
-        guard let extras, !extras.slots.isEmpty else { return }
-        extras.slots.removeAll { $0.expiresAt <= now }
+        guard extras?.slots.isEmpty == false else { return }
+        extras!.slots.removeAll { $0.expiresAt <= now }
     }
 
     /// Decides one call at `now` and, when it is allowed for real, consumes from every
@@ -169,7 +170,7 @@ struct KeyState {
                 tokensLoggedAt = consume(.tokens, cost: request.units, limit: tokens, verdict: tokensVerdict, now: now)
             }
             if holdsSlot, let lease, let ttl = request.leaseTTL {
-                extrasForUpdate().slots.append(Slot(lease: lease, expiresAt: now.addingSaturating(ttl)))
+                withExtras { $0.slots.append(Slot(lease: lease, expiresAt: now.addingSaturating(ttl))) }
             }
         }
 
@@ -212,12 +213,13 @@ struct KeyState {
                 case .gcra:
                     tokensTAT = GCRA.charge(units: charged, tat: tokensTAT, now: now, limit: tokens)
                 case .slidingWindow:
-                    let extras = extrasForUpdate()
-                    extras.rememberWindow(tokens.window, of: .tokens)
-                    extras.withLog(.tokens) { log in
-                        let effective = log.effectiveTime(now)
-                        log.prune(now: effective, window: tokens.window)
-                        log.append(cost: charged, at: effective)
+                    withExtras { extras in
+                        extras.rememberWindow(tokens.window, of: .tokens)
+                        extras.withLog(.tokens) { log in
+                            let effective = log.effectiveTime(now)
+                            log.prune(now: effective, window: tokens.window)
+                            log.append(cost: charged, at: effective)
+                        }
                     }
                 }
             } else if actual < reserved {
@@ -229,8 +231,8 @@ struct KeyState {
                     refunded = before == tokensTAT ? 0 : min(credit, WideArithmetic.multiplyDivideFloor(
                         before - tokensTAT, tokens.limit, tokens.window))
                 case .slidingWindow:
-                    if let extras {
-                        refunded = extras.withLog(.tokens) { log in
+                    if extras != nil {
+                        refunded = extras!.withLog(.tokens) { log in
                             log.prune(now: log.effectiveTime(now), window: tokens.window)
                             return log.refund(cost: credit, admittedAt: tokensLoggedAt)
                         }
@@ -238,8 +240,8 @@ struct KeyState {
                 }
             }
         }
-        if let extras, !extras.slots.isEmpty {
-            extras.slots.removeAll { $0.lease == lease }
+        if extras?.slots.isEmpty == false {
+            extras!.slots.removeAll { $0.lease == lease }
         }
         return (charged, refunded)
     }
@@ -273,10 +275,10 @@ struct KeyState {
                 remaining: GCRA.remaining(tat: tat, now: now, limit: limit),
                 reset: GCRA.reset(tat: tat, now: now))
         case .slidingWindow:
-            guard let extras else {
+            guard extras != nil else {
                 return DimensionStatus(limit: limit.limit, remaining: limit.limit, reset: 0)
             }
-            return extras.withLog(dimension) { log in
+            return extras!.withLog(dimension) { log in
                 log.prune(now: log.effectiveTime(now), window: limit.window)
                 return DimensionStatus(
                     limit: limit.limit,
@@ -285,25 +287,15 @@ struct KeyState {
             }
         }
     }
-
-    /// Whether the key is fully replenished at `now` (and can be forgotten).
-    /// Prunes logs and expired slots as a side effect of looking.
-    mutating func isIdle(now: UInt64) -> Bool {
-        guard requestsTAT <= now, tokensTAT <= now else { return false }
-        guard let extras else { return true }
-        extras.slots.removeAll { $0.expiresAt <= now }
-        guard extras.slots.isEmpty else { return false }
-        extras.requestsLog.prune(now: extras.requestsLog.effectiveTime(now), window: extras.requestsWindow)
-        extras.tokensLog.prune(now: extras.tokensLog.effectiveTime(now), window: extras.tokensWindow)
-        return extras.requestsLog.isEmpty && extras.tokensLog.isEmpty
-    }
 }
 
-/// The parts of a key's state that not every key needs.
+/// The parts of a key's state that not every key needs: sliding-window logs and
+/// held concurrency slots.
 ///
-/// A reference type so that `KeyState` stays three words; only ever touched under
-/// the owning shard's lock.
-final class KeyExtras {
+/// A value type, kept in the shard's second table and mutated in place there (moved
+/// into `KeyState` for one operation and back), so there is no extra allocation per
+/// key and no dynamic exclusivity check on the hot path.
+struct KeyExtras {
     var requestsLog = SlidingWindowLog()
     var tokensLog = SlidingWindowLog()
     var slots: [KeyState.Slot] = []
@@ -311,12 +303,21 @@ final class KeyExtras {
     var requestsWindow: UInt64 = 0
     var tokensWindow: UInt64 = 0
 
-    func rememberWindow(_ window: UInt64, of dimension: Dimension) {
+    mutating func rememberWindow(_ window: UInt64, of dimension: Dimension) {
         if dimension == .requests { requestsWindow = window } else { tokensWindow = window }
     }
 
     @inline(__always)
-    func withLog<Result>(_ dimension: Dimension, _ body: (inout SlidingWindowLog) -> Result) -> Result {
+    mutating func withLog<Result>(_ dimension: Dimension, _ body: (inout SlidingWindowLog) -> Result) -> Result {
         dimension == .requests ? body(&requestsLog) : body(&tokensLog)
+    }
+
+    /// Whether nothing is logged or held at `now` (pruning as it looks).
+    mutating func isIdle(now: UInt64) -> Bool {
+        slots.removeAll { $0.expiresAt <= now }
+        guard slots.isEmpty else { return false }
+        requestsLog.prune(now: requestsLog.effectiveTime(now), window: requestsWindow)
+        tokensLog.prune(now: tokensLog.effectiveTime(now), window: tokensWindow)
+        return requestsLog.isEmpty && tokensLog.isEmpty
     }
 }
