@@ -213,36 +213,37 @@ private struct ShardState: ~Copyable {
     mutating func withKey<Result>(
         _ key: LimitKey, limits: LimitSet, create: Bool, _ body: (inout KeyState) -> Result
     ) -> Result {
+        let needsExtras = KeyState.needsExtras(limits)
+        var extras = needsExtras ? self.extras[key] : nil
+        let hadExtras = extras != nil
+        let result: Result
         if create {
-            if KeyState.needsExtras(limits) {
-                // Both tables are modified in place: no copy of the logs, no copy-on-write.
-                return Self.run(&keys[key, default: KeyBuckets()], &extras[key], body)
-            }
-            var none: KeyExtras?
-            return Self.run(&keys[key, default: KeyBuckets()], &none, body)
+            result = Self.run(&keys[key, default: KeyBuckets()], &extras, body)
+        } else {
+            var buckets = keys[key] ?? KeyBuckets()
+            result = Self.run(&buckets, &extras, body)
         }
-        var buckets = keys[key] ?? KeyBuckets()
-        var copy = KeyState.needsExtras(limits) ? extras[key] : nil
-        return Self.run(&buckets, &copy, body)
+        if create, !hadExtras, let extras { self.extras[key] = extras }
+        return result
     }
 
     @inline(__always)
     private static func run<Result>(
         _ buckets: inout KeyBuckets, _ extras: inout KeyExtras?, _ body: (inout KeyState) -> Result
     ) -> Result {
-        var state = KeyState(buckets: buckets, extras: extras.take())
+        var state = KeyState(buckets: buckets, extras: extras)
         let result = body(&state)
         buckets = state.buckets
-        extras = state.extras.take()
+        extras = state.extras
         return result
     }
 
     /// Removes idle keys and finished lease records; returns the keys removed.
     mutating func sweep(now: UInt64) -> Int {
         var idle: [LimitKey] = []
-        for (key, buckets) in keys where buckets.requestsTAT <= now && buckets.tokensTAT <= now {
-            // Pruned in place: the logs are not copied.
-            if extras[key]?.isIdle(now: now) ?? true { idle.append(key) }
+        for (key, buckets) in keys {
+            var state = KeyState(buckets: buckets, extras: extras[key])
+            if state.isIdle(now: now) { idle.append(key) }
         }
         for key in idle {
             keys.removeValue(forKey: key)
