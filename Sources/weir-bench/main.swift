@@ -106,10 +106,16 @@ row("baseline: Mutex<[String: UInt64]> increment, hot key", baseline, baseline: 
 // The machine's own two-thread scaling: each thread on its own map, nothing shared.
 final class PrivateMap: Sendable {
     let map = Mutex<[String: UInt64]>([:])
+    // Two cache lines of padding: the two maps must not share a line.
+    let padding: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+                  UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) =
+        (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 }
 let privateMaps = [PrivateMap(), PrivateMap()]
+// A key string per thread too: sharing one would bounce its reference count between cores.
+let privateKeys = ["acct_1/text/MiniMax-M2-a", "acct_1/text/MiniMax-M2-b"].map { String($0.utf8) ?? $0 }
 let baselineTwo = measure(threads: 2) { thread, _ in
-    privateMaps[thread].map.withLock { $0[baselineKey, default: 0] &+= 1 }
+    privateMaps[thread].map.withLock { $0[privateKeys[thread], default: 0] &+= 1 }
 }
 row("baseline, 2 threads, one private map each", baselineTwo, baseline: baseline)
 print("    2 threads / 1 thread: \(String(format: "%.2f", baselineTwo / baseline))x (what this machine allows)")
