@@ -38,11 +38,11 @@ let package = Package(
             dependencies: ["WeirCommands", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // Release-build benchmarks of the engine; see BENCHMARKS.md.
-        .executableTarget(name: "weir-bench", dependencies: ["WeirCore"]),
+        .executableTarget(name: "weir-bench", dependencies: ["WeirCore", "WeirConformance"]),
         .testTarget(name: "WeirCoreTests", dependencies: ["WeirCore", "WeirConformance"]),
         .testTarget(
             name: "WeirPolicyTests",
-            dependencies: ["WeirPolicy", "WeirCore"],
+            dependencies: ["WeirPolicy", "WeirCore", "WeirConformance"],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(

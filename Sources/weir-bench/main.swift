@@ -8,6 +8,7 @@
 import Dispatch
 import Foundation
 import Synchronization
+import WeirConformance
 import WeirCore
 
 let quick = CommandLine.arguments.contains("--quick")
@@ -51,19 +52,6 @@ func limits(_ algorithm: Algorithm, requests: UInt64, tokens: UInt64, window: UI
     LimitSet(
         requests: Limit(algorithm: algorithm, limit: requests, window: window),
         tokens: Limit(algorithm: algorithm, limit: tokens, window: window))
-}
-
-/// SplitMix64, so every run visits keys in the same order.
-struct SeededRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }
 
 func row(_ name: String, _ rate: Double, baseline: Double) {
@@ -151,7 +139,7 @@ for algorithm in [Algorithm.gcra, .slidingWindow] where selected("spread-\(algor
     let paid = limits(algorithm, requests: 500, tokens: 20_000_000)
     // Keys in a fixed pseudo-random order, read sequentially: a server builds each key
     // from its request, so only the store's own memory accesses should miss the cache.
-    var generator = SeededRandom(seed: 42)
+    var generator = SeededGenerator(seed: 42)
     let spread = [keys(keyCount, prefix: "a_").shuffled(using: &generator),
                   keys(keyCount, prefix: "b_").shuffled(using: &generator)]
     let one = measure { _, iteration in
