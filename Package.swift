@@ -8,12 +8,26 @@ let package = Package(
         .library(name: "WeirCore", targets: ["WeirCore"]),
         .library(name: "WeirPolicy", targets: ["WeirPolicy"]),
         .library(name: "WeirConformance", targets: ["WeirConformance"]),
+        .library(name: "WeirServer", targets: ["WeirServer"]),
+        .library(name: "WeirHummingbird", targets: ["WeirHummingbird"]),
         .executable(name: "weir", targets: ["weir"]),
         .executable(name: "weir-bench", targets: ["weir-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.0.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.0.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-http-structured-headers.git", from: "1.0.0"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.0.0"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.20.0"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.20.0"),
     ],
     targets: [
         // The engine: clock, algorithms, decisions, leases, stores. Standard library only.
@@ -31,6 +45,46 @@ let package = Package(
             dependencies: [
                 "WeirCore", "WeirPolicy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "WeirServer",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        // A Hummingbird middleware enforcing Weir's limits in process, and the
+        // rate limit headers both families of clients read.
+        .target(
+            name: "WeirHummingbird",
+            dependencies: [
+                "WeirCore", "WeirPolicy",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "RawStructuredFieldValues", package: "swift-http-structured-headers"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ]
+        ),
+        // `weir serve`: decision, admin and operations routes; the registry in SQLite.
+        .target(
+            name: "WeirServer",
+            dependencies: [
+                "WeirCore", "WeirPolicy", "WeirHummingbird",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
             ]
         ),
         .executableTarget(
@@ -48,6 +102,26 @@ let package = Package(
         .testTarget(
             name: "WeirCommandsTests",
             dependencies: ["WeirCommands", "WeirPolicy", "WeirCore"]
+        ),
+        .testTarget(
+            name: "WeirServerTests",
+            dependencies: [
+                "WeirServer", "WeirHummingbird", "WeirPolicy", "WeirCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "WeirHummingbirdTests",
+            dependencies: [
+                "WeirHummingbird", "WeirPolicy", "WeirCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -14,6 +14,7 @@ public struct WeirCommand: AsyncParsableCommand {
             CatalogueCommand.self,
             CheckConfigCommand.self,
             SimulateCommand.self,
+            ServeCommand.self,
         ]
     )
 

@@ -1,16 +1,10 @@
-import ArgumentParser
 import WeirCommands
 
-// The asynchronous entry point, spelled out: `weir serve` runs a server. (A bare
-// `WeirCommand.main()` from top-level code resolves to ParsableCommand's synchronous
-// overload, which refuses an asynchronous root.)
-do {
-    var command = try await WeirCommand.asyncParseAsRoot()
-    if var asynchronous = command as? AsyncParsableCommand {
-        try await asynchronous.run()
-    } else {
-        try command.run()
-    }
-} catch {
-    WeirCommand.exit(withError: error)
+// The asynchronous entry point (`weir serve` runs a server). Called from an async
+// function: from top-level code, `main(nil)` resolves to ParsableCommand's synchronous
+// overload, which runs a subcommand's synchronous `run()` (for `serve`: the help text).
+func weirMain() async {
+    await WeirCommand.main(nil)
 }
+
+await weirMain()

@@ -1,0 +1,106 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
+import Metrics
+import NIOPosix
+import Prometheus
+import WeirPolicy
+import WeirServer
+
+/// `weir serve`: the decision service, the admin API and the operations endpoints.
+public struct ServeCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the decision service (POST /v1/acquire, /v1/settle), the admin API and /metrics.",
+        discussion: """
+            Listens on --host:--port (127.0.0.1:8080 by default). Limits come from --config \
+            (the built-in catalogue by default); accounts, API keys and recharges persist in \
+            a SQLite registry under --data. The admin API (/admin/v1) needs a bearer token \
+            from --admin-token-file or WEIR_ADMIN_TOKEN; without one it answers 403. \
+            SIGINT and SIGTERM stop the server gracefully; SIGHUP reloads --config (an invalid \
+            file is logged and the running config kept).
+            """
+    )
+
+    @Option(help: "Address to listen on.")
+    var host = "127.0.0.1"
+
+    @Option(help: "Port to listen on (0 picks a free one).")
+    var port = 8080
+
+    @Option(help: "Catalogue file (YAML). Default: the built-in catalogue.")
+    var config: String?
+
+    @Option(help: "Directory of the account registry (registry.sqlite).")
+    var data = "./weir-data"
+
+    @Option(name: .customLong("admin-token-file"), help: "File holding the admin API's bearer token. Default: $WEIR_ADMIN_TOKEN.")
+    var adminTokenFile: String?
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: Logger.Level = .info
+
+    public init() {}
+
+    public func run() async throws {
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let metricsRegistry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metricsRegistry))
+        var logger = Logger(label: "weir")
+        logger.logLevel = level
+
+        // One event loop per core this process may run on (taskset, cpusets).
+        let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: ServerConfiguration.availableCores)
+        let configuration = ServerConfiguration(
+            host: host,
+            port: port,
+            configPath: config,
+            dataDirectory: data,
+            adminToken: try adminToken(),
+            reloadOnHangup: true,
+            metricsRegistry: metricsRegistry,
+            eventLoopGroup: eventLoops,
+            logger: logger
+        )
+        do {
+            let application = try await buildApplication(configuration: configuration)
+            try await application.runService()
+        } catch let errors as ConfigErrors {
+            try? await eventLoops.shutdownGracefully()
+            FileHandle.standardError.write(Data("weir serve: invalid config\n\(errors.description)\n".utf8))
+            throw ExitCode(2)
+        } catch {
+            try? await eventLoops.shutdownGracefully()
+            throw error
+        }
+        try? await eventLoops.shutdownGracefully()
+    }
+
+    /// The admin token: the file's content (surrounding whitespace trimmed), else
+    /// `WEIR_ADMIN_TOKEN`, else none. There is no default token.
+    private func adminToken() throws -> String? {
+        if let path = adminTokenFile {
+            let content: String
+            do {
+                content = try String(contentsOfFile: path, encoding: .utf8)
+            } catch {
+                throw ValidationError("cannot read --admin-token-file \(path): \(error.localizedDescription)")
+            }
+            let token = content.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !token.isEmpty else { throw ValidationError("--admin-token-file \(path) is empty") }
+            return token
+        }
+        if let token = ProcessInfo.processInfo.environment["WEIR_ADMIN_TOKEN"], !token.isEmpty {
+            return token
+        }
+        return nil
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}

@@ -1,0 +1,55 @@
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import ServiceLifecycle
+import WeirCore
+import WeirPolicy
+
+/// Builds the `weir serve` application: decision, admin and operations routes over
+/// one limiter, registry and metrics registry; background services for eviction,
+/// the registry's lifetime and (optionally) SIGHUP reloads.
+///
+/// The executable and the tests both call this. Run the result with `runService()`
+/// (SIGINT/SIGTERM shut it down gracefully) or drive it with HummingbirdTesting.
+///
+/// - Throws: `ConfigErrors` when the config file is invalid; registry errors when the
+///   data directory cannot be opened.
+public func buildApplication(configuration: ServerConfiguration) async throws -> some ApplicationProtocol {
+    let service = try WeirService(configuration: configuration)
+    let router = Router(context: BasicRequestContext.self)
+    service.addDecisionRoutes(to: router)
+    service.addAdminRoutes(to: router)
+    service.addOperationsRoutes(to: router)
+
+    var services: [any Service] = [
+        RegistryService(registry: service.registry, logger: configuration.logger),
+        EvictionService(store: service.store, interval: configuration.evictionInterval),
+    ]
+    if configuration.reloadOnHangup { services.append(HangupReloadService(service: service)) }
+
+    let logger = configuration.logger
+    let catalogue = service.limiter.catalogue
+    let configDescription = configuration.configPath.map { "\($0) (\(catalogue.rules.count) rules)" }
+        ?? "built-in catalogue (\(catalogue.rules.count) rules)"
+    let registryPath = service.registry.path
+    let accountCount = service.registry.accountCount
+    let adminState = configuration.adminToken == nil ? "disabled (no token)" : "enabled"
+    // Hummingbird's own start-up line would be a second one: it logs at warning and up
+    // unless the operator asked for debugging.
+    var frameworkLogger = logger
+    if frameworkLogger.logLevel > .debug { frameworkLogger.logLevel = max(frameworkLogger.logLevel, .warning) }
+    return Application(
+        router: router,
+        server: HTTPServerBuilder { responder in DecisionChannel(responder: responder, service: service) },
+        configuration: ApplicationConfiguration(address: .hostname(configuration.host, port: configuration.port)),
+        services: services,
+        onServerRunning: { channel in
+            let port = channel.localAddress?.port ?? configuration.port
+            logger.notice(
+                "weir serve listening on http://\(configuration.host):\(port); config: \(configDescription); store: in-memory; registry: \(registryPath) (\(accountCount) accounts); admin API: \(adminState)")
+        },
+        eventLoopGroupProvider: configuration.eventLoopGroup.map { .shared($0) } ?? .singleton,
+        logger: frameworkLogger
+    )
+}

@@ -1,0 +1,265 @@
+import Foundation
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
+import Synchronization
+import WeirHummingbird
+
+/// The server's HTTP/1 channel: Hummingbird's, with `DecisionFastPath` in front of its
+/// request handling.
+///
+/// The pipeline is NIO's HTTP/1 decoder, `DecisionFastPath`, NIO's HTTP/1 encoder,
+/// `ForwardedResponseObserver`, then what Hummingbird's `HTTP1Channel` sets up
+/// (conversion to HTTP types, connection state, the async channel its router reads).
+/// Same behaviour as `HTTP1Channel` for every request the fast path does not answer.
+struct DecisionChannel: ServerChildChannel, HTTPChannelHandler {
+    typealias Value = NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>
+
+    let responder: Responder
+    let service: WeirService
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            // NIO's HTTP/1 decoder and encoder as `configureHTTPServerPipeline` sets them
+            // up (no pipelining assistance, no error handling, no outbound header
+            // validation: Hummingbird's choices), but apart, so that the fast path sits
+            // between them: it reads decoded requests and writes encoded bytes.
+            let fastPath = DecisionFastPath(service: service)
+            try channel.pipeline.syncOperations.addHandlers([
+                ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)),
+                fastPath,
+                HTTPResponseEncoder(configuration: .init()),
+                ForwardedResponseObserver(fastPath: fastPath),
+                HTTP1ToHTTPServerCodec(secure: false),
+                HTTPConnectionStateHandler(idleTimeout: nil, logger: logger),
+            ])
+            return try NIOAsyncChannel(
+                wrappingChannelSynchronously: channel,
+                configuration: .init(isOutboundHalfClosureEnabled: true))
+        }
+    }
+
+    func handle(value asyncChannel: Value, logger: Logger) async {
+        await handleHTTP(asyncChannel: asyncChannel, logger: logger)
+    }
+}
+
+/// Answers `POST /v1/acquire` and `POST /v1/settle` on the event loop, right after
+/// NIO's HTTP/1 decoder, without the hop into Swift concurrency (and the conversions
+/// to and from HTTP types, and the response encoder) that a Hummingbird route costs
+/// per request.
+///
+/// **Speed over uniformity.** A decision is synchronous (parse, resolve, ask the
+/// in-memory store, which never suspends), so it is computed here when the request's
+/// last part arrives, and written back as one buffer of HTTP/1.1 bytes (status line,
+/// headers, body); the request never reaches the router. Everything else (admin, operations, other methods and paths) goes on
+/// to Hummingbird unchanged, and the decision routes stay registered there too: both
+/// call the same `WeirService.acquire` / `settle`, so answers are identical.
+///
+/// **Order.** While a request forwarded to Hummingbird has not been answered (HTTP
+/// pipelining), decision requests are forwarded as well, so responses always leave in
+/// request order.
+///
+/// **Limits.** A body over the service's limit (declared by `Content-Length` or found
+/// while reading) is answered 413 at once and the connection closed, since the rest of
+/// the body cannot be told from a next request without reading it. A request that is
+/// not keep-alive (`Connection: close`, HTTP/1.0) is answered and the connection closed.
+///
+/// Not thread-safe, like every channel handler: one instance per connection, used on
+/// its event loop only.
+final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = IOData
+    typealias OutboundOut = IOData
+
+    private enum Route {
+        case acquire
+        case settle
+    }
+
+    private enum State {
+        /// Between requests.
+        case idle
+        /// Reading the body of a decision request.
+        case collecting(Route, ByteBuffer, HTTPRequestHead)
+        /// After a 413 for a body over the limit: the connection is closing, and
+        /// whatever else arrives on it is dropped.
+        case closing
+        /// Passing a request on to Hummingbird, up to its end.
+        case forwarding
+    }
+
+    private let service: WeirService
+    private var state = State.idle
+    /// Requests forwarded to Hummingbird whose response has not ended yet.
+    private var forwarded = 0
+    /// Whether answers were written since the last flush.
+    private var needsFlush = false
+
+    init(service: WeirService) {
+        self.service = service
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            if case .closing = state { return }
+            guard case .idle = state else {
+                preconditionFailure("a request head arrived before the previous request ended")
+            }
+            guard forwarded == 0, head.method == .POST, let route = Self.route(head.uri) else {
+                forwarded += 1
+                state = .forwarding
+                context.fireChannelRead(data)
+                return
+            }
+            let length = head.headers.first(name: "content-length").flatMap { Int($0) }
+            if let length, length > service.maxBodySize {
+                refuseTooLarge(context: context, head: head)
+            } else {
+                let buffer = context.channel.allocator.buffer(capacity: min(length ?? 512, service.maxBodySize))
+                state = .collecting(route, buffer, head)
+            }
+        case .body(var chunk):
+            switch state {
+            case .collecting(let route, var body, let head):
+                if body.readableBytes + chunk.readableBytes > service.maxBodySize {
+                    refuseTooLarge(context: context, head: head)
+                } else {
+                    state = .idle  // drop the enum's reference, so appending does not copy
+                    body.writeBuffer(&chunk)
+                    state = .collecting(route, body, head)
+                }
+            case .closing:
+                break
+            case .forwarding:
+                context.fireChannelRead(data)
+            case .idle:
+                preconditionFailure("a body part arrived outside a request")
+            }
+        case .end:
+            switch state {
+            case .collecting(let route, var body, let head):
+                state = .idle
+                let bytes = body.readBytes(length: body.readableBytes) ?? []
+                let answer = route == .acquire ? service.acquire(bytes) : service.settle(bytes)
+                write(answer, context: context, head: head)
+            case .closing:
+                break
+            case .forwarding:
+                state = .idle
+                context.fireChannelRead(data)
+            case .idle:
+                preconditionFailure("a request end arrived outside a request")
+            }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if needsFlush {
+            needsFlush = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    /// Called by `ForwardedResponseObserver` when Hummingbird has written the end of a
+    /// response to a forwarded request.
+    func forwardedResponseEnded() {
+        forwarded -= 1
+    }
+
+    private static func route(_ uri: String) -> Route? {
+        switch uri {
+        case "/v1/acquire": .acquire
+        case "/v1/settle": .settle
+        default: nil
+        }
+    }
+
+    private func refuseTooLarge(context: ChannelHandlerContext, head: HTTPRequestHead) {
+        state = .closing
+        write(DecisionAnswer(APIError.bodyTooLarge(limit: service.maxBodySize)), context: context, head: head, close: true)
+    }
+
+    private func write(_ answer: DecisionAnswer, context: ChannelHandlerContext, head: HTTPRequestHead, close: Bool = false) {
+        let close = close || !head.isKeepAlive
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(640)
+        bytes.append(contentsOf: head.version.major == 1 && head.version.minor == 0 ? "HTTP/1.0 ".utf8 : "HTTP/1.1 ".utf8)
+        JSONWriter.appendDecimal(UInt64(answer.status.code), to: &bytes)
+        bytes.append(UInt8(ascii: " "))
+        bytes.append(contentsOf: answer.status.reasonPhrase.utf8)
+        bytes.append(contentsOf: "\r\n".utf8)
+        answer.appendHTTP1Headers(to: &bytes)
+        bytes.append(contentsOf: "Content-Type: application/json\r\nContent-Length: ".utf8)
+        JSONWriter.appendDecimal(UInt64(answer.body.count), to: &bytes)
+        bytes.append(contentsOf: "\r\nDate: ".utf8)
+        bytes.append(contentsOf: HTTPDate.now().utf8)
+        if close {
+            bytes.append(contentsOf: "\r\nConnection: close".utf8)
+        } else if head.version.major == 1 && head.version.minor == 0 {
+            bytes.append(contentsOf: "\r\nConnection: keep-alive".utf8)
+        }
+        bytes.append(contentsOf: "\r\n\r\n".utf8)
+        var buffer = context.channel.allocator.buffer(capacity: bytes.count + answer.body.count)
+        buffer.writeBytes(bytes)
+        buffer.writeBytes(answer.body)
+        if close {
+            context.writeAndFlush(wrapOutboundOut(.byteBuffer(buffer))).whenComplete { _ in context.close(promise: nil) }
+        } else {
+            context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: nil)
+            needsFlush = true
+        }
+    }
+}
+
+/// Tells `DecisionFastPath` when a response to a forwarded request has been written
+/// (before NIO's encoder turns it into bytes), so that it keeps answers in order.
+final class ForwardedResponseObserver: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let fastPath: DecisionFastPath
+
+    init(fastPath: DecisionFastPath) {
+        self.fastPath = fastPath
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data) {
+            fastPath.forwardedResponseEnded()
+        }
+        context.write(data, promise: promise)
+    }
+}
+
+/// The `Date` header value (IMF-fixdate), formatted once per second.
+enum HTTPDate {
+    private static let cache = Mutex<(second: Int, text: String)>((-1, ""))
+
+    static func now() -> String {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME_COARSE, &spec)
+        let seconds = spec.tv_sec
+        if let text = cache.withLock({ $0.second == seconds ? $0.text : nil }) { return text }
+        let text = format(seconds)
+        cache.withLock { $0 = (seconds, text) }
+        return text
+    }
+
+    private static func format(_ seconds: Int) -> String {
+        var time = time_t(seconds)
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        return "\(days[Int(parts.tm_wday)]), \(two(parts.tm_mday)) \(months[Int(parts.tm_mon)]) \(parts.tm_year + 1900) "
+            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) GMT"
+    }
+}

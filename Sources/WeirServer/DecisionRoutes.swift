@@ -1,0 +1,253 @@
+import HTTPTypes
+import Hummingbird
+import WeirCore
+import WeirHummingbird
+import WeirPolicy
+
+/// An answer of the decision API, independent of the HTTP stack that sends it (the
+/// Hummingbird routes and the event-loop fast path both send these).
+struct DecisionAnswer {
+    /// Where the rate limit headers come from.
+    enum RateLimits {
+        case none
+        case decision(LimitedDecision)
+        case settlement(SettledLease)
+    }
+
+    var status: HTTPResponse.Status
+    var rateLimits: RateLimits
+    /// The JSON body, UTF-8.
+    var body: [UInt8]
+
+    init(status: HTTPResponse.Status, rateLimits: RateLimits = .none, body: [UInt8]) {
+        self.status = status
+        self.rateLimits = rateLimits
+        self.body = body
+    }
+
+    init(_ error: APIError) {
+        self.init(status: error.status, body: Array(error.json.utf8))
+    }
+
+    /// The rate limit headers, (name, value); `Content-Type: application/json` is implied.
+    var headers: [(String, String)] {
+        switch rateLimits {
+        case .none: []
+        case .decision(let limited): limited.headerPairs
+        case .settlement(let settled): settled.headerPairs
+        }
+    }
+
+    /// Appends the rate limit headers as HTTP/1.1 header lines.
+    func appendHTTP1Headers(to bytes: inout [UInt8]) {
+        switch rateLimits {
+        case .none: break
+        case .decision(let limited): limited.appendHTTP1Headers(to: &bytes)
+        case .settlement(let settled): settled.appendHTTP1Headers(to: &bytes)
+        }
+    }
+
+    var response: Response {
+        var fields = HTTPFields()
+        for (name, value) in headers { fields.append(HTTPField(name: HTTPField.Name(name)!, value: value)) }
+        fields[.contentType] = "application/json"
+        return Response(status: status, headers: fields, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}
+
+/// `POST /v1/acquire` and `POST /v1/settle`: the decision API of DESIGN.md.
+///
+/// Decisions are synchronous: parse, resolve, ask the in-memory store (which never
+/// suspends), write the answer. So the same code serves the Hummingbird routes and
+/// `DecisionFastPath`, which answers on the event loop.
+extension WeirService {
+    func addDecisionRoutes(to router: Router<BasicRequestContext>) {
+        router.post("/v1/acquire") { request, _ in self.acquire(try await self.body(of: request)).response }
+        router.post("/v1/settle") { request, _ in self.settle(try await self.body(of: request)).response }
+    }
+
+    /// `{"api_key" | "account", "api", "model", "units"?, "lease_ttl_ms"?}` ->
+    /// 200 `{"allowed": true, "lease", "tier", "limits"}` or
+    /// 429 `{"allowed": false, "reason", "retry_after_ms", "tier", "limits", "message"}`.
+    func acquire(_ body: [UInt8]) -> DecisionAnswer {
+        let started = SystemClock().now()
+        do {
+            let answer = try decide(body)
+            metrics.latency.recordNanoseconds(Int64(clamping: SystemClock().now() &- started))
+            return answer
+        } catch {
+            return DecisionAnswer(error)
+        }
+    }
+
+    private func decide(_ body: [UInt8]) throws(APIError) -> DecisionAnswer {
+        let fields: AcquireFields
+        if let scanned = AcquireFields.scanFlat(body) {
+            fields = scanned
+        } else {
+            fields = AcquireFields(try Self.parseObject(body))
+        }
+        let account = try identify(apiKey: fields.apiKey, account: fields.account)
+        let api = try JSONValue.string(fields.api, "api")
+        let model = try JSONValue.string(fields.model, "model", allowEmpty: true)
+        let units = try JSONValue.optionalCount(fields.units, "units") ?? 0
+        var ttl = AdmissionRequest.defaultLeaseTTL
+        if let milliseconds = try JSONValue.optionalCount(fields.leaseTTL, "lease_ttl_ms") {
+            guard milliseconds > 0, milliseconds <= Self.maximumLeaseTTLMilliseconds else {
+                throw APIError.badRequest(
+                    field: "lease_ttl_ms", "must be between 1 and \(Self.maximumLeaseTTLMilliseconds) (one day), got \(milliseconds)")
+            }
+            ttl = milliseconds * Nanoseconds.perMillisecond
+        }
+        let catalogue = limiter.catalogue
+        let resolution: Resolution
+        do {
+            resolution = try catalogue.resolve(
+                account: WeirService.profile(id: account, catalogue: catalogue, registry: registry), api: api, model: model)
+        } catch {
+            throw Self.apiError(error)
+        }
+        let decision = store.acquire(
+            AdmissionRequest(key: resolution.key, limits: resolution.limits, units: units, leaseTTL: ttl))
+        let limited = LimitedDecision(decision: decision, resolution: resolution, units: units)
+        metrics.record(
+            api: resolution.rule.api, model: ServerMetrics.modelLabel(rule: resolution.rule, model: model), decision: decision)
+
+        var json = JSONWriter(capacity: 384)
+        json.beginObject()
+        json.field("allowed", decision.isAllowed)
+        if decision.isAllowed {
+            json.field("lease", optional: decision.lease?.id.description)
+            if decision.isShadowed {
+                json.field("shadowed", true)
+                json.field("reason", optional: decision.reason?.rawValue)
+            }
+        } else {
+            json.field("reason", decision.reason?.rawValue ?? "requests")
+            json.field("retry_after_ms", optional: decision.retryAfter.map(Nanoseconds.millisecondsRoundedUp))
+        }
+        json.field("tier", resolution.tier.name)
+        json.key("limits")
+        Self.writeLimits(decision.limits, to: &json)
+        if !decision.isAllowed, let message = limited.messageBytes { json.field("message", utf8: message) }
+        json.endObject()
+        return DecisionAnswer(
+            status: decision.isAllowed ? .ok : .tooManyRequests, rateLimits: .decision(limited), body: json.bytes)
+    }
+
+    /// `{"lease", "units"}` -> 200 `{"lease", "charged", "refunded", "limits"}`;
+    /// 404 for a lease never issued, 409 for one settled already or expired.
+    func settle(_ body: [UInt8]) -> DecisionAnswer {
+        do {
+            return try settleLease(body)
+        } catch {
+            return DecisionAnswer(error)
+        }
+    }
+
+    private func settleLease(_ body: [UInt8]) throws(APIError) -> DecisionAnswer {
+        let object = try Self.parseObject(body)
+        let text = try object.string("lease")
+        guard let lease = LeaseID(string: text) else {
+            throw APIError.badRequest(field: "lease", "must be a lease id as /v1/acquire returned it (16 hexadecimal digits)")
+        }
+        let units = try object.count("units")
+        let settlement: Settlement
+        do {
+            settlement = try store.settle(lease, actualUnits: units)
+        } catch {
+            switch error {
+            case .unknown:
+                throw APIError(status: .notFound, code: "unknown_lease", message: "lease: \(error)", field: "lease")
+            case .alreadySettled:
+                throw APIError(status: .conflict, code: "lease_already_settled", message: "lease: \(error)", field: "lease")
+            case .expired:
+                throw APIError(status: .conflict, code: "lease_expired", message: "lease: \(error)", field: "lease")
+            }
+        }
+        metrics.leaseSettled()
+        let settled = SettledLease(settlement: settlement, windows: limiter.windows(ofScope: settlement.key.scope))
+        var json = JSONWriter(capacity: 256)
+        json.beginObject()
+        json.field("lease", lease.description)
+        json.field("charged", settlement.charged)
+        json.field("refunded", settlement.refunded)
+        json.key("limits")
+        Self.writeLimits(settlement.limits, to: &json)
+        json.endObject()
+        return DecisionAnswer(status: .ok, rateLimits: .settlement(settled), body: json.bytes)
+    }
+
+    /// The body parsed as a JSON object (400 naming `body` otherwise).
+    static func parseObject(_ bytes: [UInt8]) throws(APIError) -> JSONValue {
+        let value: JSONValue
+        do {
+            value = try JSONParser.parse(bytes)
+        } catch {
+            throw APIError.badRequest(field: "body", bytes.isEmpty ? "empty; expected a JSON object" : error.description)
+        }
+        guard case .object = value else {
+            throw APIError.badRequest(field: "body", "must be a JSON object, got \(value.kind)")
+        }
+        return value
+    }
+
+    /// The account a decision request names: `api_key` (through the registry and the
+    /// config's key hashes; 401 when no account has it) or `account`.
+    func identify(apiKey: JSONValue?, account: JSONValue?) throws(APIError) -> String {
+        let key = apiKey.flatMap { $0 == .null ? nil : $0 }
+        let account = account.flatMap { $0 == .null ? nil : $0 }
+        if key != nil && account != nil {
+            throw APIError.badRequest(field: "account", "give api_key or account, not both")
+        }
+        if let key {
+            guard case .string(let apiKey) = key else {
+                throw APIError.badRequest(field: "api_key", "must be a string, got \(key.kind)")
+            }
+            guard !apiKey.isEmpty else { throw APIError.badRequest(field: "api_key", "must not be empty") }
+            guard let owner = self.account(forAPIKey: apiKey) else { throw APIError.unknownAPIKey() }
+            return owner
+        }
+        guard let account else {
+            throw APIError.badRequest(field: "api_key", "required: give api_key or account")
+        }
+        let id = try JSONValue.string(account, "account")
+        try validateAccountID(id, field: "account")
+        return id
+    }
+
+    static func apiError(_ error: ResolutionError) -> APIError {
+        switch error {
+        case .unknownAPI:
+            APIError(status: .badRequest, code: "unknown_api", message: "api: \(error)", field: "api")
+        case .unknownModel:
+            APIError(status: .badRequest, code: "unknown_model", message: "model: \(error)", field: "model")
+        case .notAvailable:
+            APIError(status: .forbidden, code: "model_not_available", message: "model: \(error)", field: "model")
+        }
+    }
+
+    /// `[{"dimension", "limit", "remaining", "reset_ms"}]`, requests, tokens, concurrency.
+    static func writeLimits(_ statuses: LimitStatuses, to json: inout JSONWriter) {
+        json.beginArray()
+        for dimension in Dimension.allCases {
+            guard let status = statuses[dimension] else { continue }
+            // One object printed from fixed text and three integers.
+            json.raw(limitPrefix[dimension.rawValue]!)
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(64)
+            JSONWriter.appendDecimal(status.limit, to: &bytes)
+            bytes.append(contentsOf: #","remaining":"#.utf8)
+            JSONWriter.appendDecimal(status.remaining, to: &bytes)
+            bytes.append(contentsOf: #","reset_ms":"#.utf8)
+            JSONWriter.appendDecimal(Nanoseconds.millisecondsRoundedUp(status.reset), to: &bytes)
+            bytes.append(UInt8(ascii: "}"))
+            json.appendRaw(bytes)
+        }
+        json.endArray()
+    }
+
+    /// `{"dimension":"<name>","limit":` per dimension.
+    private static let limitPrefix: [String: String] = Dictionary(
+        uniqueKeysWithValues: Dimension.allCases.map { ($0.rawValue, #"{"dimension":""# + $0.rawValue + #"","limit":"#) })
+}

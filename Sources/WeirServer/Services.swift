@@ -1,0 +1,51 @@
+import Logging
+import ServiceLifecycle
+import UnixSignals
+import WeirCore
+
+/// Sweeps idle keys and finished leases from the store every `interval`.
+struct EvictionService: Service {
+    let store: InMemoryStore
+    let interval: Duration
+
+    func run() async throws {
+        // Graceful shutdown cancels the loop; that is its normal end, not an error.
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try await Task.sleep(for: interval)
+                store.evictIdle()
+            }
+        }
+    }
+}
+
+/// Keeps the registry open while the server runs and closes it after the server has
+/// stopped (services shut down in reverse order, the HTTP server first), so in-flight
+/// requests finish their writes first.
+struct RegistryService: Service {
+    let registry: Registry
+    let logger: Logger
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        do {
+            try registry.close()
+            logger.debug("registry closed")
+        } catch {
+            logger.error("registry close failed", metadata: ["error": "\(error)"])
+        }
+    }
+}
+
+/// Reloads the config on SIGHUP.
+struct HangupReloadService: Service {
+    let service: WeirService
+
+    func run() async throws {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        for await _ in signals.cancelOnGracefulShutdown() {
+            service.logger.info("SIGHUP: reloading the config")
+            _ = service.reload()
+        }
+    }
+}

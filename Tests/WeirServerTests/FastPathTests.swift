@@ -1,0 +1,99 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Testing
+import WeirCore
+import WeirServer
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("Decision fast path over raw sockets")
+struct FastPathTests {
+    @Test("pipelined requests are answered in order, decision and forwarded alike")
+    func pipelining() async throws {
+        let app = try await buildApplication(configuration: testConfiguration())
+        try await app.test(.live) { client in
+            let port = try #require(client.port)
+            let acquire = #"{"account":"p","api":"text","model":"MiniMax-M2"}"#
+            let requests =
+                "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                + "POST /v1/acquire HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(acquire.utf8.count)\r\n\r\n\(acquire)"
+                + "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
+                + "POST /v1/acquire HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n{"
+                + "POST /v1/acquire HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: \(acquire.utf8.count)\r\n\r\n\(acquire)"
+            let started = ContinuousClock.now
+            let text = try await RawHTTP.exchange(port: port, request: requests)
+            // The exchange ends when the server closes after `Connection: close`, well
+            // before the 10-second receive timeout.
+            #expect(ContinuousClock.now - started < .seconds(5))
+            let statusLines = text.components(separatedBy: "HTTP/1.1 ").dropFirst().map { "HTTP/1.1 " + ($0.components(separatedBy: "\r\n").first ?? "") }
+            #expect(statusLines == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request", "HTTP/1.1 200 OK"])
+            let ok = text.range(of: #"{"status":"ok"}"#)?.lowerBound
+            let allowed = text.range(of: #""allowed":true"#)?.lowerBound
+            let ready = text.range(of: #""status":"ready""#)?.lowerBound
+            #expect(ok != nil && allowed != nil && ready != nil)
+            if let ok, let allowed, let ready { #expect(ok < allowed && allowed < ready) }
+            #expect(text.contains("x-ratelimit-remaining-requests: 18"))
+        }
+    }
+
+    @Test("a declared body over 1 MiB is refused before it is read")
+    func declaredTooLarge() async throws {
+        let app = try await buildApplication(configuration: testConfiguration())
+        try await app.test(.live) { client in
+            let port = try #require(client.port)
+            let text = try await RawHTTP.exchange(
+                port: port,
+                request: "POST /v1/acquire HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2000000\r\n\r\n{}")
+            #expect(text.hasPrefix("HTTP/1.1 413"))
+        }
+    }
+}
+
+/// An HTTP/1.1 exchange over a plain TCP socket to 127.0.0.1, bounded by a 10-second
+/// receive timeout: sends `request` as is, reads until the server closes. The blocking
+/// socket calls run on a thread of their own, never on the concurrency pool that the
+/// in-process server needs.
+enum RawHTTP {
+    static func exchange(port: Int, request: String) async throws -> String {
+        try await withCheckedThrowingContinuation { continuation in
+            let thread = Thread {
+                continuation.resume(with: Result { try blockingExchange(port: port, request: request) })
+            }
+            thread.start()
+        }
+    }
+
+    private static func blockingExchange(port: Int, request: String) throws -> String {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard socket >= 0 else { throw TestFailure("socket() failed") }
+        defer { close(socket) }
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw TestFailure("connect() failed") }
+        let bytes = Array(request.utf8)
+        var sent = 0
+        while sent < bytes.count {
+            let count = bytes[sent...].withUnsafeBytes { send(socket, $0.baseAddress, $0.count, 0) }
+            guard count > 0 else { throw TestFailure("send() failed") }
+            sent += count
+        }
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = recv(socket, &buffer, buffer.count, 0)
+            if count <= 0 { break }
+            received += buffer[0..<count]
+        }
+        return String(decoding: received, as: UTF8.self)
+    }
+}

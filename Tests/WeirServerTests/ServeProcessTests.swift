@@ -1,0 +1,204 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Synchronization
+import Testing
+
+/// `weir serve` as a real process: started from the built binary, driven over HTTP
+/// with AsyncHTTPClient, stopped with signals (including `kill -9`).
+@Suite("weir serve as a process", .serialized)
+struct ServeProcessTests {
+    @Test("a recharge acknowledged before kill -9 survives the restart; SIGTERM stops gracefully")
+    func persistenceAcrossHardKill() async throws {
+        let data = scratchDirectory()
+        let tokenFile = data + "/admin-token"
+        try "s3cret-admin\n".write(toFile: tokenFile, atomically: true, encoding: .utf8)
+        let arguments = ["serve", "--port", "0", "--data", data + "/registry", "--admin-token-file", tokenFile]
+
+        let first = try ServerProcess(arguments: arguments)
+        let port = try await first.port()
+        let client = HTTPTestClient(port: port, adminToken: "s3cret-admin")
+        #expect(try await client.send(.PUT, "/admin/v1/accounts/acme", "{}").status == 201)
+        let key = try #require(try await client.send(.POST, "/admin/v1/accounts/acme/keys").json["api_key"] as? String)
+        let recharged = try await client.send(.POST, "/admin/v1/accounts/acme/recharges", #"{"amount": 10}"#)
+        #expect(recharged.status == 200)
+        #expect(recharged.json["tier"] as? String == "paid")
+        first.signal(SIGKILL)
+        #expect(try await first.exitStatus() == SIGKILL)
+
+        let second = try ServerProcess(arguments: arguments)
+        let client2 = HTTPTestClient(port: try await second.port(), adminToken: "s3cret-admin")
+        let account = try await client2.send(.GET, "/admin/v1/accounts/acme")
+        #expect(account.status == 200)
+        #expect(account.json["tier"] as? String == "paid")
+        #expect((account.json["recharges"] as? NSNumber)?.intValue == 10)
+        let acquired = try await client2.send(
+            .POST, "/v1/acquire", #"{"api_key": "\#(key)", "api": "text", "model": "MiniMax-M2-Stable"}"#)
+        #expect(acquired.status == 200)
+        let limits = try #require(acquired.json["limits"] as? [[String: Any]])
+        #expect((limits.first?["limit"] as? NSNumber)?.intValue == 500)
+        #expect(acquired.headers.first(name: "x-ratelimit-limit-requests") == "500")
+
+        second.signal(SIGTERM)
+        #expect(try await second.exitStatus() == 0)
+        // The key is never logged; the start-up line says where, which config and store.
+        for server in [first, second] {
+            #expect(!server.output.contains(key))
+            let startLines = server.output.split(separator: "\n").filter { $0.contains("listening on") }
+            #expect(startLines.count == 1)
+            #expect(startLines.first?.contains("config: built-in catalogue") == true)
+            #expect(startLines.first?.contains("store: in-memory") == true)
+        }
+    }
+
+    @Test("SIGHUP reloads the config; an invalid file is logged and the running config kept; SIGINT stops")
+    func hangupReload() async throws {
+        let directory = scratchDirectory()
+        let config = directory + "/weir.yaml"
+        try OperationsTests.smallConfig.write(toFile: config, atomically: true, encoding: .utf8)
+        let server = try ServerProcess(arguments: ["serve", "--port", "0", "--data", directory + "/registry", "--config", config])
+        let client = HTTPTestClient(port: try await server.port(), adminToken: nil)
+        let acquire = #"{"account": "a", "api": "text", "model": "MiniMax-M2"}"#
+        #expect(try await client.send(.POST, "/v1/acquire", acquire).headers.first(name: "x-ratelimit-limit-requests") == "3")
+
+        try "rules: [".write(toFile: config, atomically: true, encoding: .utf8)
+        server.signal(SIGHUP)
+        try await server.waitForOutput("config reload rejected")
+        #expect(try await client.send(.POST, "/v1/acquire", acquire).headers.first(name: "x-ratelimit-limit-requests") == "3")
+
+        try OperationsTests.smallConfig.replacingOccurrences(of: "requests: 3", with: "requests: 9")
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        server.signal(SIGHUP)
+        try await server.waitForOutput("config reloaded")
+        #expect(try await client.send(.POST, "/v1/acquire", acquire).headers.first(name: "x-ratelimit-limit-requests") == "9")
+
+        let admin = try await client.send(.POST, "/admin/v1/reload")
+        #expect(admin.status == 403)
+        server.signal(SIGINT)
+        #expect(try await server.exitStatus() == 0)
+    }
+
+    @Test("an invalid config stops start-up with exit status 2 and the file's errors")
+    func invalidConfigAtStart() async throws {
+        let directory = scratchDirectory()
+        let config = directory + "/bad.yaml"
+        try "tiers: []\nrules: 5\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let server = try ServerProcess(arguments: ["serve", "--port", "0", "--data", directory, "--config", config])
+        #expect(try await server.exitStatus() == 2)
+        #expect(server.output.contains("bad.yaml"))
+    }
+}
+
+/// A child `weir` process whose standard error (the log) is collected.
+///
+/// `@unchecked Sendable`: `Process` is used only to start the child, signal it and
+/// read its status, which Foundation allows from any thread; the collected output is
+/// behind a `Mutex`.
+final class ServerProcess: @unchecked Sendable {
+    private let process = Process()
+    private let collected = Locked("")
+    private let exited = Locked<Int32?>(nil)
+
+    /// The `weir` binary next to the test bundle, or `$WEIR_BINARY`.
+    static var binary: String {
+        if let path = ProcessInfo.processInfo.environment["WEIR_BINARY"] { return path }
+        return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("weir").path
+    }
+
+    init(arguments: [String]) throws {
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = arguments
+        var environment = ProcessInfo.processInfo.environment
+        environment["WEIR_ADMIN_TOKEN"] = nil
+        process.environment = environment
+        let pipe = Pipe()
+        process.standardError = pipe
+        process.standardOutput = pipe
+        pipe.fileHandleForReading.readabilityHandler = { [collected] handle in
+            let data = handle.availableData
+            guard !data.isEmpty else { handle.readabilityHandler = nil; return }
+            collected.value.withLock { $0 += String(decoding: data, as: UTF8.self) }
+        }
+        process.terminationHandler = { [exited] process in
+            exited.value.withLock { $0 = process.terminationStatus }
+        }
+        try process.run()
+    }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+
+    var output: String { collected.value.withLock { $0 } }
+
+    func signal(_ signal: Int32) {
+        kill(process.processIdentifier, signal)
+    }
+
+    /// Waits (at most `timeout`) until the log contains `text`.
+    @discardableResult
+    func waitForOutput(_ text: String, timeout: Duration = .seconds(30)) async throws -> String {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let output = self.output
+            if output.contains(text) { return output }
+            if exited.value.withLock({ $0 }) != nil { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw TestFailure("no `\(text)` in the server's output:\n\(output)")
+    }
+
+    /// The port from the start-up line.
+    func port() async throws -> Int {
+        let output = try await waitForOutput("listening on http://127.0.0.1:")
+        let tail = output.components(separatedBy: "listening on http://127.0.0.1:")[1]
+        guard let port = Int(tail.prefix { $0.isNumber }) else { throw TestFailure("no port in: \(output)") }
+        return port
+    }
+
+    /// The exit status (or the signal that ended it), waiting at most `timeout`.
+    func exitStatus(timeout: Duration = .seconds(30)) async throws -> Int32 {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let status = exited.value.withLock({ $0 }) { return status }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        signal(SIGKILL)
+        throw TestFailure("the server did not exit within \(timeout):\n\(output)")
+    }
+}
+
+/// A real HTTP client (AsyncHTTPClient) for a server on 127.0.0.1.
+struct HTTPTestClient {
+    let port: Int
+    let adminToken: String?
+
+    struct Answer {
+        var status: UInt
+        var headers: HTTPHeaders
+        var body: String
+        var json: [String: Any] {
+            (try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any] ?? [:]
+        }
+    }
+
+    func send(_ method: HTTPMethod, _ path: String, _ body: String? = nil) async throws -> Answer {
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
+        request.method = method
+        request.headers.add(name: "Content-Type", value: "application/json")
+        if let adminToken, path.hasPrefix("/admin/") {
+            request.headers.add(name: "Authorization", value: "Bearer \(adminToken)")
+        }
+        if let body { request.body = .bytes(ByteBuffer(string: body)) }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+        let bytes = try await response.body.collect(upTo: 1 << 20)
+        return Answer(status: response.status.code, headers: response.headers, body: String(buffer: bytes))
+    }
+}
+
+/// A `Mutex` in a class, so that closures can share it.
+final class Locked<Value: Sendable>: Sendable {
+    let value: Mutex<Value>
+    init(_ initial: Value) { value = Mutex(initial) }
+}
