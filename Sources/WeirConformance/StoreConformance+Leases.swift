@@ -96,6 +96,7 @@ extension StoreConformance {
             let settled = try await store.settle(lease.id, actualUnits: 300)
             try require(settled.refunded == 500 && settled.charged == 0 && settled.limits.tokens?.remaining == 700,
                         "\(algorithm): settling 300 of 800 must give back 500: \(settled)")
+            try require(settled.limitSet == limits, "a settlement must carry the limits its lease was taken under")
         }
     }
 

@@ -32,11 +32,14 @@ public struct Settlement: Sendable, Hashable {
     /// Units given back (actual below the estimate, while the reservation still counted).
     public var refunded: UInt64
     public var limits: LimitStatuses
+    /// The limits the lease was taken under (windows and algorithms, for headers).
+    public var limitSet: LimitSet
 
-    public init(key: LimitKey, charged: UInt64, refunded: UInt64, limits: LimitStatuses) {
+    public init(key: LimitKey, charged: UInt64, refunded: UInt64, limits: LimitStatuses, limitSet: LimitSet) {
         self.key = key
         self.charged = charged
         self.refunded = refunded
         self.limits = limits
+        self.limitSet = limitSet
     }
 }

@@ -115,10 +115,24 @@ public final class InMemoryStore: RateLimitStore, @unchecked Sendable {
         (0..<shards.count).reduce(0) { count, index in count + shards[index].state.withLock { $0.keys.count } }
     }
 
-    /// How many leases are outstanding (not settled, not swept).
+    /// How many lease records the store holds: active ones, and settled ones kept until
+    /// their TTL so that a second settlement is recognised.
     public var leaseCount: Int {
         (0..<shards.count).reduce(0) { count, index in count + shards[index].state.withLock { $0.leases.count } }
     }
+
+    /// How many leases are active at `now`: issued, not settled, not past their TTL. Exact.
+    public func activeLeaseCount(at now: UInt64) -> Int {
+        (0..<shards.count).reduce(0) { count, index in
+            count + shards[index].state.withLock { state in
+                state.expireLeases(now: now, limit: .max)
+                return state.activeLeases
+            }
+        }
+    }
+
+    /// `activeLeaseCount(at:)` at the clock's time.
+    public var activeLeaseCount: Int { activeLeaseCount(at: clock.now()) }
 
     @inline(__always)
     private func shardIndex(_ key: LimitKey) -> Int {
@@ -154,8 +168,12 @@ private struct ShardState: ~Copyable {
     /// Logs and slots, only for keys that have them.
     var extras: [LimitKey: KeyExtras] = [:]
     var leases: [UInt64: LeaseRecord] = [:]
+    /// Lease records by TTL, so they leave a few at a time as they expire.
+    var leaseExpiries = ExpiryQueue()
+    /// Leases issued and neither settled nor expired (as of the last expiry step).
+    var activeLeases = 0
     var nextLease: UInt64 = 0
-    /// Sweep when the key or lease count reaches this.
+    /// Sweep idle keys when the key count reaches this.
     var sweepAt = 1024
     /// The latest time seen, for sweeps triggered by growth.
     var latest: UInt64 = 0
@@ -170,14 +188,19 @@ private struct ShardState: ~Copyable {
         let admission = withKey(request.key, limits: request.limits, create: true) {
             $0.admit(request, now: now, lease: leaseID)
         }
+        if now > latest { latest = now }
         if let lease = admission.decision.lease {
-            leases[lease.id.rawValue & ((1 << 40) - 1)] = LeaseRecord(
+            let counter = lease.id.rawValue & ((1 << 40) - 1)
+            leases[counter] = LeaseRecord(
                 key: request.key, limits: request.limits, reserved: lease.reservedUnits,
                 tokensLoggedAt: admission.tokensLoggedAt, expiresAt: lease.expiresAt,
                 consumed: admission.consumed, settled: false)
+            leaseExpiries.insert(deadline: lease.expiresAt, id: counter)
+            activeLeases += 1
+            // Two expiries per lease issued: records leave at least as fast as they come.
+            expireLeases(now: latest, limit: 2)
         }
-        if now > latest { latest = now }
-        if keys.count >= sweepAt || leases.count >= sweepAt {
+        if keys.count >= sweepAt {
             _ = sweep(now: latest)
         }
         return admission.decision
@@ -191,6 +214,7 @@ private struct ShardState: ~Copyable {
         if record.expiresAt <= now { throw .expired(lease) }
         record.settled = true
         leases[counter] = record
+        activeLeases -= 1
         var charged: UInt64 = 0
         var refunded: UInt64 = 0
         let limits = record.limits
@@ -202,7 +226,7 @@ private struct ShardState: ~Copyable {
             }
             return keyState.statuses(limits, now: now)
         }
-        return Settlement(key: record.key, charged: charged, refunded: refunded, limits: statuses)
+        return Settlement(key: record.key, charged: charged, refunded: refunded, limits: statuses, limitSet: limits)
     }
 
     /// Runs `body` on `key`'s state, assembled from its buckets and (when `limits` need
@@ -249,12 +273,20 @@ private struct ShardState: ~Copyable {
             keys.removeValue(forKey: key)
             extras.removeValue(forKey: key)
         }
-        var finished: [UInt64] = []
-        for (counter, record) in leases where record.expiresAt <= now {
-            finished.append(counter)
-        }
-        for counter in finished { leases.removeValue(forKey: counter) }
-        sweepAt = max(1024, 2 * max(keys.count, leases.count))
+        expireLeases(now: now, limit: .max)
+        sweepAt = max(1024, 2 * keys.count)
         return idle.count
+    }
+
+    /// Forgets up to `limit` lease records whose TTL has passed at `now`, earliest first.
+    /// An unsettled one stops being active (its slot was freed by the same TTL).
+    mutating func expireLeases(now: UInt64, limit: Int) {
+        var removed = 0
+        while removed < limit, let due = leaseExpiries.popExpired(at: now) {
+            if let record = leases.removeValue(forKey: due.id), !record.settled {
+                activeLeases -= 1
+            }
+            removed += 1
+        }
     }
 }

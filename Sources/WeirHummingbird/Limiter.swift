@@ -81,23 +81,7 @@ public final class Limiter: Sendable {
     /// - Throws: `LeaseError` for unknown, settled or expired leases; the store's errors.
     public func settle(_ lease: LeaseID, actualUnits: UInt64) async throws -> SettledLease {
         let settlement = try await store.settle(lease, actualUnits: actualUnits)
-        return SettledLease(settlement: settlement, windows: windows(ofScope: settlement.key.scope))
-    }
-
-    /// The windows of the rule behind a key scope (`<api>/<model>` or `<api>/<rule>`),
-    /// for the headers of a settlement; empty when the catalogue no longer has it.
-    public func windows(ofScope scope: String) -> LimitSet {
-        let catalogue = self.catalogue
-        guard let slash = scope.firstIndex(of: "/") else { return LimitSet() }
-        let api = String(scope[..<slash])
-        let rest = String(scope[scope.index(after: slash)...])
-        let rule =
-            catalogue.rules.first { $0.api == api && $0.scope == .shared && $0.name == rest }
-            ?? catalogue.rules.first { $0.api == api && $0.models.contains(rest) }
-            ?? catalogue.rules.first { $0.api == api && $0.models.isEmpty }
-        guard let rule else { return LimitSet() }
-        let window = Limit(algorithm: rule.algorithm, limit: 1, window: max(rule.window, 1))
-        return LimitSet(requests: window, tokens: window)
+        return SettledLease(settlement: settlement)
     }
 }
 
@@ -241,14 +225,15 @@ public struct LimitedDecision: Sendable {
     }
 }
 
-/// A settlement and the windows of its rule (for `RateLimit-Policy`).
+/// A settlement, with the rate limit headers it answers with.
 public struct SettledLease: Sendable {
     public var settlement: Settlement
-    public var windows: LimitSet
 
-    public init(settlement: Settlement, windows: LimitSet) {
+    /// The limits the lease was taken under (their windows go into `RateLimit-Policy`).
+    public var windows: LimitSet { settlement.limitSet }
+
+    public init(settlement: Settlement) {
         self.settlement = settlement
-        self.windows = windows
     }
 
     /// Appends the rate limit headers after the settlement as HTTP/1.1 header lines.

@@ -165,8 +165,7 @@ extension WeirService {
                 throw APIError(status: .conflict, code: "lease_expired", message: "lease: \(error)", field: "lease")
             }
         }
-        metrics.leaseSettled()
-        let settled = SettledLease(settlement: settlement, windows: limiter.windows(ofScope: settlement.key.scope))
+        let settled = SettledLease(settlement: settlement)
         var json = JSONWriter(capacity: 256)
         json.beginObject()
         json.field("lease", lease.description)

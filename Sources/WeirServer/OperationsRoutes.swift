@@ -20,7 +20,7 @@ extension WeirService {
             return Response.json(status: registryReady ? .ok : .serviceUnavailable, json.text)
         }
         router.get("/metrics") { _, _ in
-            let bytes = self.metrics.exposition(outstandingLeases: self.store.leaseCount)
+            let bytes = self.metrics.exposition(activeLeases: self.store.activeLeaseCount)
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))

@@ -28,7 +28,6 @@ final class ServerMetrics: Sendable {
     private let activeLeases: CoreMetrics.Gauge
     private let reloadsSucceeded: CoreMetrics.Counter
     private let reloadsFailed: CoreMetrics.Counter
-    private let leaseBalance = Atomic<Int>(0)
 
     struct LabelKey: Hashable, Sendable {
         var api: String
@@ -126,24 +125,15 @@ final class ServerMetrics: Sendable {
                 counters.nearLimit[position].increment()
             }
         }
-        if decision.lease != nil { leaseBalance.add(1, ordering: .relaxed) }
-    }
-
-    /// Counts one settled lease.
-    func leaseSettled() {
-        leaseBalance.subtract(1, ordering: .relaxed)
     }
 
     func reloaded(success: Bool) {
         (success ? reloadsSucceeded : reloadsFailed).increment()
     }
 
-    /// The Prometheus text exposition. `outstandingLeases` is the store's count of lease
-    /// records not yet expired (it bounds the active leases from above, since leases that
-    /// expire unsettled never come back through `leaseSettled`).
-    func exposition(outstandingLeases: Int?) -> [UInt8] {
-        var active = max(leaseBalance.load(ordering: .relaxed), 0)
-        if let outstandingLeases { active = min(active, outstandingLeases) }
+    /// The Prometheus text exposition, with `activeLeases` (the store's exact count of
+    /// leases issued and neither settled nor expired) as the `weir_active_leases` gauge.
+    func exposition(activeLeases active: Int) -> [UInt8] {
         activeLeases.record(active)
         return registry.emitToBuffer()
     }

@@ -76,4 +76,44 @@ struct InMemoryStoreTests {
         #expect(LeaseID(string: "xyz") == nil)
         #expect(LeaseID(string: "00ab00000000004") == nil)
     }
+
+    @Test("the active lease count is exact: issued, settled, expired")
+    func activeLeases() throws {
+        let clock = ManualClock(start: 1_000)
+        let store = InMemoryStore(clock: clock, shardCount: 4)
+        let limits = LimitSet(requests: .perMinute(1_000))
+        var leases: [LeaseID] = []
+        for index in 0..<10 {
+            let ttl: UInt64 = index < 5 ? 100 : 1_000
+            let decision = store.acquire(AdmissionRequest(key: LimitKey(account: "a\(index)", scope: "s"), limits: limits, leaseTTL: ttl))
+            leases.append(decision.lease!.id)
+        }
+        _ = store.acquire(AdmissionRequest(key: LimitKey(account: "none", scope: "s"), limits: limits))  // no lease
+        #expect(store.activeLeaseCount == 10)
+        _ = try store.settle(leases[0], actualUnits: 0)
+        _ = try store.settle(leases[9], actualUnits: 0)
+        #expect(store.activeLeaseCount == 8)
+        clock.advance(by: 99)
+        #expect(store.activeLeaseCount == 8, "1 ns before the short TTL")
+        clock.advance(by: 1)
+        #expect(store.activeLeaseCount == 4, "the four unsettled short leases expired")
+        clock.advance(by: 900)
+        #expect(store.activeLeaseCount == 0)
+        #expect(store.leaseCount == 0, "settled tombstones leave at their TTL too")
+    }
+
+    @Test("unsettled leases under sustained load are forgotten as they expire, without a sweep")
+    func leaseRecordsStayBounded() {
+        let clock = ManualClock(start: 1)
+        let store = InMemoryStore(clock: clock, shardCount: 1)
+        let limits = LimitSet(requests: Limit(algorithm: .gcra, limit: 1_000_000, window: 1_000))
+        let key = LimitKey(account: "busy", scope: "s")
+        for _ in 0..<50_000 {
+            clock.advance(by: 1)
+            _ = store.acquire(AdmissionRequest(key: key, limits: limits, leaseTTL: 100))
+        }
+        // With a 100 ns TTL and one lease per ns, about 100 are alive at any time.
+        #expect(store.leaseCount <= 101)
+        #expect(store.activeLeaseCount == 100)
+    }
 }
