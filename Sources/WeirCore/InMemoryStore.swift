@@ -115,10 +115,12 @@ public final class InMemoryStore: RateLimitStore, @unchecked Sendable {
         (0..<shards.count).reduce(0) { count, index in count + shards[index].state.withLock { $0.keys.count } }
     }
 
-    /// How many lease records the store holds: active ones, and settled ones kept until
-    /// their TTL so that a second settlement is recognised.
+    /// How many leases the store remembers: active ones, and settled ones (as a bare
+    /// counter) until their TTL so that a second settlement is recognised.
     public var leaseCount: Int {
-        (0..<shards.count).reduce(0) { count, index in count + shards[index].state.withLock { $0.leases.count } }
+        (0..<shards.count).reduce(0) { count, index in
+            count + shards[index].state.withLock { $0.leases.count + $0.settledLeases.count }
+        }
     }
 
     /// How many leases are active at `now`: issued, not settled, not past their TTL. Exact.
@@ -157,9 +159,6 @@ private struct LeaseRecord {
     var expiresAt: UInt64
     /// False for a shadowed denial: its settlement charges nothing.
     var consumed: Bool
-    /// Set by the first settlement; the record stays as a tombstone until `expiresAt`
-    /// so that a second settlement is told apart from an unknown lease.
-    var settled: Bool
 }
 
 /// The state behind one shard's lock.
@@ -167,7 +166,11 @@ private struct ShardState: ~Copyable {
     var keys: [LimitKey: KeyBuckets] = [:]
     /// Logs and slots, only for keys that have them.
     var extras: [LimitKey: KeyExtras] = [:]
+    /// Active leases (issued, not settled, not forgotten after their TTL), by counter.
     var leases: [UInt64: LeaseRecord] = [:]
+    /// Settled leases until their TTL, so that a second settlement is told apart from an
+    /// expired one: just the counter, 16 bytes, not the whole record.
+    var settledLeases: Set<UInt64> = []
     /// Lease records by TTL, so they leave a few at a time as they expire.
     var leaseExpiries = ExpiryQueue()
     /// Leases issued and neither settled nor expired (as of the last expiry step).
@@ -194,7 +197,7 @@ private struct ShardState: ~Copyable {
             leases[counter] = LeaseRecord(
                 key: request.key, limits: request.limits, reserved: lease.reservedUnits,
                 tokensLoggedAt: admission.tokensLoggedAt, expiresAt: lease.expiresAt,
-                consumed: admission.consumed, settled: false)
+                consumed: admission.consumed)
             leaseExpiries.insert(deadline: lease.expiresAt, id: counter)
             activeLeases += 1
             // Two expiries per lease issued: records leave at least as fast as they come.
@@ -207,13 +210,13 @@ private struct ShardState: ~Copyable {
     }
 
     mutating func settle(_ lease: LeaseID, counter: UInt64, actualUnits: UInt64, now: UInt64) throws(LeaseError) -> Settlement {
-        guard var record = leases[counter] else {
+        guard let record = leases[counter] else {
+            if settledLeases.contains(counter) { throw .alreadySettled(lease) }
             throw counter < nextLease ? .expired(lease) : .unknown(lease)
         }
-        if record.settled { throw .alreadySettled(lease) }
         if record.expiresAt <= now { throw .expired(lease) }
-        record.settled = true
-        leases[counter] = record
+        leases.removeValue(forKey: counter)
+        settledLeases.insert(counter)
         activeLeases -= 1
         var charged: UInt64 = 0
         var refunded: UInt64 = 0
@@ -283,8 +286,10 @@ private struct ShardState: ~Copyable {
     mutating func expireLeases(now: UInt64, limit: Int) {
         var removed = 0
         while removed < limit, let due = leaseExpiries.popExpired(at: now) {
-            if let record = leases.removeValue(forKey: due.id), !record.settled {
+            if leases.removeValue(forKey: due.id) != nil {
                 activeLeases -= 1
+            } else {
+                settledLeases.remove(due.id)
             }
             removed += 1
         }
