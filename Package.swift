@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "WeirConformance", targets: ["WeirConformance"]),
         .library(name: "WeirServer", targets: ["WeirServer"]),
         .library(name: "WeirHummingbird", targets: ["WeirHummingbird"]),
+        .library(name: "WeirRedis", targets: ["WeirRedis"]),
         .executable(name: "weir", targets: ["weir"]),
         .executable(name: "weir-bench", targets: ["weir-bench"]),
     ],
@@ -93,7 +94,24 @@ let package = Package(
         ),
         // Release-build benchmarks of the engine; see BENCHMARKS.md.
         .executableTarget(name: "weir-bench", dependencies: ["WeirCore", "WeirConformance"]),
+        // The Redis store: a RESP client on SwiftNIO and the Lua scripts of the limiter.
+        .target(
+            name: "WeirRedis",
+            dependencies: [
+                "WeirCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .testTarget(name: "WeirCoreTests", dependencies: ["WeirCore", "WeirConformance"]),
+        .testTarget(
+            name: "WeirRedisTests",
+            dependencies: [
+                "WeirRedis", "WeirCore", "WeirConformance",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .testTarget(
             name: "WeirPolicyTests",
             dependencies: ["WeirPolicy", "WeirCore", "WeirConformance"],
@@ -106,7 +124,7 @@ let package = Package(
         .testTarget(
             name: "WeirServerTests",
             dependencies: [
-                "WeirServer", "WeirHummingbird", "WeirPolicy", "WeirCore",
+                "WeirServer", "WeirHummingbird", "WeirPolicy", "WeirCore", "WeirConformance",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
