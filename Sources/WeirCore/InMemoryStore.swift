@@ -178,8 +178,6 @@ private struct ShardState: ~Copyable {
     var nextLease: UInt64 = 0
     /// Sweep idle keys when the key count reaches this.
     var sweepAt = 1024
-    /// The latest time seen, for sweeps triggered by growth.
-    var latest: UInt64 = 0
 
     @inline(__always)
     mutating func acquire(_ request: AdmissionRequest, now: UInt64, leaseBase: UInt64) -> Decision {
@@ -191,7 +189,6 @@ private struct ShardState: ~Copyable {
         let admission = withKey(request.key, limits: request.limits, create: true) {
             $0.admit(request, now: now, lease: leaseID)
         }
-        if now > latest { latest = now }
         if let lease = admission.decision.lease {
             let counter = lease.id.rawValue & ((1 << 40) - 1)
             leases[counter] = LeaseRecord(
@@ -201,10 +198,12 @@ private struct ShardState: ~Copyable {
             leaseExpiries.insert(deadline: lease.expiresAt, id: counter)
             activeLeases += 1
             // Two expiries per lease issued: records leave at least as fast as they come.
-            expireLeases(now: latest, limit: 2)
+            // Judged at this call's time, as slots are: after a backwards clock jump a
+            // record is never forgotten while its slot still counts.
+            expireLeases(now: now, limit: 2)
         }
         if keys.count >= sweepAt {
-            _ = sweep(now: latest)
+            _ = sweep(now: now)
         }
         return admission.decision
     }

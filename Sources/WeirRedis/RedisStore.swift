@@ -1,0 +1,267 @@
+import Synchronization
+import WeirCore
+
+/// A `RateLimitStore` in Redis, shared by every Weir instance that uses the same Redis
+/// and key prefix.
+///
+/// Each operation is one Lua script (`RedisScripts`), loaded once with `SCRIPT LOAD`,
+/// called with `EVALSHA` and loaded again when Redis answers `NOSCRIPT` (after a restart
+/// or `SCRIPT FLUSH`). A script checks and updates every dimension of a call atomically,
+/// with the same arithmetic as `GCRA`, `SlidingWindowLog` and `KeyState`, so the decisions
+/// are those of `InMemoryStore` for the same timeline.
+///
+/// **Keys.** `<prefix>{account|scope}` and its `:rlog`, `:tlog`, `:slots`, `:lease:<id>`
+/// companions: one hash tag per limit key, so a call's keys share a Redis Cluster slot.
+/// `|`, `{`, `}` and `%` in account and scope are percent-encoded, so distinct keys never
+/// share a tag's text. Keys expire once they carry no information (plus `idleGrace`).
+///
+/// **Leases.** A lease's record lives with its limit key; settling only has the lease id,
+/// so an index key `<prefix>{lease:<id>}` -> `account|scope` is written in the same
+/// pipelined write as the acquire (one round trip) and read by `settle` before its script
+/// (two round trips). The index outlives the record by `idleGrace`, so a lease past its
+/// TTL is `expired`; once the index is gone too, it is `unknown`.
+///
+/// **Time.** Redis's own clock (`TIME`) unless a `NanosecondClock` is given, whose time
+/// is then passed to each script (tests drive the store with a `ManualClock` this way).
+/// Key expiry always runs on Redis's clock, hence the grace.
+///
+/// **Failures.** Every Redis or transport failure throws `StoreError` (transient for
+/// timeouts, lost connections and Redis busy states; not for script errors). A denial is
+/// never an error.
+///
+/// Concurrency: thread-safe; each method suspends for one round trip (settle: two).
+public final class RedisStore: RateLimitStore {
+    public let client: RedisClient
+    /// Prepended to every key, so that several deployments can share one Redis.
+    public let keyPrefix: String
+    private let clock: (any NanosecondClock)?
+    private let graceMilliseconds: UInt64
+    private let shas = Mutex<[Script: String]>([:])
+
+    enum Script: CaseIterable {
+        case acquire, settle, status
+
+        var source: String {
+            switch self {
+            case .acquire: RedisScripts.acquire
+            case .settle: RedisScripts.settle
+            case .status: RedisScripts.status
+            }
+        }
+    }
+
+    /// - Parameters:
+    ///   - client: the connections to Redis.
+    ///   - keyPrefix: prepended to every key (e.g. `weir:`).
+    ///   - clock: nil in production (Redis `TIME`); a clock whose time is passed to the
+    ///     scripts, for tests and simulation.
+    ///   - idleGraceMilliseconds: how long keys outlive the moment they go idle, and lease
+    ///     indexes their records. Must exceed the largest difference between the store's
+    ///     clock and Redis's while a key is in use (only with an injected clock).
+    public init(
+        client: RedisClient, keyPrefix: String = "weir:", clock: (any NanosecondClock)? = nil,
+        idleGraceMilliseconds: UInt64 = 1_000
+    ) {
+        self.client = client
+        self.keyPrefix = keyPrefix
+        self.clock = clock
+        self.graceMilliseconds = idleGraceMilliseconds
+    }
+
+    // MARK: - RateLimitStore
+
+    public func acquire(_ request: AdmissionRequest) async throws -> Decision {
+        let tag = Self.tag(request.key)
+        let base = keyPrefix + "{" + tag + "}"
+        let lease = request.leaseTTL == nil ? nil : LeaseID(rawValue: UInt64.random(in: 1...UInt64.max))
+        let leaseName = lease?.description ?? "-"
+        var arguments = Self.specs(request.limits)
+        arguments.insert(now(), at: 0)
+        arguments += [
+            String(request.units), request.leaseTTL.map { String($0) } ?? "", leaseName, String(graceMilliseconds),
+        ]
+        var prelude: [[String]] = []
+        if let ttl = request.leaseTTL {
+            let indexMilliseconds = min(Nanoseconds.millisecondsRoundedUp(ttl), 1 << 50) + 2 * min(graceMilliseconds, 1 << 50)
+            prelude.append(["SET", indexKey(leaseName), tag, "PX", String(indexMilliseconds)])
+        }
+        let reply = try await run(.acquire, keys: keys(base, lease: leaseName), arguments: arguments, prelude: prelude)
+        guard reply.count == 16, let allowed = reply.first else { throw Self.malformed(reply) }
+        let statuses = try Self.statuses(reply[7...])
+        var issued: Lease?
+        if let lease, let expiresAt = UInt64(reply[4]) {
+            issued = Lease(id: lease, reservedUnits: UInt64(reply[5]) ?? 0, holdsSlot: reply[6] == "1", expiresAt: expiresAt)
+        }
+        return Decision(
+            isAllowed: allowed == "1",
+            reason: reply[1].isEmpty ? nil : try Self.reason(reply[1]),
+            retryAfter: UInt64(reply[2]),
+            isShadowed: reply[3] == "1",
+            limits: statuses,
+            lease: issued)
+    }
+
+    public func settle(_ lease: LeaseID, actualUnits: UInt64) async throws -> Settlement {
+        let leaseName = lease.description
+        let index = try await client.command("GET", indexKey(leaseName))
+        guard let tag = index.string else { throw LeaseError.unknown(lease) }
+        guard let key = Self.key(fromTag: tag) else { throw Self.malformed([tag]) }
+        let base = keyPrefix + "{" + tag + "}"
+        let reply = try await run(
+            .settle, keys: keys(base, lease: leaseName),
+            arguments: [now(), String(actualUnits), leaseName, String(graceMilliseconds)])
+        switch reply.first {
+        case "expired": throw LeaseError.expired(lease)
+        case "settled": throw LeaseError.alreadySettled(lease)
+        case "ok" where reply.count == 16: break
+        default: throw Self.malformed(reply)
+        }
+        let limitSet = try Self.limitSet(Array(reply[3...6]))
+        return Settlement(
+            key: key, charged: UInt64(reply[1]) ?? 0, refunded: UInt64(reply[2]) ?? 0,
+            limits: try Self.statuses(reply[7...]), limitSet: limitSet)
+    }
+
+    public func status(of key: LimitKey, limits: LimitSet) async throws -> LimitStatuses {
+        let base = keyPrefix + "{" + Self.tag(key) + "}"
+        var arguments = Self.specs(limits)
+        arguments[3] = String(graceMilliseconds)
+        arguments.insert(now(), at: 0)
+        let reply = try await run(.status, keys: Array(keys(base, lease: "-").prefix(4)), arguments: arguments)
+        guard reply.count == 9 else { throw Self.malformed(reply) }
+        return try Self.statuses(reply[...])
+    }
+
+    // MARK: - Scripts
+
+    private func now() -> String {
+        clock.map { String($0.now()) } ?? ""
+    }
+
+    private func keys(_ base: String, lease: String) -> [String] {
+        [base, base + ":rlog", base + ":tlog", base + ":slots", base + ":lease:" + lease]
+    }
+
+    private func indexKey(_ lease: String) -> String {
+        keyPrefix + "{lease:" + lease + "}"
+    }
+
+    /// Runs `script` (after `prelude`, in the same write) and returns its reply as strings.
+    private func run(_ script: Script, keys: [String], arguments: [String], prelude: [[String]] = []) async throws -> [String] {
+        var sha = shas.withLock { $0[script] }
+        if sha == nil { sha = try await load(script) }
+        for attempt in 0..<2 {
+            let command = ["EVALSHA", sha!, String(keys.count)] + keys + arguments
+            let replies = try await client.pipeline(prelude + [command])
+            for reply in replies.dropLast() { _ = try RedisClient.checked(reply) }
+            let reply = replies[replies.count - 1]
+            if attempt == 0, let message = reply.errorMessage, message.hasPrefix("NOSCRIPT") {
+                sha = try await load(script)
+                continue
+            }
+            guard case .array(let elements?) = try RedisClient.checked(reply) else { throw Self.malformed([]) }
+            return elements.map { $0.string ?? "" }
+        }
+        throw StoreError("redis: script \(script) still unknown after SCRIPT LOAD", isTransient: true)
+    }
+
+    private func load(_ script: Script) async throws -> String {
+        guard let sha = try await client.command("SCRIPT", "LOAD", script.source).string else {
+            throw StoreError("redis: SCRIPT LOAD gave no digest", isTransient: false)
+        }
+        shas.withLock { $0[script] = sha }
+        return sha
+    }
+
+    // MARK: - Encoding
+
+    /// The hash tag's text: account and scope, percent-encoded, joined by `|`.
+    static func tag(_ key: LimitKey) -> String {
+        escape(key.account) + "|" + escape(key.scope)
+    }
+
+    static func key(fromTag tag: String) -> LimitKey? {
+        let parts = tag.split(separator: "|", omittingEmptySubsequences: false)
+        guard parts.count == 2, let account = unescape(parts[0]), let scope = unescape(parts[1]) else { return nil }
+        return LimitKey(account: account, scope: scope)
+    }
+
+    private static func escape(_ text: String) -> String {
+        var result = ""
+        for character in text.unicodeScalars {
+            switch character {
+            case "%": result += "%25"
+            case "|": result += "%7C"
+            case "{": result += "%7B"
+            case "}": result += "%7D"
+            default: result.unicodeScalars.append(character)
+            }
+        }
+        return result
+    }
+
+    private static func unescape(_ text: Substring) -> String? {
+        var result = ""
+        var rest = text[...]
+        while let percent = rest.firstIndex(of: "%") {
+            result += rest[..<percent]
+            let code = rest[rest.index(after: percent)...].prefix(2)
+            switch code {
+            case "25": result += "%"
+            case "7C": result += "|"
+            case "7B": result += "{"
+            case "7D": result += "}"
+            default: return nil
+            }
+            rest = rest[rest.index(percent, offsetBy: 3)...]
+        }
+        return result + rest
+    }
+
+    /// ARGV specs: requests, tokens, concurrency, shadow.
+    static func specs(_ limits: LimitSet) -> [String] {
+        [spec(limits.requests), spec(limits.tokens), spec(limits.concurrency), limits.shadow ? "1" : "0"]
+    }
+
+    private static func spec(_ limit: Limit?) -> String {
+        guard let limit else { return "" }
+        let algorithm = limit.algorithm == .gcra ? "g" : "s"
+        return "\(algorithm) \(limit.limit) \(limit.window) \(limit.burst)"
+    }
+
+    static func limitSet(_ specs: [String]) throws -> LimitSet {
+        func limit(_ spec: String) throws -> Limit? {
+            guard !spec.isEmpty else { return nil }
+            let fields = spec.split(separator: " ")
+            guard fields.count == 4, let value = UInt64(fields[1]), let window = UInt64(fields[2]),
+                  let burst = UInt64(fields[3]), value > 0, window > 0
+            else { throw malformed([spec]) }
+            return Limit(algorithm: fields[0] == "g" ? .gcra : .slidingWindow, limit: value, window: window, burst: burst)
+        }
+        return LimitSet(
+            requests: try limit(specs[0]), tokens: try limit(specs[1]), concurrency: try limit(specs[2]),
+            shadow: specs[3] == "1")
+    }
+
+    static func statuses(_ fields: ArraySlice<String>) throws -> LimitStatuses {
+        let values = Array(fields)
+        guard values.count == 9 else { throw malformed(values) }
+        func status(_ offset: Int) throws -> DimensionStatus? {
+            if values[offset].isEmpty { return nil }
+            guard let limit = UInt64(values[offset]), let remaining = UInt64(values[offset + 1]),
+                  let reset = UInt64(values[offset + 2])
+            else { throw malformed(values) }
+            return DimensionStatus(limit: limit, remaining: remaining, reset: reset)
+        }
+        return LimitStatuses(requests: try status(0), tokens: try status(3), concurrency: try status(6))
+    }
+
+    private static func reason(_ text: String) throws -> DenialReason {
+        guard let reason = DenialReason(rawValue: text) else { throw malformed([text]) }
+        return reason
+    }
+
+    private static func malformed(_ reply: [String]) -> StoreError {
+        StoreError("redis: unexpected script reply \(reply.prefix(4))", isTransient: false)
+    }
+}

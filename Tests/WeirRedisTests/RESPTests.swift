@@ -1,0 +1,39 @@
+import NIOCore
+import Testing
+@testable import WeirRedis
+import WeirCore
+
+@Suite("RESP coding")
+struct RESPCodingTests {
+    @Test("decodes every RESP2 type, and nothing until a value is complete")
+    func decoding() throws {
+        let wire = "+OK\r\n-NOSCRIPT No matching script\r\n:-42\r\n$5\r\nhe\r\nl\r\n$-1\r\n*2\r\n$1\r\na\r\n*1\r\n:7\r\n*-1\r\n"
+        let expected: [RESPValue] = [
+            .simpleString("OK"), .error("NOSCRIPT No matching script"), .integer(-42),
+            .bulkString(Array("he\r\nl".utf8)), .bulkString(nil),
+            .array([.bulkString(Array("a".utf8)), .array([.integer(7)])]), .array(nil),
+        ]
+        // Fed one byte at a time: every prefix either yields complete values or waits.
+        var buffer = ByteBuffer()
+        var decoded: [RESPValue] = []
+        for byte in wire.utf8 {
+            buffer.writeInteger(byte)
+            while let value = try RESPCoding.decode(from: &buffer) { decoded.append(value) }
+        }
+        #expect(decoded == expected)
+        #expect(buffer.readableBytes == 0)
+    }
+
+    @Test("rejects bytes that are not RESP")
+    func garbage() {
+        var buffer = ByteBuffer(string: "?what\r\n")
+        #expect(throws: RESPCoding.ProtocolError.self) { try RESPCoding.decode(from: &buffer) }
+    }
+
+    @Test("encodes commands as arrays of bulk strings, binary-safe")
+    func encoding() {
+        var buffer = ByteBuffer()
+        RESPCoding.encode(["SET", "k", "é\r\n"], into: &buffer)
+        #expect(String(buffer: buffer) == "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\né\r\n\r\n")
+    }
+}

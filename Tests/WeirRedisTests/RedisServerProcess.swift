@@ -1,0 +1,104 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import WeirRedis
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A `redis-server` this test process starts on a free 127.0.0.1 port, without
+/// persistence, and stops by its PID. Readiness is read from the server's own log
+/// line ("Ready to accept connections"), not waited for with a sleep.
+final class RedisServerProcess: @unchecked Sendable {
+    // @unchecked Sendable: `process` is replaced only by `start()`, which each test calls
+    // from one task at a time.
+    let port: Int
+    private var process: Process?
+
+    static var executable: String? {
+        ["/usr/bin/redis-server", "/usr/local/bin/redis-server", "/usr/sbin/redis-server"]
+            .first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+
+    /// Starts a server on a free port.
+    init() async throws {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .bind(host: "127.0.0.1", port: 0).get()
+        port = channel.localAddress!.port!
+        try await channel.close()
+        try start()
+    }
+
+    /// Starts (or restarts) the server on `port` and returns once it accepts connections.
+    func start() throws {
+        guard let executable = Self.executable else {
+            throw TestSetupError(description: "redis-server is not installed (scripts/install-deps --tests)")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = [
+            "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--protected-mode", "no", "--loglevel", "notice",
+        ]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        self.process = process
+        // Read the log until the server says it is ready (or exits); keep draining afterwards
+        // so that the server never blocks on a full pipe.
+        let handle = output.fileHandleForReading
+        var log = Data()
+        while !String(decoding: log, as: UTF8.self).contains("Ready to accept connections") {
+            let chunk = handle.availableData
+            if chunk.isEmpty {
+                throw TestSetupError(description: "redis-server exited: \(String(decoding: log, as: UTF8.self))")
+            }
+            log.append(chunk)
+        }
+        Thread.detachNewThread {
+            while !handle.availableData.isEmpty {}
+        }
+    }
+
+    /// Kills the server abruptly (SIGKILL), as a crash would.
+    func kill() {
+        guard let process else { return }
+        _ = Glibc.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        self.process = nil
+    }
+
+    /// Stops the server and waits for it to exit. SIGKILL, because a process spawned from
+    /// a Swift concurrency or NIO thread inherits that thread's blocked signals (SIGTERM
+    /// among them), and the server keeps nothing worth a clean shutdown.
+    func stop() {
+        guard let process else { return }
+        _ = Glibc.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        self.process = nil
+    }
+
+    deinit { stop() }
+
+    func client(
+        connections: Int = 2, commandTimeout: TimeAmount = .seconds(5), initialBackoff: TimeAmount = .milliseconds(1)
+    ) -> RedisClient {
+        RedisClient(configuration: .init(
+            port: port, connectionCount: connections, commandTimeout: commandTimeout,
+            connectTimeout: .seconds(2), initialBackoff: initialBackoff, maximumBackoff: .milliseconds(50)))
+    }
+}
+
+struct TestSetupError: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// Runs `body` with a fresh server, stopped afterwards whatever happens.
+func withRedisServer<Result>(_ body: (RedisServerProcess) async throws -> Result) async throws -> Result {
+    let server = try await RedisServerProcess()
+    defer { server.stop() }
+    return try await body(server)
+}

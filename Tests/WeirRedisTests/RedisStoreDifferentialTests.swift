@@ -1,0 +1,116 @@
+import Testing
+import WeirConformance
+import WeirCore
+@testable import WeirRedis
+
+/// The Lua scripts against the Swift algorithms: the same random timelines through an
+/// `InMemoryStore` and a `RedisStore`, each on its own manual clock set to the same
+/// times, must give the same decisions, settlements and statuses, field by field
+/// (lease ids aside: each store makes its own).
+@Suite("RedisStore matches InMemoryStore")
+struct RedisStoreDifferentialTests {
+    /// Limits from small to the largest Weir accepts in practice, with windows from
+    /// 1 ns to a day, so the scripts' split arithmetic meets 128-bit products.
+    static func randomLimits(_ random: inout SeededGenerator) -> LimitSet {
+        func limit() -> Limit {
+            let algorithm: Algorithm = Bool.random(using: &random) ? .gcra : .slidingWindow
+            let value = [1, 3, 7, 20, 500, 20_000_000, 1_000_000_000_000][Int.random(in: 0..<7, using: &random)]
+            let window = [1, 999, 1_000_000_007, 60 * Nanoseconds.perSecond, 86_400 * Nanoseconds.perSecond][
+                Int.random(in: 0..<5, using: &random)]
+            let burst: UInt64? = Bool.random(using: &random) ? UInt64(value) * UInt64.random(in: 1...3, using: &random) : nil
+            return Limit(algorithm: algorithm, limit: UInt64(value), window: window, burst: burst)
+        }
+        return LimitSet(
+            requests: Int.random(in: 0..<4, using: &random) == 0 ? nil : limit(),
+            tokens: Int.random(in: 0..<4, using: &random) == 0 ? nil : limit(),
+            concurrency: Bool.random(using: &random) ? .concurrent(UInt64.random(in: 1...3, using: &random)) : nil,
+            shadow: Int.random(in: 0..<8, using: &random) == 0)
+    }
+
+    static func same(_ lhs: Decision, _ rhs: Decision) -> Bool {
+        var left = lhs
+        var right = rhs
+        left.lease?.id = LeaseID(rawValue: 0)
+        right.lease?.id = LeaseID(rawValue: 0)
+        return left == right
+    }
+
+    @Test("random timelines give the same decisions", arguments: [1, 2, 3, 4, 5, 6, 7, 8])
+    func timelines(seed: UInt64) async throws {
+        try await withRedisServer { server in
+            let client = server.client()
+            defer { Task { await client.close() } }
+            var random = SeededGenerator(seed: seed)
+            // Start near today's Unix time in ns (above 2^53), as Redis TIME would give.
+            let start: UInt64 = 1_764_000_000 * Nanoseconds.perSecond + UInt64.random(in: 0...999_999_999, using: &random)
+            let swiftClock = ManualClock(start: start)
+            let redisClock = ManualClock(start: start)
+            let reference = InMemoryStore(clock: swiftClock)
+            let store = RedisStore(client: client, keyPrefix: "diff\(seed):", clock: redisClock, idleGraceMilliseconds: 3_600_000)
+            var outcomes: [String: Int] = [:]
+            for round in 0..<8 {
+                let limits = Self.randomLimits(&random)
+                let key = LimitKey(account: "acct\(round % 3)", scope: "scope\(round)")
+                var leases: [(swift: LeaseID, redis: LeaseID, expiresAt: UInt64)] = []
+                for step in 0..<80 {
+                    let now = swiftClock.now()
+                    switch Int.random(in: 0..<10, using: &random) {
+                    case 0..<6:
+                        let tokens = limits.tokens.map { max($0.limit, $0.burst) } ?? 10
+                        let units = Int.random(in: 0..<8, using: &random) == 0
+                            ? tokens + UInt64.random(in: 0...1, using: &random)
+                            : UInt64.random(in: 0...max(1, tokens / 3), using: &random)
+                        let ttl: UInt64? = Bool.random(using: &random) ? UInt64.random(in: 1...(120 * Nanoseconds.perSecond), using: &random) : nil
+                        let request = AdmissionRequest(key: key, limits: limits, units: units, leaseTTL: ttl)
+                        let expected = reference.acquire(request)
+                        let actual = try await store.acquire(request)
+                        #expect(Self.same(expected, actual), "seed \(seed) round \(round) step \(step) at \(now): \(limits) \(request)\nswift \(expected)\nredis \(actual)")
+                        if let left = expected.lease, let right = actual.lease { leases.append((left.id, right.id, left.expiresAt)) }
+                        outcomes[expected.reason.map { "denied \($0)" } ?? "allowed", default: 0] += 1
+                    case 6..<8 where !leases.isEmpty:
+                        let pick = leases.remove(at: Int.random(in: 0..<leases.count, using: &random))
+                        let units = UInt64.random(in: 0...(limits.tokens?.limit ?? 10) / 2, using: &random)
+                        let expected: Result<Settlement, LeaseError>
+                        do {
+                            expected = .success(try reference.settle(pick.swift, actualUnits: units))
+                        } catch let error as LeaseError {
+                            expected = .failure(error)
+                        }
+                        var actual: Result<Settlement, LeaseError>
+                        do {
+                            actual = .success(try await store.settle(pick.redis, actualUnits: units))
+                        } catch let error as LeaseError {
+                            actual = .failure(error)
+                        }
+                        switch (expected, actual) {
+                        case (.success(let left), .success(let right)):
+                            outcomes[left.charged > 0 ? "charged" : left.refunded > 0 ? "refunded" : "settled", default: 0] += 1
+                            #expect(left == right, "seed \(seed) round \(round) step \(step): settle\nswift \(left)\nredis \(right)")
+                        case (.failure(.expired), .failure(.expired)), (.failure(.alreadySettled), .failure(.alreadySettled)):
+                            outcomes["settle refused", default: 0] += 1
+                        default:
+                            Issue.record("seed \(seed) round \(round) step \(step): settle swift \(expected), redis \(actual)")
+                        }
+                    case 8:
+                        let expected = reference.status(of: key, limits: limits)
+                        let actual = try await store.status(of: key, limits: limits)
+                        #expect(expected == actual, "seed \(seed) round \(round) step \(step): status\nswift \(expected)\nredis \(actual)")
+                    default:
+                        let window = limits.tokens?.window ?? limits.requests?.window ?? Nanoseconds.perSecond
+                        let next: UInt64 = Int.random(in: 0..<10, using: &random) == 0
+                            ? now - UInt64.random(in: 0...min(window, Nanoseconds.perSecond), using: &random)
+                            : now + UInt64.random(in: 0...max(1, window / 4), using: &random)
+                        swiftClock.set(to: next)
+                        redisClock.set(to: next)
+                    }
+                }
+            }
+            // The timelines must reach every kind of outcome, or they compare little.
+            #expect(outcomes["allowed", default: 0] > 0 && outcomes["denied requests", default: 0] + outcomes["denied tokens", default: 0] > 0,
+                    "seed \(seed): \(outcomes)")
+            #expect(outcomes["settled", default: 0] + outcomes["charged", default: 0] + outcomes["refunded", default: 0] > 0, "seed \(seed): \(outcomes)")
+        }
+    }
+}
+
+
