@@ -49,8 +49,9 @@ extension Catalogue {
             #              exceeds the limit (exact log per account)
             #              gcra: token bucket, continuous refill, one timestamp of state
             #   window     length of the window: 500ms, 60s, 1m, 1h, 1d (default 60s)
-            #   burst      gcra only: most units admitted at once from a full bucket,
-            #              for requests and tokens alike (default: each limit)
+            #   burst      gcra only: how much of the rate a full bucket holds, as a
+            #              duration: each limit's bucket holds limit x burst / window
+            #              units (default: the window, i.e. each limit)
             #   default_output_reservation
             #              meter tokens only: output tokens reserved when a call does
             #              not say (no max_tokens); settled to the real usage later
@@ -71,7 +72,7 @@ extension Catalogue {
             out += "    algorithm: \(rule.algorithm.rawValue)\n"
             out += "    window: \(ScalarSyntax.format(duration: rule.window))\n"
             if let burst = rule.burst {
-                out += "    burst: \(burst)\n"
+                out += "    burst: \(ScalarSyntax.format(duration: burst))\n"
             }
             if let reservation = rule.defaultOutputReservation {
                 out += "    default_output_reservation: \(reservation)\n"

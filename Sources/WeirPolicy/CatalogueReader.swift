@@ -219,7 +219,7 @@ struct CatalogueReader {
             if let windowField = entry["window"], let window = duration(windowField) {
                 rule.window = window
             }
-            if let burstField = entry["burst"], let burst = positiveInteger(burstField) {
+            if let burstField = entry["burst"], let burst = duration(burstField) {
                 if algorithmValid && rule.algorithm != .gcra {
                     report(burstField, "`burst` applies only to algorithm gcra; this rule uses \(rule.algorithm.rawValue)")
                 }
@@ -326,7 +326,7 @@ struct CatalogueReader {
     private mutating func checkReservation(_ reservation: UInt64, field: Field, rule: Rule) {
         for entry in rule.limits {
             guard let tokens = entry.tokens else { continue }
-            let capacity = rule.algorithm == .gcra ? rule.burst ?? tokens : tokens
+            let capacity = rule.burstUnits(forLimit: tokens) ?? tokens
             if reservation > capacity {
                 report(field, "\(reservation) is more than the tokens limit of `\(entry.tier)` (\(capacity)): every call that does not say its output size would be refused as too large")
                 return

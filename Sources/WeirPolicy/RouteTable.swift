@@ -88,11 +88,10 @@ struct RouteTable: Sendable {
     }
 
     /// A requests or tokens limit of `value` units per window of `rule`; nil for nil or 0.
-    /// The rule's burst applies to GCRA only; a zero burst counts as none.
+    /// The rule's burst (a duration) applies to GCRA only, scaled to this limit.
     static func windowLimit(_ value: UInt64?, rule: Rule) -> Limit? {
         guard let value, value > 0 else { return nil }
-        let burst = rule.algorithm == .gcra ? rule.burst.flatMap { $0 > 0 ? $0 : nil } : nil
-        return Limit(algorithm: rule.algorithm, limit: value, window: max(rule.window, 1), burst: burst)
+        return Limit(algorithm: rule.algorithm, limit: value, window: max(rule.window, 1), burst: rule.burstUnits(forLimit: value))
     }
 
     /// A concurrency limit of `value` slots; nil for nil or 0.

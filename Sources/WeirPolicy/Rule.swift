@@ -21,9 +21,21 @@ public struct Rule: Sendable, Equatable {
     public var algorithm: Algorithm
     /// The window of the requests and tokens limits, in nanoseconds (60 s by default).
     public var window: UInt64
-    /// GCRA only: the most units a full bucket admits at once, for the requests and the
-    /// tokens dimension alike; nil means each dimension's limit.
+    /// GCRA only: how much of the rate a full bucket holds, as a duration in nanoseconds.
+    /// Each dimension's bucket holds `limit * burst / window` units (at least 1), so one
+    /// setting means the same for requests and tokens; nil means a whole window's worth
+    /// (each dimension's limit).
     public var burst: UInt64?
+
+    /// The burst, in units, of a dimension limited to `limit` per window; nil when the
+    /// rule sets none (or is not GCRA), which means the limit itself.
+    public func burstUnits(forLimit limit: UInt64) -> UInt64? {
+        guard algorithm == .gcra, let burst, burst > 0 else { return nil }
+        let window = max(self.window, 1)
+        let product = limit.multipliedFullWidth(by: burst)
+        let units = product.high >= window ? UInt64.max : window.dividingFullWidth(product).quotient
+        return max(units, 1)
+    }
     /// Meter units reserved for a call's output when the caller does not say how much
     /// it wants (e.g. no `max_tokens`); nil means none.
     public var defaultOutputReservation: UInt64?

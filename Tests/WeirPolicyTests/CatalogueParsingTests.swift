@@ -140,7 +140,7 @@ let fixtureCases: [FixtureCase] = [
     ]),
     FixtureCase(file: "bad-burst", expected: [
         "rules[0].burst (line 7): `burst` applies only to algorithm gcra; this rule uses sliding-window",
-        "rules[1].burst (line 13): must be a positive integer, got 0",
+        "rules[1].burst (line 13): must be a duration such as 500ms, 60s, 1m, 1h or 1d, got 0",
     ]),
     FixtureCase(file: "bad-reservation", expected: [
         "rules[0].default_output_reservation (line 9): 8192 is more than the tokens limit of `all` (4096): every call that does not say its output size would be refused as too large",
@@ -235,7 +235,7 @@ let fixtureCases: [FixtureCase] = [
         #expect(catalogue.rules[0] == Catalogue.builtIn.rules[0])
         #expect(catalogue.rules[2] == Rule(
             name: "video", api: "video-generation", models: ["MiniMax-Hailuo-2.3", "MiniMax-Hailuo-02"],
-            scope: .shared, meter: .none, algorithm: .gcra, window: 3_600 * Nanoseconds.perSecond, burst: 3,
+            scope: .shared, meter: .none, algorithm: .gcra, window: 3_600 * Nanoseconds.perSecond, burst: 120 * Nanoseconds.perSecond,
             shadow: true, limits: [TierLimits(tier: "all", requests: 100)]
         ))
         #expect(catalogue.accounts[0] == AccountProfile(

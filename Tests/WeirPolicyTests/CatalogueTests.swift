@@ -96,7 +96,8 @@ let minute: UInt64 = 60 * Nanoseconds.perSecond
         let catalogue = try loadFixture("valid")
         let account = AccountProfile(id: "x", overrides: [Override(rule: "video", requests: 7)])
         let resolution = try catalogue.resolve(account: account, api: "video-generation", model: "MiniMax-Hailuo-02")
-        #expect(resolution.limits.requests == Limit(algorithm: .gcra, limit: 7, window: 3_600 * Nanoseconds.perSecond, burst: 3))
+        // The burst is a duration (2m of a 1h window): 7 per hour holds floor(7 / 30) = 0, so 1.
+        #expect(resolution.limits.requests == Limit(algorithm: .gcra, limit: 7, window: 3_600 * Nanoseconds.perSecond, burst: 1))
         #expect(resolution.limits.shadow)
     }
 
@@ -162,6 +163,7 @@ let minute: UInt64 = 60 * Nanoseconds.perSecond
         #expect(a.key == LimitKey(account: "paid-account", scope: "video-generation/video"))
         #expect(a.key == b.key)
         #expect(a.rule.scope == .shared)
+        // 2m of a 1h window's rate: 100 / 30 = 3 units.
         #expect(a.limits.requests == Limit(algorithm: .gcra, limit: 100, window: 3_600 * Nanoseconds.perSecond, burst: 3))
         #expect(a.limits.shadow)
     }
@@ -240,5 +242,17 @@ let minute: UInt64 = 60 * Nanoseconds.perSecond
             rules: [Rule(name: "g", api: "x", algorithm: .gcra, burst: 0, limits: [TierLimits(tier: "t", requests: 10)])]
         )
         #expect(try gcra.resolve(account: freeAccount, api: "x", model: "m").limits.requests?.burst == 10)
+    }
+
+    @Test("one burst means the same for requests and tokens: a share of each limit")
+    func burstScalesPerDimension() throws {
+        let catalogue = Catalogue(
+            tiers: [Tier(name: "t", rechargeThreshold: 0)],
+            rules: [Rule(name: "g", api: "x", meter: .tokens, algorithm: .gcra, window: 60 * Nanoseconds.perSecond,
+                         burst: 6 * Nanoseconds.perSecond, limits: [TierLimits(tier: "t", requests: 500, tokens: 20_000_000)])]
+        )
+        let limits = try catalogue.resolve(account: freeAccount, api: "x", model: "m").limits
+        #expect(limits.requests?.burst == 50)
+        #expect(limits.tokens?.burst == 2_000_000)
     }
 }
