@@ -85,8 +85,14 @@ public struct TraceSimulator: Sendable {
             let durationMs = column["duration_ms"] == nil ? nil : try integer("duration_ms", optional: true)
 
             // Leases that end at or before now are settled first, in the order they end.
+            // Each lease's TTL outlives its end by 1 ns, so a settlement cannot fail; if one
+            // did, the rest of the output would be wrong, so it is reported, not swallowed.
             while let due = pending.popDue(at: now) {
-                _ = try? store.settle(due.lease, actualUnits: due.units, at: due.end)
+                do {
+                    _ = try store.settle(due.lease, actualUnits: due.units, at: due.end)
+                } catch {
+                    throw TraceError(line: line, message: "internal error: settling a lease that ended at \(due.end / Nanoseconds.perMillisecond) ms failed: \(error)")
+                }
             }
 
             let accountID = cell("account")
