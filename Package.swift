@@ -70,7 +70,7 @@ let package = Package(
         .target(
             name: "WeirServer",
             dependencies: [
-                "WeirCore", "WeirPolicy", "WeirHummingbird",
+                "WeirCore", "WeirPolicy", "WeirHummingbird", "WeirRedis",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "GRDB", package: "GRDB.swift"),

@@ -6,6 +6,7 @@ import Metrics
 import NIOPosix
 import Prometheus
 import WeirPolicy
+import WeirCore
 import WeirServer
 
 /// `weir serve`: the decision service, the admin API and the operations endpoints.
@@ -41,6 +42,21 @@ public struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: Logger.Level = .info
 
+    @Option(help: "Where limiter state lives: memory, or redis://host:port[/db] shared by every instance.")
+    var store = "memory"
+
+    @Option(name: .customLong("redis-prefix"), help: "Prefix of every Redis key, so deployments can share a Redis.")
+    var redisPrefix = "weir:"
+
+    @Option(name: .customLong("on-store-failure"), help: "When Redis fails: deny (503), allow (everything), or local (an in-memory limiter with the same rules).")
+    var onStoreFailure: FailoverStore.Mode = .local
+
+    @Option(name: .customLong("store-timeout"), help: "Milliseconds one Redis command may take before the failure mode applies.")
+    var storeTimeout = 50
+
+    @Option(name: .customLong("registry-refresh-ms"), help: "With Redis: how often (milliseconds) each instance looks for registry changes made elsewhere.")
+    var registryRefresh = 250
+
     public init() {}
 
     public func run() async throws {
@@ -57,6 +73,25 @@ public struct ServeCommand: AsyncParsableCommand {
 
         // One event loop per core this process may run on (taskset, cpusets).
         let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: ServerConfiguration.availableCores)
+        var storeSettings: StoreSettings
+        do {
+            storeSettings = try StoreSettings.parse(store)
+        } catch {
+            throw ValidationError(error.description)
+        }
+        if case .redis(var redis) = storeSettings {
+            guard (1...60_000).contains(storeTimeout) else {
+                throw ValidationError("--store-timeout must be between 1 and 60000 milliseconds, got \(storeTimeout)")
+            }
+            guard (10...60_000).contains(registryRefresh) else {
+                throw ValidationError("--registry-refresh-ms must be between 10 and 60000, got \(registryRefresh)")
+            }
+            redis.keyPrefix = redisPrefix
+            redis.failureMode = onStoreFailure
+            redis.commandTimeout = .milliseconds(storeTimeout)
+            redis.registryRefresh = .milliseconds(registryRefresh)
+            storeSettings = .redis(redis)
+        }
         let configuration = ServerConfiguration(
             host: host,
             port: port,
@@ -66,7 +101,8 @@ public struct ServeCommand: AsyncParsableCommand {
             reloadOnHangup: true,
             metricsRegistry: metricsRegistry,
             eventLoopGroup: eventLoops,
-            logger: logger
+            logger: logger,
+            store: storeSettings
         )
         do {
             let application = try await buildApplication(configuration: configuration)
@@ -104,3 +140,4 @@ public struct ServeCommand: AsyncParsableCommand {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+extension FailoverStore.Mode: ExpressibleByArgument {}

@@ -34,6 +34,8 @@ public struct ServerConfiguration: Sendable {
     /// `taskset` does not time-share one core between several loops.
     public var eventLoopGroup: (any EventLoopGroup)?
     public var logger: Logger
+    /// Where limiter state lives: this process's memory (default) or a shared Redis.
+    public var store: StoreSettings
 
     public init(
         host: String = "127.0.0.1",
@@ -47,8 +49,10 @@ public struct ServerConfiguration: Sendable {
         reloadOnHangup: Bool = false,
         metricsRegistry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
         eventLoopGroup: (any EventLoopGroup)? = nil,
-        logger: Logger = Logger(label: "weir")
+        logger: Logger = Logger(label: "weir"),
+        store: StoreSettings = .memory
     ) {
+        self.store = store
         self.eventLoopGroup = eventLoopGroup
         self.host = host
         self.port = port
