@@ -103,11 +103,21 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
+        // Test support: a real redis-server on a free loopback port, for the tests of the
+        // Redis store and of `weir serve --store redis://`.
+        .target(
+            name: "WeirRedisTesting",
+            dependencies: [
+                "WeirRedis",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .testTarget(name: "WeirCoreTests", dependencies: ["WeirCore", "WeirConformance"]),
         .testTarget(
             name: "WeirRedisTests",
             dependencies: [
-                "WeirRedis", "WeirCore", "WeirConformance",
+                "WeirRedis", "WeirCore", "WeirConformance", "WeirRedisTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
@@ -124,7 +134,7 @@ let package = Package(
         .testTarget(
             name: "WeirServerTests",
             dependencies: [
-                "WeirServer", "WeirHummingbird", "WeirPolicy", "WeirCore", "WeirConformance",
+                "WeirServer", "WeirHummingbird", "WeirPolicy", "WeirCore", "WeirConformance", "WeirRedis", "WeirRedisTesting",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -21,27 +21,32 @@ extension WeirService {
     }
 
     /// `/readyz`: 200 `ready`; 200 `degraded` while Redis fails and the `local` or `allow`
-    /// mode decides (the instance still serves); 503 `not_ready` when the registry does
-    /// not answer or Redis fails under the `deny` mode (every decision would be 503).
+    /// mode decides (the instance still serves, with the registry as last loaded);
+    /// 503 `not_ready` when the SQLite registry does not answer, or Redis fails under
+    /// the `deny` mode (every decision would be 503).
     func readiness() async -> Response {
         let registryReady = await registry.isReachable()
-        let health = sharedStore?.health
-        let degraded = health?.isDegraded ?? false
-        let serving = registryReady && !(degraded && sharedStore?.mode == .deny)
         var json = JSONWriter()
         json.beginObject()
-        json.field("status", !serving ? "not_ready" : degraded ? "degraded" : "ready")
-        if let sharedStore, let health {
+        let status: String
+        if let sharedStore {
+            let health = sharedStore.health
+            let failing = health.isDegraded || !registryReady
+            status = !failing ? "ready" : sharedStore.mode == .deny ? "not_ready" : "degraded"
+            json.field("status", status)
             json.field("store", "redis")
-            json.field("store_state", health.isDegraded ? "unreachable" : "ok")
+            json.field("store_state", failing ? "unreachable" : "ok")
             json.field("on_store_failure", sharedStore.mode.rawValue)
             if health.isDegraded { json.field("store_error", optional: health.lastError) }
+            json.field("registry", registryReady ? "ok" : "unreachable (serving the last snapshot)")
         } else {
+            status = registryReady ? "ready" : "not_ready"
+            json.field("status", status)
             json.field("store", "memory")
+            json.field("registry", registryReady ? "ok" : "unreachable")
         }
-        json.field("registry", registryReady ? "ok" : "unreachable")
         json.endObject()
-        return Response.json(status: serving ? .ok : .serviceUnavailable, json.text)
+        return Response.json(status: status == "not_ready" ? .serviceUnavailable : .ok, json.text)
     }
 
     /// The shared store's own counts, for `/metrics`; nil in memory.
