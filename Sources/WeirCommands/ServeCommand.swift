@@ -7,6 +7,7 @@ import NIOPosix
 import Prometheus
 import WeirPolicy
 import WeirServer
+import WeirEnvoy
 
 /// `weir serve`: the decision service, the admin API and the operations endpoints.
 public struct ServeCommand: AsyncParsableCommand {
@@ -41,6 +42,18 @@ public struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: Logger.Level = .info
 
+    @Option(name: .customLong("grpc-port"), help: "Serve Envoy's rate limit service (gRPC envoy.service.ratelimit.v3) on this port (0 picks a free one). Default: not served.")
+    var grpcPort: Int?
+
+    @Option(name: .customLong("grpc-host"), help: "Address of the gRPC rate limit service. Default: --host.")
+    var grpcHost: String?
+
+    @Option(name: .customLong("envoy-domain"), help: "The rate limit domain answered over gRPC (the Envoy filter's `domain`).")
+    var envoyDomain = "weir"
+
+    @Option(name: .customLong("envoy-unknown"), help: "Answer to descriptors that name no Weir call: allow or deny.")
+    var envoyUnknown: UnknownDescriptorAnswer = .allow
+
     public init() {}
 
     public func run() async throws {
@@ -57,7 +70,7 @@ public struct ServeCommand: AsyncParsableCommand {
 
         // One event loop per core this process may run on (taskset, cpusets).
         let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: ServerConfiguration.availableCores)
-        let configuration = ServerConfiguration(
+        var configuration = ServerConfiguration(
             host: host,
             port: port,
             configPath: config,
@@ -68,6 +81,12 @@ public struct ServeCommand: AsyncParsableCommand {
             eventLoopGroup: eventLoops,
             logger: logger
         )
+        if let grpcPort {
+            guard (0...65535).contains(grpcPort) else { throw ValidationError("--grpc-port must be between 0 and 65535, got \(grpcPort)") }
+            guard !envoyDomain.isEmpty else { throw ValidationError("--envoy-domain must not be empty") }
+            configuration.envoy = EnvoyServiceConfiguration(
+                host: grpcHost ?? host, port: grpcPort, domain: envoyDomain, unknownDescriptors: envoyUnknown)
+        }
         do {
             let application = try await buildApplication(configuration: configuration)
             try await application.runService()
@@ -104,3 +123,4 @@ public struct ServeCommand: AsyncParsableCommand {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+extension UnknownDescriptorAnswer: ExpressibleByArgument {}

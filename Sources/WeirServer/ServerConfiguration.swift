@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import Prometheus
 import WeirCore
+import WeirEnvoy
 
 /// Everything `buildApplication(configuration:)` needs. The executable fills it from
 /// the command line; tests fill it with a manual clock, port 0 and a scratch directory.
@@ -34,6 +35,8 @@ public struct ServerConfiguration: Sendable {
     /// `taskset` does not time-share one core between several loops.
     public var eventLoopGroup: (any EventLoopGroup)?
     public var logger: Logger
+    /// Envoy's rate limit service over gRPC (`weir serve --grpc-port`); nil serves none.
+    public var envoy: EnvoyServiceConfiguration? = nil
 
     public init(
         host: String = "127.0.0.1",
