@@ -177,4 +177,30 @@ struct EnvoyIntegrationTests {
             #expect(try await envoy.stat("cluster.upstream.ratelimit.failure_mode_allowed") == 1)
         }
     }
+
+    @Test("the README's Envoy config is one Envoy accepts")
+    func readmeExample() throws {
+        let readme = URL(fileURLWithPath: #filePath)
+            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("README.md")
+        let text = try String(contentsOf: readme, encoding: .utf8)
+        let section = try #require(text.range(of: "A complete Envoy config"))
+        let start = try #require(text.range(of: "```yaml\n", range: section.upperBound..<text.endIndex))
+        let end = try #require(text.range(of: "```", range: start.upperBound..<text.endIndex))
+        let yaml = String(text[start.upperBound..<end.lowerBound])
+        #expect(yaml.contains("envoy.filters.http.ratelimit"))
+        let path = scratchDirectory() + "/readme.yaml"
+        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try EnvoyProcess.binary())
+        process.arguments = ["--mode", "validate", "-c", path, "--log-level", "error"]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "\(output)")
+        #expect(output.contains("OK"))
+    }
 }
