@@ -8,6 +8,7 @@ import Prometheus
 import WeirPolicy
 import WeirCore
 import WeirServer
+import WeirEnvoy
 
 /// `weir serve`: the decision service, the admin API and the operations endpoints.
 public struct ServeCommand: AsyncParsableCommand {
@@ -56,6 +57,17 @@ public struct ServeCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("registry-refresh-ms"), help: "With Redis: how often (milliseconds) each instance looks for registry changes made elsewhere.")
     var registryRefresh = 250
+    @Option(name: .customLong("grpc-port"), help: "Serve Envoy's rate limit service (gRPC envoy.service.ratelimit.v3) on this port (0 picks a free one). Default: not served.")
+    var grpcPort: Int?
+
+    @Option(name: .customLong("grpc-host"), help: "Address of the gRPC rate limit service. Default: --host.")
+    var grpcHost: String?
+
+    @Option(name: .customLong("envoy-domain"), help: "The rate limit domain answered over gRPC (the Envoy filter's `domain`).")
+    var envoyDomain = "weir"
+
+    @Option(name: .customLong("envoy-unknown"), help: "Answer to descriptors that name no Weir call: allow or deny.")
+    var envoyUnknown: UnknownDescriptorAnswer = .allow
 
     public init() {}
 
@@ -92,7 +104,7 @@ public struct ServeCommand: AsyncParsableCommand {
             redis.registryRefresh = .milliseconds(registryRefresh)
             storeSettings = .redis(redis)
         }
-        let configuration = ServerConfiguration(
+        var configuration = ServerConfiguration(
             host: host,
             port: port,
             configPath: config,
@@ -104,6 +116,12 @@ public struct ServeCommand: AsyncParsableCommand {
             logger: logger,
             store: storeSettings
         )
+        if let grpcPort {
+            guard (0...65535).contains(grpcPort) else { throw ValidationError("--grpc-port must be between 0 and 65535, got \(grpcPort)") }
+            guard !envoyDomain.isEmpty else { throw ValidationError("--envoy-domain must not be empty") }
+            configuration.envoy = EnvoyServiceConfiguration(
+                host: grpcHost ?? host, port: grpcPort, domain: envoyDomain, unknownDescriptors: envoyUnknown)
+        }
         do {
             let application = try await buildApplication(configuration: configuration)
             try await application.runService()
@@ -141,3 +159,4 @@ public struct ServeCommand: AsyncParsableCommand {
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 extension FailoverStore.Mode: ExpressibleByArgument {}
+extension UnknownDescriptorAnswer: ExpressibleByArgument {}

@@ -27,6 +27,7 @@ public func buildApplication(configuration: ServerConfiguration) async throws ->
         EvictionService(store: service.memoryStore, interval: configuration.evictionInterval),
     ]
     if configuration.reloadOnHangup { services.append(HangupReloadService(service: service)) }
+    if let envoy = configuration.envoy { services.append(service.envoyServer(envoy, configuration: configuration)) }
 
     let logger = configuration.logger
     let catalogue = service.limiter.catalogue

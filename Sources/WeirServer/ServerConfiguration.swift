@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import Prometheus
 import WeirCore
+import WeirEnvoy
 
 /// Everything `buildApplication(configuration:)` needs. The executable fills it from
 /// the command line; tests fill it with a manual clock, port 0 and a scratch directory.
@@ -36,6 +37,8 @@ public struct ServerConfiguration: Sendable {
     public var logger: Logger
     /// Where limiter state lives: this process's memory (default) or a shared Redis.
     public var store: StoreSettings
+    /// Envoy's rate limit service over gRPC (`weir serve --grpc-port`); nil serves none.
+    public var envoy: EnvoyServiceConfiguration? = nil
 
     public init(
         host: String = "127.0.0.1",
