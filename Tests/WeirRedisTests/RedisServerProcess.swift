@@ -14,6 +14,8 @@ final class RedisServerProcess: @unchecked Sendable {
     // @unchecked Sendable: `process` is replaced only by `start()`, which each test calls
     // from one task at a time.
     let port: Int
+    /// Arguments added to the defaults (cluster mode, AOF...).
+    let extraArguments: [String]
     private var process: Process?
 
     static var executable: String? {
@@ -21,14 +23,28 @@ final class RedisServerProcess: @unchecked Sendable {
             .first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
-    /// Starts a server on a free port.
-    init() async throws {
+    /// Starts a server on a free port, with `arguments` added to the defaults.
+    init(arguments: [String] = []) async throws {
+        port = try await Self.freePort()
+        extraArguments = arguments
+        try start()
+    }
+
+    /// Starts a server on `port`.
+    init(port: Int, arguments: [String]) throws {
+        self.port = port
+        extraArguments = arguments
+        try start()
+    }
+
+    /// A 127.0.0.1 port nobody listens on (bound by the system, then released).
+    static func freePort() async throws -> Int {
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: "127.0.0.1", port: 0).get()
-        port = channel.localAddress!.port!
+        let port = channel.localAddress!.port!
         try await channel.close()
-        try start()
+        return port
     }
 
     /// Starts (or restarts) the server on `port` and returns once it accepts connections.
@@ -41,7 +57,7 @@ final class RedisServerProcess: @unchecked Sendable {
         process.arguments = [
             "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--protected-mode", "no", "--loglevel", "notice",
-        ]
+        ] + extraArguments
         let output = Pipe()
         process.standardOutput = output
         process.standardError = output
