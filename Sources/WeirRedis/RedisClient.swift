@@ -27,7 +27,10 @@ import WeirCore
 /// the map, refreshes it and retries on the named node; `ASK` retries once on the named
 /// node after `ASKING`; at most `maximumRedirects` hops per command. Commands without keys
 /// (`SCRIPT LOAD`, `PING`) go to the seed. A command whose keys span slots is refused
-/// (permanent `StoreError`). A standalone server never answers `MOVED`, so it pays nothing.
+/// (permanent `StoreError`). When a node cannot be reached (a master that died and was
+/// replaced by a replica), the call fails transiently and the client reads the map again
+/// from the first node that answers (at most every 100 ms), so later calls go to the new
+/// master. A standalone server never answers `MOVED`, so it pays nothing.
 ///
 /// Concurrency: thread-safe; methods suspend until the replies arrive.
 public final class RedisClient: Sendable {
@@ -72,7 +75,12 @@ public final class RedisClient: Sendable {
         var map: ClusterMap?
         var nodes: [String: RedisNode]
         var refreshing = false
+        /// No map refresh after a failure before this (one per `refreshInterval`).
+        var nextFailureRefresh = NIODeadline.distantPast
     }
+
+    /// The least time between two map refreshes caused by failing nodes.
+    static let refreshInterval = TimeAmount.milliseconds(100)
 
     public let configuration: Configuration
     private let group: any EventLoopGroup
@@ -116,7 +124,14 @@ public final class RedisClient: Sendable {
         let (map, nodes) = topology.withLock { ($0.map, $0.nodes) }
         var replies: [RESPValue]
         if let map {
-            replies = try await routed(commands, map: map, nodes: nodes)
+            do {
+                replies = try await routed(commands, map: map, nodes: nodes)
+            } catch let error as StoreError where error.isTransient {
+                // A master that cannot be reached may have been replaced (failover): ask the
+                // others for the map, so that the next call goes where the slot lives now.
+                await refreshAfterFailure(map: map, nodes: nodes)
+                throw error
+            }
         } else {
             replies = try await seed.send(commands)
         }
@@ -213,6 +228,33 @@ public final class RedisClient: Sendable {
         topology.withLock { state in
             state.refreshing = false
             if let fresh, !fresh.nodes.isEmpty { state.map = fresh }
+        }
+        if let fresh {
+            for endpoint in fresh.nodes { _ = self.node(named: endpoint) }
+        }
+    }
+
+    /// Reads the map from the first node that answers, seed first (at most once per
+    /// `refreshInterval`, and not while another refresh runs).
+    private func refreshAfterFailure(map: ClusterMap, nodes: [String: RedisNode]) async {
+        let now = NIODeadline.now()
+        let go = topology.withLock { state -> Bool in
+            guard !state.refreshing, now >= state.nextFailureRefresh else { return false }
+            state.refreshing = true
+            state.nextFailureRefresh = now + Self.refreshInterval
+            return true
+        }
+        guard go else { return }
+        var fresh: ClusterMap?
+        for endpoint in [seed.endpoint] + map.nodes where fresh == nil {
+            let node = nodes[endpoint] ?? self.node(named: endpoint)
+            fresh = try? await ClusterMap(
+                slotsReply: Self.checked(node.send([["CLUSTER", "SLOTS"]])[0]), defaultHost: node.host)
+            if fresh?.nodes.isEmpty == true { fresh = nil }
+        }
+        topology.withLock { state in
+            state.refreshing = false
+            if let fresh { state.map = fresh }
         }
         if let fresh {
             for endpoint in fresh.nodes { _ = self.node(named: endpoint) }

@@ -36,6 +36,8 @@ final class RedisClusterProcess: @unchecked Sendable {
                     "--cluster-enabled", "yes", "--cluster-port", String(bus),
                     "--cluster-config-file", directory.appendingPathComponent("nodes-\(index).conf").path,
                     "--cluster-node-timeout", "5000", "--dir", directory.path,
+                    // The other masters keep serving their slots when one is killed (failover test).
+                    "--cluster-require-full-coverage", "no",
                 ]))
             }
             self.servers = servers

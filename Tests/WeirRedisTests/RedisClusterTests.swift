@@ -156,6 +156,36 @@ struct RedisClusterTests {
         }
     }
 
+    @Test("after a master dies and its slot is given to another, the client rereads the map")
+    func failover() async throws {
+        try await withRedisCluster { cluster in
+            let admins = cluster.servers.map { $0.client(connections: 1) }
+            let client = cluster.servers[0].client(connections: 2, initialBackoff: .zero)
+            defer { Task { await client.close(); for admin in admins { await admin.close() } } }
+            let clock = ManualClock(start: 1_000 * Nanoseconds.perSecond)
+            let store = RedisStore(client: client, keyPrefix: "f:", clock: clock, idleGraceMilliseconds: 3_600_000)
+            let limits = LimitSet(requests: .perMinute(10))
+            var account = 0
+            while try await Self.ownerIndex(of: HashSlot.slot(of: "a\(account)|s"), admins: admins, cluster: cluster) != 1 {
+                account += 1
+            }
+            let key = LimitKey(account: "a\(account)", scope: "s")
+            let slot = HashSlot.slot(of: RedisStore.tag(key))
+            #expect(try await store.acquire(AdmissionRequest(key: key, limits: limits)).isAllowed)
+            #expect(client.endpoint(forKey: "f:{\(RedisStore.tag(key))}") == "127.0.0.1:\(cluster.servers[1].port)")
+            // The master dies; its slot is handed to the first master (as a failover would
+            // promote a replica): the next call fails transiently, and the client rereads the map.
+            cluster.servers[1].kill()
+            let heir = try #require(try await admins[0].command("CLUSTER", "MYID").string)
+            try await admins[0].command("CLUSTER", "SETSLOT", String(slot), "NODE", heir)
+            try await admins[2].command("CLUSTER", "SETSLOT", String(slot), "NODE", heir)
+            await #expect(throws: StoreError.self) { try await store.acquire(AdmissionRequest(key: key, limits: limits)) }
+            #expect(client.endpoint(forKey: "f:{\(RedisStore.tag(key))}") == "127.0.0.1:\(cluster.servers[0].port)")
+            let after = try await store.acquire(AdmissionRequest(key: key, limits: limits))
+            #expect(after.isAllowed && after.limits.requests?.remaining == 9, "a new master without replicas starts empty: \(after)")
+        }
+    }
+
     /// The index in `cluster.servers` of the master serving `slot`.
     static func ownerIndex(of slot: Int, admins: [RedisClient], cluster: RedisClusterProcess) async throws -> Int {
         let map = try ClusterMap(slotsReply: try await admins[0].command("CLUSTER", "SLOTS"), defaultHost: "127.0.0.1")

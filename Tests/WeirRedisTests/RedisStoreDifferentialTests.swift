@@ -149,7 +149,7 @@ struct RedisStoreDifferentialTests {
                     let expected: Result<Settlement, LeaseError>
                     do {
                         expected = .success(try reference.settle(pick.swift, actualUnits: units))
-                    } catch let error as LeaseError {
+                    } catch {
                         expected = .failure(error)
                     }
                     var actual: Result<Settlement, LeaseError>
