@@ -2,6 +2,7 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
+import NIOPosix
 import ServiceLifecycle
 import WeirCore
 import WeirPolicy
@@ -27,6 +28,16 @@ public func buildApplication(configuration: ServerConfiguration) async throws ->
         EvictionService(store: service.store, interval: configuration.evictionInterval),
     ]
     if configuration.reloadOnHangup { services.append(HangupReloadService(service: service)) }
+    var gatewayDescription = ""
+    if let gatewayConfiguration = configuration.gateway {
+        let gateway = Gateway(
+            service: service, configuration: gatewayConfiguration,
+            eventLoopGroup: configuration.eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton)
+        gateway.addRoutes(to: router)
+        services.append(GatewayClientService(client: gateway.client))
+        gatewayDescription = "; gateway to \(gatewayConfiguration.upstream.absoluteString)"
+            + (gatewayConfiguration.forwardUnknown ? " (forwarding unknown paths)" : "")
+    }
 
     let logger = configuration.logger
     let catalogue = service.limiter.catalogue
@@ -47,7 +58,7 @@ public func buildApplication(configuration: ServerConfiguration) async throws ->
         onServerRunning: { channel in
             let port = channel.localAddress?.port ?? configuration.port
             logger.notice(
-                "weir serve listening on http://\(configuration.host):\(port); config: \(configDescription); store: in-memory; registry: \(registryPath) (\(accountCount) accounts); admin API: \(adminState)")
+                "weir serve listening on http://\(configuration.host):\(port); config: \(configDescription); store: in-memory; registry: \(registryPath) (\(accountCount) accounts); admin API: \(adminState)\(gatewayDescription)")
         },
         eventLoopGroupProvider: configuration.eventLoopGroup.map { .shared($0) } ?? .singleton,
         logger: frameworkLogger

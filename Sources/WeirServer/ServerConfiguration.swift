@@ -34,6 +34,9 @@ public struct ServerConfiguration: Sendable {
     /// `taskset` does not time-share one core between several loops.
     public var eventLoopGroup: (any EventLoopGroup)?
     public var logger: Logger
+    /// Gateway mode (`--upstream`): proxy the model API's paths to this upstream; nil
+    /// serves the decision API alone.
+    public var gateway: GatewayConfiguration?
 
     public init(
         host: String = "127.0.0.1",
@@ -47,8 +50,10 @@ public struct ServerConfiguration: Sendable {
         reloadOnHangup: Bool = false,
         metricsRegistry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
         eventLoopGroup: (any EventLoopGroup)? = nil,
-        logger: Logger = Logger(label: "weir")
+        logger: Logger = Logger(label: "weir"),
+        gateway: GatewayConfiguration? = nil
     ) {
+        self.gateway = gateway
         self.eventLoopGroup = eventLoopGroup
         self.host = host
         self.port = port
