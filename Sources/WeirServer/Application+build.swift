@@ -39,6 +39,7 @@ public func buildApplication(configuration: ServerConfiguration) async throws ->
             + (gatewayConfiguration.forwardUnknown ? " (forwarding unknown paths)" : "")
     }
 
+    let gatewayLine = gatewayDescription
     let logger = configuration.logger
     let catalogue = service.limiter.catalogue
     let configDescription = configuration.configPath.map { "\($0) (\(catalogue.rules.count) rules)" }
@@ -58,7 +59,7 @@ public func buildApplication(configuration: ServerConfiguration) async throws ->
         onServerRunning: { channel in
             let port = channel.localAddress?.port ?? configuration.port
             logger.notice(
-                "weir serve listening on http://\(configuration.host):\(port); config: \(configDescription); store: in-memory; registry: \(registryPath) (\(accountCount) accounts); admin API: \(adminState)\(gatewayDescription)")
+                "weir serve listening on http://\(configuration.host):\(port); config: \(configDescription); store: in-memory; registry: \(registryPath) (\(accountCount) accounts); admin API: \(adminState)\(gatewayLine)")
         },
         eventLoopGroupProvider: configuration.eventLoopGroup.map { .shared($0) } ?? .singleton,
         logger: frameworkLogger

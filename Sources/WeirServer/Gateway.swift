@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import WeirCore
 import WeirHummingbird
 import WeirPolicy
@@ -158,6 +159,7 @@ final class Gateway: Sendable {
         let meter = UsageMeter(metering: route.metering, estimate: estimate)
         let isEventStream = response.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") ?? false
         if isEventStream && response.status.code < 400 {
+            let stripUsage = stripUsage
             return Response(status: status, headers: headers, body: ResponseBody { writer in
                 try await Self.stream(response.body, to: &writer, meter: meter, lease: lease, stripUsage: stripUsage)
             })

@@ -43,8 +43,8 @@ struct UsageEstimate: Sendable, Equatable {
             for name in ["tools", "functions", "prompt"] {
                 if let value = body[name] { input &+= tokens(inStringsOf: value) }
             }
-            let asked = try JSONValue.optionalCount(body["max_completion_tokens"], "max_completion_tokens")
-                ?? JSONValue.optionalCount(body["max_tokens"], "max_tokens")
+            var asked = try JSONValue.optionalCount(body["max_completion_tokens"], "max_completion_tokens")
+            if asked == nil { asked = try JSONValue.optionalCount(body["max_tokens"], "max_tokens") }
             return UsageEstimate(input: input, output: asked ?? rule.defaultOutputReservation ?? 0)
         case .characters:
             let text = try JSONValue.string(body["text"], "text", allowEmpty: true)
