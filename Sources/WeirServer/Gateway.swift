@@ -68,6 +68,9 @@ final class Gateway: Sendable {
                 idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: configuration.maxConnections),
             decompression: .disabled)
         clientConfiguration.httpVersion = .http1Only
+        // A refused connection is answered 502 at once rather than retried until the
+        // connect timeout: the client can retry, and its slot is free meanwhile.
+        clientConfiguration.connectionPool.retryConnectionEstablishment = false
         self.client = HTTPClient(eventLoopGroup: eventLoopGroup, configuration: clientConfiguration)
     }
 

@@ -125,7 +125,8 @@ struct GatewayHarness: Sendable {
     func activeLeases() async throws -> Int? {
         let metrics = try await send("/metrics", method: .GET)
         let line = metrics.body.split(separator: "\n").first { $0.hasPrefix("weir_active_leases ") }
-        return line.flatMap { Int($0.split(separator: " ").last ?? "") }
+        // The gauge prints as a float (`3.0`).
+        return line.flatMap { Double($0.split(separator: " ").last ?? "") }.map { Int($0) }
     }
 
     /// Polls `condition` every 10 ms until it holds, for at most 10 s (waiting for the
