@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 import WeirCore
 
@@ -16,6 +17,11 @@ import WeirCore
 /// **Reconnection.** A connection found closed is reopened by the next call that picks
 /// it; a failed attempt backs off (`initialBackoff`, doubling to `maximumBackoff`)
 /// before the next one. No background task: nothing runs while nobody calls.
+///
+/// **Connections** are plain TCP or TLS (`Configuration.tls`, `rediss://`), and each new
+/// one sends `AUTH` (when a password is set) and `SELECT` (database other than 0) before
+/// any command; a wrong password is a permanent `StoreError`. `Configuration(url:)` reads
+/// `redis://[[user]:password@]host[:port][/db]` and `rediss://`.
 ///
 /// **Redis Cluster**, transparently. The configured server is the seed. The client
 /// starts out sending everything to it; the first `MOVED` reply shows a cluster, and the
@@ -50,12 +56,21 @@ public final class RedisClient: Sendable {
         public var database: Int
         /// The most `MOVED`/`ASK` redirections one command follows before failing (transiently).
         public var maximumRedirects: Int
+        /// TLS for every connection (`rediss://`), or nil for plain TCP. The server's name
+        /// is checked against its certificate (SNI and hostname when `host` is a name; the
+        /// certificate's IP addresses when it is an address).
+        public var tls: TLSConfiguration?
+        /// Sent with `AUTH` on every new connection, before `SELECT`; nil for none.
+        public var password: String?
+        /// The ACL user for `AUTH` (Redis 6+); nil for the default user.
+        public var username: String?
 
         public init(
             host: String = "127.0.0.1", port: Int = 6379, connectionCount: Int = 2,
             commandTimeout: TimeAmount = .milliseconds(50), connectTimeout: TimeAmount = .milliseconds(250),
             initialBackoff: TimeAmount = .milliseconds(20), maximumBackoff: TimeAmount = .seconds(1),
-            database: Int = 0, maximumRedirects: Int = 5
+            database: Int = 0, maximumRedirects: Int = 5, tls: TLSConfiguration? = nil,
+            password: String? = nil, username: String? = nil
         ) {
             self.host = host
             self.port = port
@@ -66,6 +81,9 @@ public final class RedisClient: Sendable {
             self.maximumBackoff = maximumBackoff
             self.database = database
             self.maximumRedirects = max(1, maximumRedirects)
+            self.tls = tls
+            self.password = password
+            self.username = username
         }
     }
 
@@ -84,6 +102,8 @@ public final class RedisClient: Sendable {
 
     public let configuration: Configuration
     private let group: any EventLoopGroup
+    /// The TLS context every connection shares, or why it could not be made.
+    private let security: RedisNode.Security
     private let seed: RedisNode
     private let topology: Mutex<Topology>
 
@@ -91,7 +111,10 @@ public final class RedisClient: Sendable {
     public init(configuration: Configuration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.configuration = configuration
         self.group = group
-        let seed = RedisNode(host: configuration.host, port: configuration.port, configuration: configuration, group: group)
+        let security = RedisNode.Security(configuration.tls)
+        self.security = security
+        let seed = RedisNode(
+            host: configuration.host, port: configuration.port, configuration: configuration, security: security, group: group)
         self.seed = seed
         self.topology = Mutex(Topology(map: nil, nodes: [seed.endpoint: seed]))
     }
@@ -273,7 +296,7 @@ public final class RedisClient: Sendable {
         let endpoint = RedisNode.endpoint(host: host, port: port)
         return topology.withLock { state in
             if let node = state.nodes[endpoint] { return node }
-            let node = RedisNode(host: host, port: port, configuration: configuration, group: group)
+            let node = RedisNode(host: host, port: port, configuration: configuration, security: security, group: group)
             state.nodes[endpoint] = node
             return node
         }

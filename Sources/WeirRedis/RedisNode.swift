@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 import WeirCore
 
@@ -17,6 +18,7 @@ final class RedisNode: Sendable {
     let host: String
     let port: Int
     private let configuration: RedisClient.Configuration
+    private let security: Security
     private let group: any EventLoopGroup
     private let slots: [SlotBox]
     private let nextSlot = Atomic<Int>(0)
@@ -26,10 +28,31 @@ final class RedisNode: Sendable {
 
     static func endpoint(host: String, port: Int) -> String { "\(host):\(port)" }
 
-    init(host: String, port: Int, configuration: RedisClient.Configuration, group: any EventLoopGroup) {
+    /// TLS for a client's connections: none, a context shared by every node, or the
+    /// reason the configuration gave none (each connection attempt then fails with it).
+    enum Security: Sendable {
+        case plain
+        case tls(NIOSSLContext)
+        case invalid(String)
+
+        init(_ configuration: TLSConfiguration?) {
+            guard let configuration else {
+                self = .plain
+                return
+            }
+            do {
+                self = .tls(try NIOSSLContext(configuration: configuration))
+            } catch {
+                self = .invalid("\(error)")
+            }
+        }
+    }
+
+    init(host: String, port: Int, configuration: RedisClient.Configuration, security: Security, group: any EventLoopGroup) {
         self.host = host
         self.port = port
         self.configuration = configuration
+        self.security = security
         self.group = group
         self.slots = (0..<configuration.connectionCount).map { _ in
             SlotBox(ConnectionSlot(initialBackoff: configuration.initialBackoff))
@@ -92,14 +115,33 @@ final class RedisNode: Sendable {
 
     private func open() -> EventLoopFuture<any Channel> {
         let endpoint = self.endpoint
-        let database = configuration.database
         let timeout = configuration.commandTimeout
+        var context: NIOSSLContext?
+        switch security {
+        case .plain: break
+        case .tls(let shared): context = shared
+        case .invalid(let reason):
+            return group.next().makeFailedFuture(
+                StoreError("redis \(endpoint): TLS configuration refused: \(reason)", isTransient: false))
+        }
+        // SNI takes names only; an address is checked against the certificate's IP addresses.
+        let serverHostname = (try? SocketAddress(ipAddress: host, port: 0)) == nil ? host : nil
+        // Sent on every new connection, in one write: AUTH, then SELECT.
+        var setup: [[String]] = []
+        if let password = configuration.password {
+            setup.append(["AUTH"] + (configuration.username.map { [$0] } ?? []) + [password])
+        }
+        if configuration.database != 0 { setup.append(["SELECT", String(configuration.database)]) }
         return ClientBootstrap(group: group)
             .connectTimeout(configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.socketOption(.so_keepalive), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let context {
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: context, serverHostname: serverHostname))
+                    }
                     try channel.pipeline.syncOperations.addHandler(RESPChannelHandler(endpoint: endpoint))
                 }
             }
@@ -108,13 +150,16 @@ final class RedisNode: Sendable {
                 throw StoreError("redis \(endpoint): cannot connect: \(error)", isTransient: true)
             }
             .flatMap { (channel: any Channel) -> EventLoopFuture<any Channel> in
-                guard database != 0 else { return channel.eventLoop.makeSucceededFuture(channel) }
+                guard !setup.isEmpty else { return channel.eventLoop.makeSucceededFuture(channel) }
                 let promise = channel.eventLoop.makePromise(of: [RESPValue].self)
-                channel.writeAndFlush(
-                    RESPRequest(commands: [["SELECT", String(database)]], promise: promise, timeout: timeout), promise: nil)
+                channel.writeAndFlush(RESPRequest(commands: setup, promise: promise, timeout: timeout), promise: nil)
                 return promise.futureResult.flatMapThrowing { replies in
-                    _ = try RedisClient.checked(replies[0])
+                    for reply in replies { _ = try RedisClient.checked(reply) }
                     return channel
+                }.flatMapError { error in
+                    // A connection that failed its setup (wrong password, TLS handshake) is not used.
+                    channel.close(promise: nil)
+                    return channel.eventLoop.makeFailedFuture(error)
                 }
             }
     }
