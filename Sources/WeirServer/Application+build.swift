@@ -51,12 +51,10 @@ public func buildApplication(configuration: ServerConfiguration) async throws ->
     case .redis(let redis):
         storeDescription = "\(redis.url) (prefix \(redis.keyPrefix), on-store-failure \(redis.failureMode.rawValue))"
     }
-    if let redis = service.redis {
-        if case .redis(let settings) = configuration.store {
-            services.append(RegistryRefreshService(registry: service.registry, interval: settings.registryRefresh, logger: logger))
-        }
-        services.append(RedisClientService(client: redis))
+    if case .redis(let settings) = configuration.store {
+        services.append(RegistryRefreshService(registry: service.registry, interval: settings.registryRefresh, logger: logger))
     }
+    for client in service.redis { services.append(RedisClientService(client: client)) }
     let registryPath = service.registry.location
     let accountCount = service.registry.accountCount
     let adminState = configuration.adminToken == nil ? "disabled (no token)" : "enabled"

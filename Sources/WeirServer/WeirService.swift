@@ -20,8 +20,10 @@ final class WeirService: Sendable {
     let memoryStore: InMemoryStore
     /// The shared store (Redis, behind its denial cache and failure mode); nil in memory.
     let sharedStore: FailoverStore?
-    /// The Redis connections of the shared store and of the registry in Redis.
-    let redis: RedisClient?
+    /// The Redis connections: the shared store's (`--store-timeout` per command) and the
+    /// registry's (one connection, a patient timeout: admin writes must not fail
+    /// because a decision-sized timeout fired under load).
+    let redis: [RedisClient]
     let registry: Registry
     let metrics: ServerMetrics
     let logger: Logger
@@ -48,24 +50,31 @@ final class WeirService: Sendable {
         let registry: Registry
         switch configuration.store {
         case .memory:
-            self.redis = nil
+            self.redis = []
             self.sharedStore = nil
             registry = try await Registry(backend: SQLiteRegistryBackend(directory: configuration.dataDirectory))
         case .redis(let settings):
             let client = RedisClient(
                 configuration: settings.clientConfiguration,
                 group: configuration.eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton)
+            var registryConfiguration = settings.client
+            registryConfiguration.connectionCount = 1
+            registryConfiguration.commandTimeout = .seconds(5)
+            let registryClient = RedisClient(
+                configuration: registryConfiguration,
+                group: configuration.eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton)
             let primary = DenialCache(store: RedisStore(client: client, keyPrefix: settings.keyPrefix))
-            self.redis = client
+            self.redis = [client, registryClient]
             self.sharedStore = FailoverStore(primary: primary, fallback: memoryStore, mode: settings.failureMode)
             // The registry must load once: an instance that cannot read its accounts
             // would answer every paid account as free.
             do {
                 registry = try await Self.openRegistry(
-                    RedisRegistryBackend(client: client, keyPrefix: settings.keyPrefix, location: settings.url),
+                    RedisRegistryBackend(client: registryClient, keyPrefix: settings.keyPrefix, location: settings.url),
                     logger: configuration.logger)
             } catch {
                 await client.close()
+                await registryClient.close()
                 throw error
             }
         }
