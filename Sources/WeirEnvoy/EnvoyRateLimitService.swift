@@ -103,6 +103,7 @@ public final class EnvoyRateLimitService: Envoy_Service_Ratelimit_V3_RateLimitSe
     ///
     /// - Throws: `StoreError` when the store fails.
     public func answer(_ request: Request) async throws -> Response {
+        logger.trace("ShouldRateLimit", metadata: ["request": "\(request.textFormatString())"])
         var response = Response()
         var headerSource: Outcome?
         var denied = false
@@ -245,8 +246,8 @@ public final class EnvoyRateLimitService: Envoy_Service_Ratelimit_V3_RateLimitSe
         var status = Response.DescriptorStatus()
         status.code = limited.isDenied ? .overLimit : .ok
         let statuses = limited.decision.limits
-        let present = [Dimension.requests, .tokens, .concurrency].first { statuses[$0] != nil }
-        let dimension: Dimension?
+        let present = [WeirCore.Dimension.requests, .tokens, .concurrency].first { statuses[$0] != nil }
+        let dimension: WeirCore.Dimension?
         switch limited.decision.reason {
         case .requests?: dimension = .requests
         case .tokens?: dimension = .tokens
@@ -262,15 +263,15 @@ public final class EnvoyRateLimitService: Envoy_Service_Ratelimit_V3_RateLimitSe
     }
 
     private static func fill(
-        _ status: inout Response.DescriptorStatus, dimension: Dimension, status dimensionStatus: DimensionStatus,
+        _ status: inout Response.DescriptorStatus, dimension: WeirCore.Dimension, status dimensionStatus: DimensionStatus,
         window: UInt64, resolution: Resolution
     ) {
         var limit = Response.RateLimit()
         limit.name = "\(resolution.key.scope) \(dimension.rawValue) (rule \(resolution.rule.name), tier \(resolution.tier.name))"
         limit.requestsPerUnit = UInt32(clamping: dimensionStatus.limit)
         if dimension != .concurrency {
-            let (unit, multiplier) = unit(ofWindow: window)
-            limit.unit = unit
+            let (timeUnit, multiplier) = Self.unit(ofWindow: window)
+            limit.unit = timeUnit
             if multiplier != 1 {
                 var wrapped = Google_Protobuf_UInt32Value()
                 wrapped.value = multiplier

@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Logging
@@ -125,20 +126,23 @@ struct EnvoyIntegrationTests {
                     upstreamPort: upstreamPort, weirPort: grpcPort))
                 defer { envoy.stop() }
                 let port = try envoy.port("edge")
-                for call in 1...3 {
-                    let answer = try await Self.chat(port: port, key: key, model: "MiniMax-M2", usage: 400_000)
+                for call in 1...4 {
+                    let answer = try await Self.chat(port: port, key: key, model: "MiniMax-M2", usage: 300_000)
                     #expect(answer.status == 200, "call \(call)")
-                    // Envoy reports usage when the stream is done, after the client has its answer.
+                    // Envoy reports usage when the stream is done, after the client has its
+                    // answer. (The usage endpoint caps `used` at the limit.)
+                    let expected = min(300_000 * call, 1_000_000)
                     let deadline = ContinuousClock.now + .seconds(20)
-                    while try await client.used(account: "tokens-acct", scope: "text/MiniMax-M2", dimension: "tokens") != 400_000 * call,
+                    while try await client.used(account: "tokens-acct", scope: "text/MiniMax-M2", dimension: "tokens") != expected,
                         ContinuousClock.now < deadline
                     {
                         try await Task.sleep(for: .milliseconds(20))
                     }
-                    #expect(try await client.used(account: "tokens-acct", scope: "text/MiniMax-M2", dimension: "tokens") == 400_000 * call)
+                    #expect(try await client.used(account: "tokens-acct", scope: "text/MiniMax-M2", dimension: "tokens") == expected)
                 }
-                // Usage reports count no requests: 3 calls, 3 requests.
-                #expect(try await client.used(account: "tokens-acct", scope: "text/MiniMax-M2", dimension: "requests") == 3)
+                // Usage reports count no requests: 4 calls, 4 requests.
+                #expect(try await client.used(account: "tokens-acct", scope: "text/MiniMax-M2", dimension: "requests") == 4)
+                #expect(try await client.metrics().contains("weir_envoy_usage_units_total 1200000"))
                 // 1,200,000 of 1,000,000 tokens used: the next call is refused on tokens.
                 let denied = try await Self.chat(port: port, key: key, model: "MiniMax-M2")
                 #expect(denied.status == 429)

@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Hummingbird
@@ -28,39 +29,18 @@ func scratchDirectory() -> String {
 
 /// Receives the port the gRPC service reports once it listens.
 final class PortBox: Sendable {
-    private let state = Mutex<(port: Int?, waiters: [CheckedContinuation<Int, Never>])>((nil, []))
+    private let value = Mutex<Int?>(nil)
 
-    func set(_ port: Int) {
-        let waiters = state.withLock { state in
-            state.port = port
-            defer { state.waiters = [] }
-            return state.waiters
-        }
-        for waiter in waiters { waiter.resume(returning: port) }
-    }
+    func set(_ port: Int) { value.withLock { $0 = port } }
 
-    /// The port, waiting for it at most `timeout`.
+    /// The port, polling for it at most `timeout`.
     func port(timeout: Duration = .seconds(30)) async throws -> Int {
-        try await withThrowingTaskGroup(of: Int?.self) { group in
-            group.addTask {
-                await withCheckedContinuation { continuation in
-                    let known = self.state.withLock { state -> Int? in
-                        if let port = state.port { return port }
-                        state.waiters.append(continuation)
-                        return nil
-                    }
-                    if let known { continuation.resume(returning: known) }
-                }
-            }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return nil
-            }
-            let first = try await group.next()!
-            group.cancelAll()
-            guard let port = first else { throw HarnessError("the gRPC service did not report a port within \(timeout)") }
-            return port
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let port = value.withLock({ $0 }) { return port }
+            try await Task.sleep(for: .milliseconds(10))
         }
+        throw HarnessError("the gRPC service did not report a port within \(timeout)")
     }
 }
 
