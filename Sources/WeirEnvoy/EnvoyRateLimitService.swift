@@ -103,6 +103,7 @@ public final class EnvoyRateLimitService: Envoy_Service_Ratelimit_V3_RateLimitSe
     ///
     /// - Throws: `StoreError` when the store fails.
     public func answer(_ request: Request) async throws -> Response {
+        logger.trace("ShouldRateLimit", metadata: ["request": "\(request.textFormatString())"])
         var response = Response()
         var headerSource: Outcome?
         var denied = false

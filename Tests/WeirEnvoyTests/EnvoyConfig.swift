@@ -1,7 +1,9 @@
 /// Envoy configurations for the tests: the README's example (one route per API path,
 /// descriptors `api_key` from `Authorization`, `api` by route, `model` from a header,
 /// and a `charge: usage` descriptor sent when the response is done with the tokens the
-/// upstream reported), on 127.0.0.1 and ports the tests choose.
+/// upstream reported in `x-usage-total-tokens`, moved into dynamic metadata by
+/// `header_to_metadata` because a `hits_addend` format sees request headers and stream
+/// info only), on 127.0.0.1 and ports the tests choose.
 enum EnvoyConfig {
     /// A listener named `name` whose rate limit filter asks Weir (`failureModeDeny`
     /// as given) and routes to the `upstream` cluster.
@@ -21,21 +23,29 @@ enum EnvoyConfig {
                       domains: ["*"]
                       routes:
                       - match: {prefix: /v1/text/chatcompletion_v2}
-                        route:
-                          cluster: upstream
-                          rate_limits:
-                          - actions:
-                            - request_headers: {header_name: authorization, descriptor_key: api_key}
-                            - generic_key: {descriptor_key: api, descriptor_value: text}
-                            - request_headers: {header_name: x-weir-model, descriptor_key: model}
-                          - apply_on_stream_done: true
-                            hits_addend: {format: "%RESP(x-usage-total-tokens)%"}
-                            actions:
-                            - request_headers: {header_name: authorization, descriptor_key: api_key}
-                            - generic_key: {descriptor_key: api, descriptor_value: text}
-                            - request_headers: {header_name: x-weir-model, descriptor_key: model}
-                            - generic_key: {descriptor_key: charge, descriptor_value: usage}
+                        route: {cluster: upstream}
+                        typed_per_filter_config:
+                          envoy.filters.http.ratelimit:
+                            "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute
+                            rate_limits:
+                            - actions:
+                              - request_headers: {header_name: authorization, descriptor_key: api_key}
+                              - generic_key: {descriptor_key: api, descriptor_value: text}
+                              - request_headers: {header_name: x-weir-model, descriptor_key: model}
+                            - apply_on_stream_done: true
+                              hits_addend: {format: "%DYNAMIC_METADATA(weir:total_tokens)%"}
+                              actions:
+                              - request_headers: {header_name: authorization, descriptor_key: api_key}
+                              - generic_key: {descriptor_key: api, descriptor_value: text}
+                              - request_headers: {header_name: x-weir-model, descriptor_key: model}
+                              - generic_key: {descriptor_key: charge, descriptor_value: usage}
                   http_filters:
+                  - name: envoy.filters.http.header_to_metadata
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config
+                      response_rules:
+                      - header: x-usage-total-tokens
+                        on_header_present: {metadata_namespace: weir, key: total_tokens, type: NUMBER}
                   - name: envoy.filters.http.ratelimit
                     typed_config:
                       "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
