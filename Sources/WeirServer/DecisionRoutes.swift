@@ -112,6 +112,7 @@ extension WeirService {
         let limited = LimitedDecision(decision: decision, resolution: resolution, units: units)
         metrics.record(
             api: resolution.rule.api, model: ServerMetrics.modelLabel(rule: resolution.rule, model: model), decision: decision)
+        if !decision.isAllowed { refusals.record(account: account, reason: decision.reason ?? .requests) }
 
         var json = JSONWriter(capacity: 384)
         json.beginObject()

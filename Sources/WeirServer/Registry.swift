@@ -131,6 +131,9 @@ final class Registry: Sendable {
 
     var accountCount: Int { snapshot.withLock { $0.accounts.count } }
 
+    /// The ids of every account in the registry, in no order.
+    var accountIDs: [String] { snapshot.withLock { Array($0.accounts.keys) } }
+
     /// Whether the file answers a query.
     func isReachable() async -> Bool {
         (try? await database.read { db in try Int.fetchOne(db, sql: "SELECT 1") }) == 1

@@ -16,6 +16,8 @@ final class WeirService: Sendable {
     let store: InMemoryStore
     let registry: Registry
     let metrics: ServerMetrics
+    /// Refusals per account, reason and minute, for the dashboard (denials only record).
+    let refusals: RefusalHistory
     let logger: Logger
     let configPath: String?
     let maxBodySize: Int
@@ -45,6 +47,7 @@ final class WeirService: Sendable {
         }
         self.metrics = ServerMetrics(registry: configuration.metricsRegistry)
         self.metrics.prepare(catalogue)
+        self.refusals = RefusalHistory(clock: configuration.clock)
         self.logger = configuration.logger
         self.configPath = configuration.configPath
         self.maxBodySize = configuration.maxBodySize
