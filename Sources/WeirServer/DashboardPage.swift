@@ -34,6 +34,7 @@ enum DashboardPage {
         <meta charset="utf-8">
         <meta name="viewport" content="width=device-width, initial-scale=1">
         <title>Weir dashboard</title>
+        <link rel="icon" href="data:,">
         <link rel="stylesheet" href="/dashboard/app.css">
         <script src="/dashboard/app.js" defer></script>
         </head>
@@ -110,7 +111,7 @@ enum DashboardPage {
         .summary { color: var(--muted); }
         .legend { display: flex; gap: 14px; color: var(--muted); font-size: 12px; margin-bottom: 10px; }
         .legend span::before { content: ""; display: inline-block; width: 10px; height: 10px; margin-right: 4px; border-radius: 2px; background: var(--swatch); }
-        #accounts { display: grid; grid-template-columns: repeat(auto-fill, minmax(440px, 1fr)); gap: 12px; }
+        #accounts { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 12px; }
         .account { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 12px 14px; }
         .account.near { border-left: 4px solid var(--near); }
         .account.over { border-left: 4px solid var(--over); }
@@ -121,7 +122,8 @@ enum DashboardPage {
         .meta { color: var(--muted); font-size: 12px; }
         .closeness { margin-left: auto; font-weight: 600; }
         .limits { margin: 8px 0; }
-        .limit { display: grid; grid-template-columns: 190px 1fr 120px; gap: 8px; align-items: center; font-size: 12px; margin: 3px 0; }
+        .limit { display: grid; grid-template-columns: minmax(0, 1.5fr) 78px minmax(0, 1fr) 104px; gap: 8px; align-items: center; font-size: 12px; margin: 3px 0; }
+        .dimension { color: var(--muted); }
         .limit-name { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; color: #39424f; }
         .bar { height: 10px; background: #e7eaef; border-radius: 5px; overflow: hidden; }
         .fill { height: 100%; background: var(--ok); }
@@ -130,7 +132,8 @@ enum DashboardPage {
         .limit.over .figures { color: var(--over); font-weight: 700; }
         .figures { text-align: right; font-variant-numeric: tabular-nums; }
         .idle-note { color: var(--muted); font-size: 12px; }
-        .chart-row { display: flex; align-items: flex-end; gap: 10px; }
+        .chart-row { display: flex; align-items: flex-start; gap: 10px; }
+        .chart-axis { display: flex; justify-content: space-between; width: 300px; font-size: 11px; color: var(--muted); }
         .chart-label { font-size: 12px; color: var(--muted); }
         svg.refusals { background: #fafbfc; border: 1px solid #eceff3; border-radius: 4px; }
         svg.refusals .requests { fill: var(--requests); }
@@ -309,7 +312,7 @@ enum DashboardPage {
             const tier = el("span", { class: "tier" + (account.pinned_tier ? " pinned" : ""), "data-tier": account.tier }, account.tier);
             node.append(el("div", { class: "account-head" },
               el("span", { class: "account-id" }, account.id), tier,
-              el("span", { class: "meta" }, "recharged " + account.recharges + " \u00b7 " + account.sources.join(", ")),
+              el("span", { class: "meta" }, "recharged " + account.recharges + " \u00b7 from " + account.sources.join(", ")),
               el("span", { class: "closeness" }, Math.round(account.closeness * 100) + "% of closest limit")));
 
             const limits = el("div", { class: "limits" });
@@ -321,18 +324,20 @@ enum DashboardPage {
               const fill = el("div", { class: "fill" });
               fill.style.width = Math.min(100, ratio * 100).toFixed(1) + "%";
               const models = limit.models.filter((m) => m).join(", ");
-              const name = limit.api + (models ? " \u00b7 " + models : "") + " \u00b7 " + limit.dimension;
+              const name = limit.api + (models ? " \u00b7 " + models : "");
               limits.append(el("div", {
                   class: "limit " + levelClass, "data-rule": limit.rule, "data-scope": limit.scope,
                   "data-model": limit.models.join(","), "data-dimension": limit.dimension,
                   "data-used": limit.used, "data-limit": limit.limit, title: "rule " + limit.rule + ", resets in " + limit.reset_ms + " ms" },
-                el("span", { class: "limit-name" }, name),
+                el("span", { class: "limit-name", title: name }, name),
+                el("span", { class: "dimension" }, limit.dimension),
                 el("div", { class: "bar" }, fill),
                 el("span", { class: "figures" }, format(limit.used) + " / " + format(limit.limit))));
             }
             if (idle > 0) limits.append(el("div", { class: "idle-note" }, idle + " idle limit" + (idle === 1 ? "" : "s") + " not shown"));
             node.append(limits);
-            node.append(el("div", { class: "chart-row" }, chart(account, snapshot.minutes),
+            const axis = el("div", { class: "chart-axis" }, el("span", {}, "\u2212" + snapshot.minutes + " min"), el("span", {}, "now"));
+            node.append(el("div", { class: "chart-row" }, el("div", {}, chart(account, snapshot.minutes), axis),
               el("span", { class: "chart-label" }, format(account.refused) + " refused, last " + snapshot.minutes + " min")));
 
             const actions = el("div", { class: "actions" });
@@ -433,7 +438,10 @@ enum DashboardPage {
               fields.append(...field("Rule", rule), ...field("Model", model), ...field("Dimension", dimension), ...field("Limit", value));
               refill();
             }
-            for (const input of fields.querySelectorAll("input, select")) input.addEventListener("input", updateSummary);
+            for (const input of fields.querySelectorAll("input, select")) {
+              input.addEventListener("input", updateSummary);
+              input.addEventListener("change", updateSummary);
+            }
             updateSummary();
             $("action-dialog").showModal();
           }

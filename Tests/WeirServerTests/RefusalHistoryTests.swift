@@ -93,7 +93,10 @@ struct RefusalHistoryTests {
         history.record(account: "a", reason: .requests, at: 35 * Self.minute)
         history.record(account: "a", reason: .requests, at: 5 * Self.minute)  // slot 5 holds minute 35: dropped
         history.record(account: "a", reason: .requests, at: 20 * Self.minute)  // another slot: counted in minute 20
-        #expect(history.series(account: "a", at: 35 * Self.minute)?.total == 1)
+        var expected = [UInt32](repeating: 0, count: 30)
+        expected[29] = 1  // minute 35
+        expected[14] = 1  // minute 20
+        #expect(history.series(account: "a", at: 35 * Self.minute)?.counts == [.requests: expected])
         #expect(history.series(account: "a", at: 20 * Self.minute)?.total == 1)
         #expect(history.series(account: "a", at: 0)?.total == nil)
     }

@@ -55,10 +55,11 @@ class Server:
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode()
 
-    def acquire(self, account, count):
+    def acquire(self, account, count, api="text", model="MiniMax-M2-Stable", units=0):
         statuses = []
         for _ in range(count):
-            status, _ = self.call("POST", "/v1/acquire", {"account": account, "api": "text", "model": "MiniMax-M2-Stable"})
+            body = {"account": account, "api": api, "model": model, "units": units}
+            status, _ = self.call("POST", "/v1/acquire", body)
             statuses.append(status)
         return statuses
 
@@ -91,10 +92,11 @@ for (const card of document.querySelectorAll('#accounts .account')) {
   accounts[id] = {
     tier: card.querySelector('.tier').dataset.tier,
     limits: Array.from(card.querySelectorAll('.limit')).map((row) => ({
-      rule: row.dataset.rule, dimension: row.dataset.dimension,
+      rule: row.dataset.rule, model: row.dataset.model, dimension: row.dataset.dimension,
       used: Number(row.dataset.used), limit: Number(row.dataset.limit),
       classes: row.className.split(' '), text: row.textContent })),
-    chart: { total: Number(svg.dataset.total), rects: svg.querySelectorAll('rect.requests').length },
+    chart: { total: Number(svg.dataset.total), rects: svg.querySelectorAll('rect.requests').length,
+             reasons: Array.from(new Set(Array.from(svg.querySelectorAll('rect')).map((r) => r.getAttribute('class')))).sort() },
   };
 }
 return { order: order, accounts: accounts };
@@ -109,12 +111,12 @@ def account(driver, name):
     return page_state(driver)["accounts"].get(name)
 
 
-def limit_row(driver, name, dimension="requests", rule=RULE):
+def limit_row(driver, name, dimension="requests", rule=RULE, model="MiniMax-M2-Stable"):
     state = account(driver, name)
     if state is None:
         return None
     for row in state["limits"]:
-        if row["rule"] == rule and row["dimension"] == dimension:
+        if row["rule"] == rule and row["model"] == model and row["dimension"] == dimension:
             return row
     return None
 
@@ -200,6 +202,11 @@ def run(driver, server, screenshot):
     expect(statuses.count(200) == 20 and statuses.count(429) == 5, "acme: 20 allowed, 5 refused")
     expect(server.acquire("zeta", 17).count(200) == 17, "zeta: 17 allowed")
     expect(server.acquire("walk-in", 3).count(200) == 3, "walk-in: 3 allowed")
+    # studio: text-to-speech characters near the 20,000 limit, one refused for tokens,
+    # and an image request too large to ever pass.
+    expect(server.acquire("studio", 1, api="t2a", model="speech-2.6-hd", units=18000) == [200], "studio: 18,000 characters allowed")
+    expect(server.acquire("studio", 2, api="t2a", model="speech-2.6-hd", units=5000) == [429, 429], "studio: 2 refused for tokens")
+    expect(server.acquire("studio", 1, api="image-generation", model="image-01", units=100) == [429], "studio: 1 refused as too large")
 
     after = wait_for(driver, "acme's bar moves to 20 / 20, coloured over the limit",
                      lambda d: (lambda r: r if r and r["used"] == 20 and "over" in r["classes"] else None)(limit_row(d, "acme")))
@@ -213,18 +220,26 @@ def run(driver, server, screenshot):
     walk_in = wait_for(driver, "walk-in (known from traffic only) is listed with 3 / 20",
                        lambda d: (lambda r: r if r and r["used"] == 3 else None)(limit_row(d, "walk-in")))
     expect("ok" in walk_in["classes"], "walk-in's bar is not coloured")
+    studio = wait_for(driver, "studio's text-to-speech tokens bar reads 18000 / 20000, near the limit",
+                      lambda d: (lambda r: r if r and r["used"] == 18000 and r["limit"] == 20000 else None)(
+                          limit_row(d, "studio", dimension="tokens", rule="t2a", model="speech-2.6-hd")))
+    expect("near" in studio["classes"], "studio's tokens bar is coloured near")
+    wait_for(driver, "studio's chart stacks tokens and too-large refusals",
+             lambda d: (lambda c: c and c["total"] == 3 and c["reasons"] == ["tokens", "too_large"])(chart(d, "studio")))
 
     # Sorting and search.
-    wait_for(driver, "sorted closest to a limit first: acme, zeta, walk-in",
-             lambda d: order(d)[:3] == ["acme", "zeta", "walk-in"])
+    wait_for(driver, "sorted closest to a limit first: acme, studio, zeta, walk-in",
+             lambda d: order(d) == ["acme", "studio", "zeta", "walk-in"])
     Select(driver.find_element(By.ID, "sort")).select_by_value("name")
-    wait_for(driver, "sorted by name: acme, walk-in, zeta", lambda d: order(d)[:3] == ["acme", "walk-in", "zeta"])
+    wait_for(driver, "sorted by name: acme, studio, walk-in, zeta", lambda d: order(d) == ["acme", "studio", "walk-in", "zeta"])
+    Select(driver.find_element(By.ID, "sort")).select_by_value("refusals")
+    wait_for(driver, "sorted by refusals: acme (5), studio (3), then the closest", lambda d: order(d) == ["acme", "studio", "zeta", "walk-in"])
     Select(driver.find_element(By.ID, "sort")).select_by_value("closest")
     driver.find_element(By.ID, "search").send_keys("walk")
     wait_for(driver, "the search box keeps only walk-in", lambda d: order(d) == ["walk-in"])
     driver.find_element(By.ID, "search").clear()
     driver.execute_script("document.getElementById('search').dispatchEvent(new Event('input'))")
-    wait_for(driver, "clearing the search shows every account again", lambda d: len(order(d)) >= 3)
+    wait_for(driver, "clearing the search shows every account again", lambda d: len(order(d)) == 4)
     driver.find_element(By.ID, "show-idle").click()  # fold idle limits away again
     wait_for(driver, "idle limits folded: acme shows only limits in use",
              lambda d: all(row["used"] > 0 for row in account(d, "acme")["limits"]))
@@ -319,7 +334,7 @@ def main():
     except AssertionError as failure:
         log("FAILED: %s" % failure)
         try:
-            log("page text:\n" + driver.find_element(By.TAG_NAME, "body").text[:4000])
+            log("page state: " + json.dumps(page_state(driver))[:6000])
             for entry in driver.get_log("browser"):
                 log("browser console: %s" % entry)
         except Exception:
