@@ -1,6 +1,5 @@
 import Testing
 import WeirCore
-import WeirServer
 
 @Suite("Refusal history")
 struct RefusalHistoryTests {
