@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "WeirServer", targets: ["WeirServer"]),
         .library(name: "WeirHummingbird", targets: ["WeirHummingbird"]),
         .library(name: "WeirRedis", targets: ["WeirRedis"]),
+        .library(name: "WeirEnvoy", targets: ["WeirEnvoy"]),
         .executable(name: "weir", targets: ["weir"]),
         .executable(name: "weir-bench", targets: ["weir-bench"]),
     ],
@@ -29,6 +30,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.20.0"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.20.0"),
+        // The Envoy rate limit service (WeirEnvoy): gRPC over HTTP/2 and protobuf.
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
     ],
     targets: [
         // The engine: clock, algorithms, decisions, leases, stores. Standard library only.
@@ -46,7 +52,7 @@ let package = Package(
             dependencies: [
                 "WeirCore", "WeirPolicy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                "WeirServer",
+                "WeirServer", "WeirEnvoy",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -70,7 +76,7 @@ let package = Package(
         .target(
             name: "WeirServer",
             dependencies: [
-                "WeirCore", "WeirPolicy", "WeirHummingbird",
+                "WeirCore", "WeirPolicy", "WeirHummingbird", "WeirRedis", "WeirEnvoy",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "GRDB", package: "GRDB.swift"),
@@ -103,11 +109,56 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
+        // Test support: a real redis-server on a free loopback port, for the tests of the
+        // Redis store and of `weir serve --store redis://`.
+        .target(
+            name: "WeirRedisTesting",
+            dependencies: [
+                "WeirRedis",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        // The Envoy rate limit service (envoy.service.ratelimit.v3 over gRPC) over the
+        // limiter. Its protobuf and gRPC code is generated once and committed
+        // (scripts/generate-envoy-proto); building needs neither protoc nor plugins.
+        .target(
+            name: "WeirEnvoy",
+            dependencies: [
+                "WeirCore", "WeirPolicy", "WeirHummingbird",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "WeirEnvoyTests",
+            dependencies: [
+                "WeirEnvoy", "WeirServer", "WeirHummingbird", "WeirPolicy", "WeirCore",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .testTarget(name: "WeirCoreTests", dependencies: ["WeirCore", "WeirConformance"]),
         .testTarget(
             name: "WeirRedisTests",
             dependencies: [
-                "WeirRedis", "WeirCore", "WeirConformance",
+                "WeirRedis", "WeirCore", "WeirConformance", "WeirRedisTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
@@ -124,7 +175,7 @@ let package = Package(
         .testTarget(
             name: "WeirServerTests",
             dependencies: [
-                "WeirServer", "WeirHummingbird", "WeirPolicy", "WeirCore", "WeirConformance",
+                "WeirServer", "WeirHummingbird", "WeirPolicy", "WeirCore", "WeirConformance", "WeirRedis", "WeirRedisTesting",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

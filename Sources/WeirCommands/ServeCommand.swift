@@ -6,7 +6,9 @@ import Metrics
 import NIOPosix
 import Prometheus
 import WeirPolicy
+import WeirCore
 import WeirServer
+import WeirEnvoy
 
 /// `weir serve`: the decision service, the admin API and the operations endpoints.
 public struct ServeCommand: AsyncParsableCommand {
@@ -41,6 +43,32 @@ public struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: Logger.Level = .info
 
+    @Option(help: "Where limiter state lives: memory, or redis://host:port[/db] shared by every instance.")
+    var store = "memory"
+
+    @Option(name: .customLong("redis-prefix"), help: "Prefix of every Redis key, so deployments can share a Redis.")
+    var redisPrefix = "weir:"
+
+    @Option(name: .customLong("on-store-failure"), help: "When Redis fails: deny (503), allow (everything), or local (an in-memory limiter with the same rules).")
+    var onStoreFailure: FailoverStore.Mode = .local
+
+    @Option(name: .customLong("store-timeout"), help: "Milliseconds one Redis command may take before the failure mode applies.")
+    var storeTimeout = 50
+
+    @Option(name: .customLong("registry-refresh-ms"), help: "With Redis: how often (milliseconds) each instance looks for registry changes made elsewhere.")
+    var registryRefresh = 250
+    @Option(name: .customLong("grpc-port"), help: "Serve Envoy's rate limit service (gRPC envoy.service.ratelimit.v3) on this port (0 picks a free one). Default: not served.")
+    var grpcPort: Int?
+
+    @Option(name: .customLong("grpc-host"), help: "Address of the gRPC rate limit service. Default: --host.")
+    var grpcHost: String?
+
+    @Option(name: .customLong("envoy-domain"), help: "The rate limit domain answered over gRPC (the Envoy filter's `domain`).")
+    var envoyDomain = "weir"
+
+    @Option(name: .customLong("envoy-unknown"), help: "Answer to descriptors that name no Weir call: allow or deny.")
+    var envoyUnknown: UnknownDescriptorAnswer = .allow
+
     public init() {}
 
     public func run() async throws {
@@ -57,7 +85,26 @@ public struct ServeCommand: AsyncParsableCommand {
 
         // One event loop per core this process may run on (taskset, cpusets).
         let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: ServerConfiguration.availableCores)
-        let configuration = ServerConfiguration(
+        var storeSettings: StoreSettings
+        do {
+            storeSettings = try StoreSettings.parse(store)
+        } catch {
+            throw ValidationError(error.description)
+        }
+        if case .redis(var redis) = storeSettings {
+            guard (1...60_000).contains(storeTimeout) else {
+                throw ValidationError("--store-timeout must be between 1 and 60000 milliseconds, got \(storeTimeout)")
+            }
+            guard (10...60_000).contains(registryRefresh) else {
+                throw ValidationError("--registry-refresh-ms must be between 10 and 60000, got \(registryRefresh)")
+            }
+            redis.keyPrefix = redisPrefix
+            redis.failureMode = onStoreFailure
+            redis.commandTimeout = .milliseconds(storeTimeout)
+            redis.registryRefresh = .milliseconds(registryRefresh)
+            storeSettings = .redis(redis)
+        }
+        var configuration = ServerConfiguration(
             host: host,
             port: port,
             configPath: config,
@@ -66,8 +113,15 @@ public struct ServeCommand: AsyncParsableCommand {
             reloadOnHangup: true,
             metricsRegistry: metricsRegistry,
             eventLoopGroup: eventLoops,
-            logger: logger
+            logger: logger,
+            store: storeSettings
         )
+        if let grpcPort {
+            guard (0...65535).contains(grpcPort) else { throw ValidationError("--grpc-port must be between 0 and 65535, got \(grpcPort)") }
+            guard !envoyDomain.isEmpty else { throw ValidationError("--envoy-domain must not be empty") }
+            configuration.envoy = EnvoyServiceConfiguration(
+                host: grpcHost ?? host, port: grpcPort, domain: envoyDomain, unknownDescriptors: envoyUnknown)
+        }
         do {
             let application = try await buildApplication(configuration: configuration)
             try await application.runService()
@@ -104,3 +158,5 @@ public struct ServeCommand: AsyncParsableCommand {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+extension FailoverStore.Mode: ExpressibleByArgument {}
+extension UnknownDescriptorAnswer: ExpressibleByArgument {}

@@ -20,7 +20,8 @@ import Synchronization
 /// synchronous methods that never suspend. Every method has an `at:` variant taking
 /// the time explicitly, for tests and simulation.
 public final class InMemoryStore: RateLimitStore, @unchecked Sendable {
-    /// Lease ids: 16 bits of instance tag, 8 bits of shard, 40 bits of per-shard counter.
+    /// Lease ids: 16 bits of instance tag (top bit clear: ids with bit 63 set belong to
+    /// other stores, see `issued(_:)`), 8 bits of shard, 40 bits of per-shard counter.
     private static let counterBits: UInt64 = 40
     private static let shardBits: UInt64 = 8
 
@@ -46,7 +47,7 @@ public final class InMemoryStore: RateLimitStore, @unchecked Sendable {
             (shards.baseAddress! + index).initialize(to: Shard())
         }
         self.shardMask = count - 1
-        self.instanceTag = UInt64.random(in: 1...0xFFFF)
+        self.instanceTag = UInt64.random(in: 1...0x7FFF)
     }
 
     deinit {
@@ -66,6 +67,14 @@ public final class InMemoryStore: RateLimitStore, @unchecked Sendable {
 
     public func status(of key: LimitKey, limits: LimitSet) -> LimitStatuses {
         status(of: key, limits: limits, at: clock.now())
+    }
+
+    /// Whether `lease` has this store's instance tag, i.e. could have been issued here.
+    ///
+    /// Never true for an id with bit 63 set (`RedisStore` issues only those), so a store
+    /// that falls back to this one tells the two kinds of lease apart without a lookup.
+    public func issued(_ lease: LeaseID) -> Bool {
+        lease.rawValue >> 48 == instanceTag
     }
 
     // MARK: - Explicit time

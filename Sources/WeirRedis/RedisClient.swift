@@ -94,7 +94,7 @@ public final class RedisClient: Sendable {
     }
 
     /// `value`, or a `StoreError` when it is an error reply.
-    static func checked(_ value: RESPValue) throws -> RESPValue {
+    public static func checked(_ value: RESPValue) throws -> RESPValue {
         guard let message = value.errorMessage else { return value }
         let code = message.prefix { $0 != " " }
         let transient = ["LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN"].contains(String(code))

@@ -15,7 +15,7 @@ import WeirCore
 /// `|`, `{`, `}` and `%` in account and scope are percent-encoded, so distinct keys never
 /// share a tag's text. Keys expire once they carry no information (plus `idleGrace`).
 ///
-/// **Leases.** A lease's record lives with its limit key; settling only has the lease id,
+/// **Leases.** Lease ids have bit 63 set (never an `InMemoryStore` id). A lease's record lives with its limit key; settling only has the lease id,
 /// so an index key `<prefix>{lease:<id>}` -> `account|scope` is written in the same
 /// pipelined write as the acquire (one round trip) and read by `settle` before its script
 /// (two round trips). The index outlives the record by `idleGrace`, so a lease past its
@@ -73,7 +73,7 @@ public final class RedisStore: RateLimitStore {
     public func acquire(_ request: AdmissionRequest) async throws -> Decision {
         let tag = Self.tag(request.key)
         let base = keyPrefix + "{" + tag + "}"
-        let lease = request.leaseTTL == nil ? nil : LeaseID(rawValue: UInt64.random(in: 1...UInt64.max))
+        let lease = request.leaseTTL == nil ? nil : LeaseID(rawValue: UInt64.random(in: 0...UInt64.max) | 1 << 63)
         let leaseName = lease?.description ?? "-"
         var arguments = Self.specs(request.limits)
         arguments.insert(now(), at: 0)

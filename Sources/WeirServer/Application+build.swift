@@ -16,7 +16,7 @@ import WeirPolicy
 /// - Throws: `ConfigErrors` when the config file is invalid; registry errors when the
 ///   data directory cannot be opened.
 public func buildApplication(configuration: ServerConfiguration) async throws -> some ApplicationProtocol {
-    let service = try WeirService(configuration: configuration)
+    let service = try await WeirService(configuration: configuration)
     let router = Router(context: BasicRequestContext.self)
     service.addDecisionRoutes(to: router)
     service.addAdminRoutes(to: router)
@@ -25,15 +25,28 @@ public func buildApplication(configuration: ServerConfiguration) async throws ->
 
     var services: [any Service] = [
         RegistryService(registry: service.registry, logger: configuration.logger),
-        EvictionService(store: service.store, interval: configuration.evictionInterval),
+        EvictionService(store: service.memoryStore, interval: configuration.evictionInterval),
     ]
     if configuration.reloadOnHangup { services.append(HangupReloadService(service: service)) }
+    if let envoy = configuration.envoy { services.append(service.envoyServer(envoy, configuration: configuration)) }
 
     let logger = configuration.logger
     let catalogue = service.limiter.catalogue
     let configDescription = configuration.configPath.map { "\($0) (\(catalogue.rules.count) rules)" }
         ?? "built-in catalogue (\(catalogue.rules.count) rules)"
-    let registryPath = service.registry.path
+    let storeDescription: String
+    switch configuration.store {
+    case .memory: storeDescription = "in-memory"
+    case .redis(let redis):
+        storeDescription = "\(redis.url) (prefix \(redis.keyPrefix), on-store-failure \(redis.failureMode.rawValue))"
+    }
+    if let redis = service.redis {
+        if case .redis(let settings) = configuration.store {
+            services.append(RegistryRefreshService(registry: service.registry, interval: settings.registryRefresh, logger: logger))
+        }
+        services.append(RedisClientService(client: redis))
+    }
+    let registryPath = service.registry.location
     let accountCount = service.registry.accountCount
     let adminState = configuration.adminToken == nil ? "disabled (no token)" : "enabled"
     // Hummingbird's own start-up line would be a second one: it logs at warning and up
@@ -48,7 +61,7 @@ public func buildApplication(configuration: ServerConfiguration) async throws ->
         onServerRunning: { channel in
             let port = channel.localAddress?.port ?? configuration.port
             logger.notice(
-                "weir serve listening on http://\(configuration.host):\(port); config: \(configDescription); store: in-memory; registry: \(registryPath) (\(accountCount) accounts); admin API: \(adminState)")
+                "weir serve listening on http://\(configuration.host):\(port); config: \(configDescription); store: \(storeDescription); registry: \(registryPath) (\(accountCount) accounts); admin API: \(adminState)")
         },
         eventLoopGroupProvider: configuration.eventLoopGroup.map { .shared($0) } ?? .singleton,
         logger: frameworkLogger

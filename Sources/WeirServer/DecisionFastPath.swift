@@ -111,7 +111,7 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             guard case .idle = state else {
                 preconditionFailure("a request head arrived before the previous request ended")
             }
-            guard forwarded == 0, head.method == .POST, let route = Self.route(head.uri) else {
+            guard forwarded == 0, service.sharedStore == nil, head.method == .POST, let route = Self.route(head.uri) else {
                 forwarded += 1
                 state = .forwarding
                 context.fireChannelRead(data)

@@ -12,6 +12,8 @@ struct DecisionAnswer {
         case none
         case decision(LimitedDecision)
         case settlement(SettledLease)
+        /// Only `Retry-After` (whole seconds): the store is unavailable.
+        case retryAfter(Int)
     }
 
     var status: HTTPResponse.Status
@@ -26,7 +28,9 @@ struct DecisionAnswer {
     }
 
     init(_ error: APIError) {
-        self.init(status: error.status, body: Array(error.json.utf8))
+        self.init(
+            status: error.status, rateLimits: error.status == .serviceUnavailable ? .retryAfter(1) : .none,
+            body: Array(error.json.utf8))
     }
 
     /// The rate limit headers, (name, value); `Content-Type: application/json` is implied.
@@ -35,6 +39,7 @@ struct DecisionAnswer {
         case .none: []
         case .decision(let limited): limited.headerPairs
         case .settlement(let settled): settled.headerPairs
+        case .retryAfter(let seconds): [("Retry-After", String(seconds))]
         }
     }
 
@@ -44,6 +49,7 @@ struct DecisionAnswer {
         case .none: break
         case .decision(let limited): limited.appendHTTP1Headers(to: &bytes)
         case .settlement(let settled): settled.appendHTTP1Headers(to: &bytes)
+        case .retryAfter(let seconds): bytes.append(contentsOf: "Retry-After: \(seconds)\r\n".utf8)
         }
     }
 
@@ -57,30 +63,69 @@ struct DecisionAnswer {
 
 /// `POST /v1/acquire` and `POST /v1/settle`: the decision API of DESIGN.md.
 ///
-/// Decisions are synchronous: parse, resolve, ask the in-memory store (which never
-/// suspends), write the answer. So the same code serves the Hummingbird routes and
-/// `DecisionFastPath`, which answers on the event loop.
+/// With the in-memory store a decision is synchronous: parse, resolve, ask the store
+/// (which never suspends), write the answer; the same code serves the Hummingbird
+/// routes and `DecisionFastPath`, which answers on the event loop. With a shared store
+/// (Redis) the store call suspends: the routes await it between the same synchronous
+/// halves (`prepareAcquire`, `answer`), and the fast path hands these requests on.
 extension WeirService {
     func addDecisionRoutes(to router: Router<BasicRequestContext>) {
-        router.post("/v1/acquire") { request, _ in self.acquire(try await self.body(of: request)).response }
-        router.post("/v1/settle") { request, _ in self.settle(try await self.body(of: request)).response }
+        router.post("/v1/acquire") { request, _ in await self.acquireAsync(try await self.body(of: request)).response }
+        router.post("/v1/settle") { request, _ in await self.settleAsync(try await self.body(of: request)).response }
+    }
+
+    /// A parsed, resolved acquire request, ready for the store.
+    struct PreparedAcquire {
+        var request: AdmissionRequest
+        var resolution: Resolution
+        var model: String
+        var started: UInt64
     }
 
     /// `{"api_key" | "account", "api", "model", "units"?, "lease_ttl_ms"?}` ->
     /// 200 `{"allowed": true, "lease", "tier", "limits"}` or
     /// 429 `{"allowed": false, "reason", "retry_after_ms", "tier", "limits", "message"}`.
+    ///
+    /// Synchronous: only with the in-memory store (`sharedStore == nil`).
     func acquire(_ body: [UInt8]) -> DecisionAnswer {
-        let started = SystemClock().now()
         do {
-            let answer = try decide(body)
-            metrics.latency.recordNanoseconds(Int64(clamping: SystemClock().now() &- started))
-            return answer
+            let prepared = try prepareAcquire(body)
+            return answer(prepared, decision: memoryStore.acquire(prepared.request))
         } catch {
             return DecisionAnswer(error)
         }
     }
 
-    private func decide(_ body: [UInt8]) throws(APIError) -> DecisionAnswer {
+    /// `acquire(_:)` through whichever store the service runs on.
+    func acquireAsync(_ body: [UInt8]) async -> DecisionAnswer {
+        guard let shared = sharedStore else { return acquire(body) }
+        do {
+            let prepared = try prepareAcquire(body)
+            let decision: Decision
+            do {
+                decision = try await shared.acquire(prepared.request)
+            } catch {
+                throw storeError(error)
+            }
+            return answer(prepared, decision: decision)
+        } catch let error as APIError {
+            return DecisionAnswer(error)
+        } catch {
+            return DecisionAnswer(storeError(error))
+        }
+    }
+
+    /// A store failure as callers see it: 503 with a retry hint, never a 500; the
+    /// details go to the log, not to the caller.
+    func storeError(_ error: any Error) -> APIError {
+        logger.warning("store failure", metadata: ["error": "\(error)"])
+        return APIError(
+            status: .serviceUnavailable, code: "store_unavailable",
+            message: "the rate limit store is unavailable; retry shortly", field: nil)
+    }
+
+    func prepareAcquire(_ body: [UInt8]) throws(APIError) -> PreparedAcquire {
+        let started = SystemClock().now()
         let fields: AcquireFields
         if let scanned = AcquireFields.scanFlat(body) {
             fields = scanned
@@ -107,12 +152,19 @@ extension WeirService {
         } catch {
             throw Self.apiError(error)
         }
-        let decision = store.acquire(
-            AdmissionRequest(key: resolution.key, limits: resolution.limits, units: units, leaseTTL: ttl))
-        let limited = LimitedDecision(decision: decision, resolution: resolution, units: units)
+        return PreparedAcquire(
+            request: AdmissionRequest(key: resolution.key, limits: resolution.limits, units: units, leaseTTL: ttl),
+            resolution: resolution, model: model, started: started)
+    }
+
+    /// The answer to a prepared request given the store's decision; records the metrics.
+    func answer(_ prepared: PreparedAcquire, decision: Decision) -> DecisionAnswer {
+        let resolution = prepared.resolution
+        let limited = LimitedDecision(decision: decision, resolution: resolution, units: prepared.request.units)
         metrics.record(
-            api: resolution.rule.api, model: ServerMetrics.modelLabel(rule: resolution.rule, model: model), decision: decision)
-        if !decision.isAllowed { refusals.record(account: account, reason: decision.reason ?? .requests) }
+            api: resolution.rule.api, model: ServerMetrics.modelLabel(rule: resolution.rule, model: prepared.model),
+            decision: decision)
+        if !decision.isAllowed { refusals.record(account: prepared.request.key.account, reason: decision.reason ?? .requests) }
 
         var json = JSONWriter(capacity: 384)
         json.beginObject()
@@ -132,40 +184,72 @@ extension WeirService {
         Self.writeLimits(decision.limits, to: &json)
         if !decision.isAllowed, let message = limited.messageBytes { json.field("message", utf8: message) }
         json.endObject()
+        metrics.latency.recordNanoseconds(Int64(clamping: SystemClock().now() &- prepared.started))
         return DecisionAnswer(
             status: decision.isAllowed ? .ok : .tooManyRequests, rateLimits: .decision(limited), body: json.bytes)
     }
 
     /// `{"lease", "units"}` -> 200 `{"lease", "charged", "refunded", "limits"}`;
     /// 404 for a lease never issued, 409 for one settled already or expired.
+    ///
+    /// Synchronous: only with the in-memory store (`sharedStore == nil`).
     func settle(_ body: [UInt8]) -> DecisionAnswer {
-        do {
-            return try settleLease(body)
+        do throws(APIError) {
+            let (lease, units) = try parseSettle(body)
+            let settlement: Settlement
+            do {
+                settlement = try memoryStore.settle(lease, actualUnits: units)
+            } catch {
+                throw Self.apiError(error)
+            }
+            return answer(lease, settlement)
         } catch {
             return DecisionAnswer(error)
         }
     }
 
-    private func settleLease(_ body: [UInt8]) throws(APIError) -> DecisionAnswer {
+    /// `settle(_:)` through whichever store the service runs on.
+    func settleAsync(_ body: [UInt8]) async -> DecisionAnswer {
+        guard let shared = sharedStore else { return settle(body) }
+        do {
+            let (lease, units) = try parseSettle(body)
+            let settlement: Settlement
+            do {
+                settlement = try await shared.settle(lease, actualUnits: units)
+            } catch let error as LeaseError {
+                throw Self.apiError(error)
+            } catch {
+                throw storeError(error)
+            }
+            return answer(lease, settlement)
+        } catch let error as APIError {
+            return DecisionAnswer(error)
+        } catch {
+            return DecisionAnswer(storeError(error))
+        }
+    }
+
+    private func parseSettle(_ body: [UInt8]) throws(APIError) -> (LeaseID, UInt64) {
         let object = try Self.parseObject(body)
         let text = try object.string("lease")
         guard let lease = LeaseID(string: text) else {
             throw APIError.badRequest(field: "lease", "must be a lease id as /v1/acquire returned it (16 hexadecimal digits)")
         }
-        let units = try object.count("units")
-        let settlement: Settlement
-        do {
-            settlement = try store.settle(lease, actualUnits: units)
-        } catch {
-            switch error {
-            case .unknown:
-                throw APIError(status: .notFound, code: "unknown_lease", message: "lease: \(error)", field: "lease")
-            case .alreadySettled:
-                throw APIError(status: .conflict, code: "lease_already_settled", message: "lease: \(error)", field: "lease")
-            case .expired:
-                throw APIError(status: .conflict, code: "lease_expired", message: "lease: \(error)", field: "lease")
-            }
+        return (lease, try object.count("units"))
+    }
+
+    static func apiError(_ error: LeaseError) -> APIError {
+        switch error {
+        case .unknown:
+            APIError(status: .notFound, code: "unknown_lease", message: "lease: \(error)", field: "lease")
+        case .alreadySettled:
+            APIError(status: .conflict, code: "lease_already_settled", message: "lease: \(error)", field: "lease")
+        case .expired:
+            APIError(status: .conflict, code: "lease_expired", message: "lease: \(error)", field: "lease")
         }
+    }
+
+    private func answer(_ lease: LeaseID, _ settlement: Settlement) -> DecisionAnswer {
         let settled = SettledLease(settlement: settlement)
         var json = JSONWriter(capacity: 256)
         json.beginObject()

@@ -1,22 +1,27 @@
 import Foundation
-import GRDB
-import Logging
 import Synchronization
 import WeirPolicy
 
 /// The account registry: accounts (tier pin, cumulative recharges, overrides), their
-/// API keys (SHA-256 hashes, never the keys) and every recharge, in one SQLite file.
+/// API keys (SHA-256 hashes, never the keys) and every recharge.
 ///
-/// **Durability.** Every change is committed (SQLite, `synchronous = FULL`) before the
-/// method returns, so an operator who got an answer keeps the change through a crash
-/// or a `kill -9`. The in-memory copy that decisions read is updated after the commit,
-/// on the database's serial writer, so it never runs ahead of the file nor goes back
-/// in time.
+/// Where it lives is a `RegistryBackend`: a SQLite file (`SQLiteRegistryBackend`, one
+/// instance) or Redis (`RedisRegistryBackend`, shared by every instance).
 ///
-/// **Reads** (`account(id:)`, `accountID(forKeyHash:)`) are served from memory under a
-/// short lock and never touch the file.
+/// **Durability.** Every change is persisted by the backend before the method returns,
+/// so an operator who got an answer keeps the change through a crash or a `kill -9`
+/// (for Redis, as far as its persistence settings keep it: see the README).
 ///
-/// Concurrency: thread-safe; writes suspend while SQLite works on its own thread.
+/// **Reads** (`account(id:)`, `accountID(forKeyHash:)`) are served from an in-memory
+/// snapshot under a short lock and never touch the backend. A change made here is in
+/// the snapshot when its method returns; a change made by another instance (Redis) is
+/// picked up by `refresh()`, which the server calls every `--registry-refresh-ms`.
+///
+/// **Changes** are small and idempotent (`Change`): a recharge adds its amount, a pin
+/// or override set replaces, an account is created if missing. Concurrent writers,
+/// here or on other instances, therefore never lose each other's changes.
+///
+/// Concurrency: thread-safe; writes suspend while the backend works.
 final class Registry: Sendable {
     /// One account as the registry knows it.
     struct Account: Sendable, Equatable {
@@ -38,86 +43,67 @@ final class Registry: Sendable {
         var createdAt: String
     }
 
-    private struct Snapshot {
+    /// Everything decisions read, as of one moment of the backend.
+    struct Snapshot: Sendable {
         var accounts: [String: Account] = [:]
         var keysByHash: [String: Key] = [:]
         var keysByPrefix: [String: Key] = [:]
+
+        mutating func apply(_ change: Change) {
+            switch change {
+            case .ensureAccount(let id, _):
+                if accounts[id] == nil {
+                    accounts[id] = Account(id: id, pinnedTier: nil, recharges: 0, overrides: nil, keys: [])
+                }
+            case .setPin(let id, let tier, _):
+                accounts[id]?.pinnedTier = tier
+            case .setOverrides(let id, let overrides, _):
+                accounts[id]?.overrides = overrides
+            case .addKey(let key):
+                guard keysByPrefix[key.prefix] == nil else { return }
+                accounts[key.account]?.keys.append(key)
+                keysByHash[key.hash] = key
+                keysByPrefix[key.prefix] = key
+            case .revokeKey(let prefix, _):
+                guard let key = keysByPrefix.removeValue(forKey: prefix) else { return }
+                keysByHash[key.hash] = nil
+                accounts[key.account]?.keys.removeAll { $0.prefix == prefix }
+            case .recharge(let id, let amount, _):
+                accounts[id]?.recharges += amount
+            }
+        }
     }
 
-    let path: String
-    private let database: DatabaseQueue
+    /// One change to the registry. Each carries its time (ISO 8601) for the record.
+    enum Change: Sendable {
+        case ensureAccount(String, at: String)
+        case setPin(String, String?, at: String)
+        case setOverrides(String, [Override], at: String)
+        case addKey(Key)
+        case revokeKey(prefix: String, at: String)
+        case recharge(String, amount: Decimal, at: String)
+    }
+
+    let backend: any RegistryBackend
     private let snapshot: Mutex<Snapshot>
 
-    /// Opens (creating if needed) `registry.sqlite` in `directory`.
-    init(directory: String) throws {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        path = (directory as NSString).appendingPathComponent("registry.sqlite")
-        var configuration = Configuration()
-        configuration.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = FULL")
-        }
-        configuration.label = "weir.registry"
-        database = try DatabaseQueue(path: path, configuration: configuration)
-        try Self.migrator.migrate(database)
-        snapshot = Mutex(try database.read { db in try Self.load(db) })
+    /// Opens the registry on `backend` and loads its snapshot.
+    init(backend: any RegistryBackend) async throws {
+        self.backend = backend
+        self.snapshot = Mutex(try await backend.load())
     }
 
-    private static var migrator: DatabaseMigrator {
-        var migrator = DatabaseMigrator()
-        migrator.registerMigration("v1") { db in
-            try db.create(table: "accounts") { table in
-                table.primaryKey("id", .text)
-                table.column("pinned_tier", .text)
-                table.column("recharges", .text).notNull().defaults(to: "0")
-                table.column("overrides", .text)
-                table.column("created_at", .text).notNull()
-                table.column("updated_at", .text).notNull()
-            }
-            try db.create(table: "api_keys") { table in
-                table.primaryKey("prefix", .text)
-                table.column("hash", .text).notNull().unique()
-                table.column("account_id", .text).notNull().references("accounts", onDelete: .cascade)
-                table.column("created_at", .text).notNull()
-                table.column("revoked_at", .text)
-            }
-            try db.create(table: "recharges") { table in
-                table.autoIncrementedPrimaryKey("id")
-                table.column("account_id", .text).notNull().references("accounts", onDelete: .cascade)
-                table.column("amount", .text).notNull()
-                table.column("created_at", .text).notNull()
-            }
-        }
-        return migrator
-    }
-
-    private static func load(_ db: Database) throws -> Snapshot {
-        var snapshot = Snapshot()
-        for row in try Row.fetchAll(db, sql: "SELECT id, pinned_tier, recharges, overrides FROM accounts") {
-            let id: String = row["id"]
-            let overridesText: String? = row["overrides"]
-            snapshot.accounts[id] = Account(
-                id: id,
-                pinnedTier: row["pinned_tier"],
-                recharges: Decimal(string: row["recharges"] as String, locale: Locale(identifier: "en_US_POSIX")) ?? 0,
-                overrides: overridesText.flatMap(OverrideCoding.decode),
-                keys: [])
-        }
-        let keys = try Row.fetchAll(
-            db, sql: "SELECT prefix, hash, account_id, created_at FROM api_keys WHERE revoked_at IS NULL ORDER BY created_at, prefix")
-        for row in keys {
-            let key = Key(prefix: row["prefix"], hash: row["hash"], account: row["account_id"], createdAt: row["created_at"])
-            snapshot.accounts[key.account]?.keys.append(key)
-            snapshot.keysByHash[key.hash] = key
-            snapshot.keysByPrefix[key.prefix] = key
-        }
-        return snapshot
-    }
+    /// Where the registry lives, for the start-up line: a file path or a Redis URL.
+    var location: String { backend.location }
 
     // MARK: - Reads (memory)
 
     func account(id: String) -> Account? {
         snapshot.withLock { $0.accounts[id] }
     }
+
+    /// Every account, for listings and the dashboard.
+    var accounts: [Account] { snapshot.withLock { Array($0.accounts.values) } }
 
     /// The account owning the key whose SHA-256 (lowercase hex) is `hash`, or nil.
     ///
@@ -134,12 +120,18 @@ final class Registry: Sendable {
     /// The ids of every account in the registry, in no order.
     var accountIDs: [String] { snapshot.withLock { Array($0.accounts.keys) } }
 
-    /// Whether the file answers a query.
+    /// Whether the backend answers.
     func isReachable() async -> Bool {
-        (try? await database.read { db in try Int.fetchOne(db, sql: "SELECT 1") }) == 1
+        await backend.isReachable()
     }
 
-    // MARK: - Writes (file first, then memory)
+    /// Loads the backend's changes made elsewhere, if any (a no-op for SQLite).
+    func refresh() async throws {
+        guard let loaded = try await backend.loadIfChanged() else { return }
+        snapshot.withLock { $0 = loaded }
+    }
+
+    // MARK: - Writes (backend first, then memory)
 
     /// What to do with an account's tier pin.
     enum PinChange: Sendable {
@@ -149,118 +141,60 @@ final class Registry: Sendable {
 
     /// Creates the account if needed, then applies the changes given.
     func upsertAccount(id: String, pin: PinChange, overrides: [Override]?) async throws -> Account {
-        try await write { db, snapshot in
-            let now = Self.timestamp()
-            try Self.ensureAccount(id, db: db, snapshot: &snapshot, now: now)
-            var account = snapshot.accounts[id]!
-            if case .set(let tier) = pin { account.pinnedTier = tier }
-            if let overrides { account.overrides = overrides }
-            try db.execute(
-                sql: "UPDATE accounts SET pinned_tier = ?, overrides = ?, updated_at = ? WHERE id = ?",
-                arguments: [account.pinnedTier, account.overrides.map(OverrideCoding.encode), now, id])
-            return account
-        } publish: { snapshot, account in
-            snapshot.accounts[account.id] = account
-        }
+        let now = Self.timestamp()
+        var changes: [Change] = [.ensureAccount(id, at: now)]
+        if case .set(let tier) = pin { changes.append(.setPin(id, tier, at: now)) }
+        if let overrides { changes.append(.setOverrides(id, overrides, at: now)) }
+        try await write(changes)
+        return account(id: id)!
     }
 
     /// Creates the account row for an account known from the config only.
     func ensureAccount(id: String) async throws -> Account {
-        try await write { db, snapshot in
-            try Self.ensureAccount(id, db: db, snapshot: &snapshot, now: Self.timestamp())
-            return snapshot.accounts[id]!
-        } publish: { snapshot, account in
-            snapshot.accounts[account.id] = account
-        }
+        try await write([.ensureAccount(id, at: Self.timestamp())])
+        return account(id: id)!
     }
 
     /// Records a new key for `account` (which must exist): its prefix and hash only.
     func addKey(prefix: String, hash: String, account: String) async throws -> Key {
-        try await write { db, snapshot in
-            let key = Key(prefix: prefix, hash: hash, account: account, createdAt: Self.timestamp())
-            try db.execute(
-                sql: "INSERT INTO api_keys (prefix, hash, account_id, created_at) VALUES (?, ?, ?, ?)",
-                arguments: [key.prefix, key.hash, key.account, key.createdAt])
-            return key
-        } publish: { snapshot, key in
-            snapshot.accounts[key.account]?.keys.append(key)
-            snapshot.keysByHash[key.hash] = key
-            snapshot.keysByPrefix[key.prefix] = key
-        }
+        let key = Key(prefix: prefix, hash: hash, account: account, createdAt: Self.timestamp())
+        try await write([.addKey(key)])
+        return key
     }
 
     /// Whether a key (live or revoked) already has this prefix.
     func prefixExists(_ prefix: String) async throws -> Bool {
-        try await database.read { db in
-            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM api_keys WHERE prefix = ?", arguments: [prefix]) ?? 0 > 0
-        }
+        try await backend.prefixExists(prefix)
     }
 
     /// Revokes the live key with `prefix`; nil when there is none.
     func revokeKey(prefix: String) async throws -> Key? {
-        try await write { db, snapshot -> Key? in
-            guard let key = snapshot.keysByPrefix[prefix] else { return nil }
-            try db.execute(
-                sql: "UPDATE api_keys SET revoked_at = ? WHERE prefix = ?", arguments: [Self.timestamp(), prefix])
-            return key
-        } publish: { snapshot, key in
-            guard let key else { return }
-            snapshot.keysByPrefix[key.prefix] = nil
-            snapshot.keysByHash[key.hash] = nil
-            snapshot.accounts[key.account]?.keys.removeAll { $0.prefix == key.prefix }
-        }
+        try await refresh()
+        guard let key = snapshot.withLock({ $0.keysByPrefix[prefix] }) else { return nil }
+        try await write([.revokeKey(prefix: prefix, at: Self.timestamp())])
+        return key
     }
 
     /// Records a recharge of `amount` (positive) and adds it to the account's total.
     func recharge(account id: String, amount: Decimal) async throws -> Account {
-        try await write { db, snapshot in
-            let now = Self.timestamp()
-            try Self.ensureAccount(id, db: db, snapshot: &snapshot, now: now)
-            var account = snapshot.accounts[id]!
-            account.recharges += amount
-            try db.execute(
-                sql: "INSERT INTO recharges (account_id, amount, created_at) VALUES (?, ?, ?)",
-                arguments: [id, Self.text(amount), now])
-            try db.execute(
-                sql: "UPDATE accounts SET recharges = ?, updated_at = ? WHERE id = ?",
-                arguments: [Self.text(account.recharges), now, id])
-            return account
-        } publish: { snapshot, account in
-            snapshot.accounts[account.id] = account
-        }
+        let now = Self.timestamp()
+        try await write([.ensureAccount(id, at: now), .recharge(id, amount: amount, at: now)])
+        return account(id: id)!
     }
 
-    /// Closes the file (after the last write). Later calls fail.
-    func close() throws {
-        try database.close()
+    /// Closes the backend (after the last write). Later calls fail.
+    func close() async throws {
+        try await backend.close()
     }
 
-    /// Runs `change` in one transaction on the serial writer and, once committed,
-    /// `publish` on the in-memory snapshot, still on the writer: memory follows the
-    /// file in commit order.
-    private func write<T: Sendable>(
-        _ change: @escaping @Sendable (Database, inout Snapshot) throws -> T,
-        publish: @escaping @Sendable (inout Snapshot, T) -> Void
-    ) async throws -> T {
-        try await database.writeWithoutTransaction { db in
-            var draft = self.snapshot.withLock { $0 }
-            var result: T?
-            try db.inTransaction {
-                result = try change(db, &draft)
-                return .commit
+    /// Persists `changes` atomically, then applies them to the snapshot. The backend
+    /// calls `publish` in its commit order, so memory never goes back in time.
+    private func write(_ changes: [Change]) async throws {
+        try await backend.persist(changes) { [self] in
+            self.snapshot.withLock { state in
+                for change in changes { state.apply(change) }
             }
-            let value = result!
-            self.snapshot.withLock { publish(&$0, value) }
-            return value
         }
-    }
-
-    private static func ensureAccount(_ id: String, db: Database, snapshot: inout Snapshot, now: String) throws {
-        guard snapshot.accounts[id] == nil else { return }
-        try db.execute(
-            sql: "INSERT INTO accounts (id, recharges, created_at, updated_at) VALUES (?, '0', ?, ?)",
-            arguments: [id, now, now])
-        snapshot.accounts[id] = Account(id: id, pinnedTier: nil, recharges: 0, overrides: nil, keys: [])
     }
 
     static func text(_ amount: Decimal) -> String {
@@ -268,9 +202,32 @@ final class Registry: Sendable {
         return NSDecimalString(&value, Locale(identifier: "en_US_POSIX"))
     }
 
-    private static func timestamp() -> String {
+    static func decimal(_ text: String) -> Decimal? {
+        Decimal(string: text, locale: Locale(identifier: "en_US_POSIX"))
+    }
+
+    static func timestamp() -> String {
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         return formatter.string(from: Date())
     }
+}
+
+/// Where the registry persists. Implementations: `SQLiteRegistryBackend`,
+/// `RedisRegistryBackend`.
+///
+/// Concurrency: thread-safe.
+protocol RegistryBackend: Sendable {
+    /// A file path or URL, for logs.
+    var location: String { get }
+    /// Everything, as one consistent snapshot.
+    func load() async throws -> Registry.Snapshot
+    /// A new snapshot when changes were made elsewhere since the last load; else nil.
+    func loadIfChanged() async throws -> Registry.Snapshot?
+    /// Persists `changes` atomically (all or none), then calls `publish`; publishes
+    /// happen in the order the changes were committed.
+    func persist(_ changes: [Registry.Change], publish: @escaping @Sendable () -> Void) async throws
+    func prefixExists(_ prefix: String) async throws -> Bool
+    func isReachable() async -> Bool
+    func close() async throws
 }

@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import Prometheus
 import WeirCore
+import WeirEnvoy
 
 /// Everything `buildApplication(configuration:)` needs. The executable fills it from
 /// the command line; tests fill it with a manual clock, port 0 and a scratch directory.
@@ -34,6 +35,10 @@ public struct ServerConfiguration: Sendable {
     /// `taskset` does not time-share one core between several loops.
     public var eventLoopGroup: (any EventLoopGroup)?
     public var logger: Logger
+    /// Where limiter state lives: this process's memory (default) or a shared Redis.
+    public var store: StoreSettings
+    /// Envoy's rate limit service over gRPC (`weir serve --grpc-port`); nil serves none.
+    public var envoy: EnvoyServiceConfiguration? = nil
 
     public init(
         host: String = "127.0.0.1",
@@ -47,8 +52,10 @@ public struct ServerConfiguration: Sendable {
         reloadOnHangup: Bool = false,
         metricsRegistry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
         eventLoopGroup: (any EventLoopGroup)? = nil,
-        logger: Logger = Logger(label: "weir")
+        logger: Logger = Logger(label: "weir"),
+        store: StoreSettings = .memory
     ) {
+        self.store = store
         self.eventLoopGroup = eventLoopGroup
         self.host = host
         self.port = port

@@ -14,7 +14,11 @@ import WeirPolicy
 /// - `weir_active_leases`: leases issued and not yet settled or expired;
 /// - `weir_decision_duration_seconds`: time from a decision request's parsed body to
 ///   its answer (histogram);
-/// - `weir_config_reloads_total{result}`.
+/// - `weir_config_reloads_total{result}`;
+/// - with a shared store: `weir_store_degraded` (1 while Redis is failing and the
+///   failure mode decides), `weir_store_outages_total`, `weir_store_fallback_decisions_total`
+///   (decisions the failure mode made) and `weir_denial_cache_hits_total` (denials
+///   answered from the local cache without a round trip).
 ///
 /// **Cardinality.** Label values come from the catalogue only: `api` is a rule's API,
 /// `model` one of its listed models or `*` for a rule that lists none. Every metric
@@ -28,6 +32,20 @@ final class ServerMetrics: Sendable {
     private let activeLeases: CoreMetrics.Gauge
     private let reloadsSucceeded: CoreMetrics.Counter
     private let reloadsFailed: CoreMetrics.Counter
+    private let storeDegraded: CoreMetrics.Gauge
+    private let storeOutages: CoreMetrics.Counter
+    private let fallbackDecisions: CoreMetrics.Counter
+    private let denialCacheHits: CoreMetrics.Counter
+    /// The store counts last exported, so that counters advance by the difference.
+    private let exported = Mutex(StoreCounts())
+
+    /// Counts a shared store keeps itself; exported as counters.
+    struct StoreCounts: Sendable {
+        var degraded = false
+        var outages: UInt64 = 0
+        var fallbackDecisions: UInt64 = 0
+        var denialCacheHits: UInt64 = 0
+    }
 
     struct LabelKey: Hashable, Sendable {
         var api: String
@@ -81,6 +99,10 @@ final class ServerMetrics: Sendable {
         activeLeases = CoreMetrics.Gauge(label: "weir_active_leases", factory: factory)
         reloadsSucceeded = CoreMetrics.Counter(label: "weir_config_reloads_total", dimensions: [("result", "success")], factory: factory)
         reloadsFailed = CoreMetrics.Counter(label: "weir_config_reloads_total", dimensions: [("result", "failure")], factory: factory)
+        storeDegraded = CoreMetrics.Gauge(label: "weir_store_degraded", factory: factory)
+        storeOutages = CoreMetrics.Counter(label: "weir_store_outages_total", factory: factory)
+        fallbackDecisions = CoreMetrics.Counter(label: "weir_store_fallback_decisions_total", factory: factory)
+        denialCacheHits = CoreMetrics.Counter(label: "weir_denial_cache_hits_total", factory: factory)
     }
 
     /// Creates the counters of every (api, model) of `catalogue` not seen before.
@@ -133,8 +155,19 @@ final class ServerMetrics: Sendable {
 
     /// The Prometheus text exposition, with `activeLeases` (the store's exact count of
     /// leases issued and neither settled nor expired) as the `weir_active_leases` gauge.
-    func exposition(activeLeases active: Int) -> [UInt8] {
+    /// With a shared store, `store` carries its own counts.
+    func exposition(activeLeases active: Int, store: StoreCounts? = nil) -> [UInt8] {
         activeLeases.record(active)
+        if let store {
+            let before = exported.withLock { previous in
+                defer { previous = store }
+                return previous
+            }
+            storeDegraded.record(store.degraded ? 1 : 0)
+            storeOutages.increment(by: Int64(clamping: store.outages &- before.outages))
+            fallbackDecisions.increment(by: Int64(clamping: store.fallbackDecisions &- before.fallbackDecisions))
+            denialCacheHits.increment(by: Int64(clamping: store.denialCacheHits &- before.denialCacheHits))
+        }
         return registry.emitToBuffer()
     }
 }

@@ -2,6 +2,7 @@ import Logging
 import ServiceLifecycle
 import UnixSignals
 import WeirCore
+import WeirRedis
 
 /// Sweeps idle keys and finished leases from the store every `interval`.
 struct EvictionService: Service {
@@ -29,7 +30,7 @@ struct RegistryService: Service {
     func run() async throws {
         try? await gracefulShutdown()
         do {
-            try registry.close()
+            try await registry.close()
             logger.debug("registry closed")
         } catch {
             logger.error("registry close failed", metadata: ["error": "\(error)"])
@@ -46,6 +47,42 @@ struct HangupReloadService: Service {
         for await _ in signals.cancelOnGracefulShutdown() {
             service.logger.info("SIGHUP: reloading the config")
             _ = service.reload()
+        }
+    }
+}
+
+/// Closes the Redis connections once the server has stopped.
+struct RedisClientService: Service {
+    let client: RedisClient
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await client.close()
+    }
+}
+
+/// Picks up registry changes made by other instances (Redis), every `interval`.
+/// A failed refresh is logged and retried at the next tick; decisions go on with the
+/// snapshot they have.
+struct RegistryRefreshService: Service {
+    let registry: Registry
+    let interval: Duration
+    let logger: Logger
+
+    func run() async throws {
+        try? await cancelWhenGracefulShutdown {
+            var failing = false
+            while !Task.isCancelled {
+                try await Task.sleep(for: interval)
+                do {
+                    try await registry.refresh()
+                    if failing { logger.notice("registry refresh works again") }
+                    failing = false
+                } catch {
+                    if !failing { logger.warning("registry refresh failed", metadata: ["error": "\(error)"]) }
+                    failing = true
+                }
+            }
         }
     }
 }

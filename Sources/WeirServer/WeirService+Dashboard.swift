@@ -27,6 +27,11 @@ import WeirPolicy
 /// {reason: [30 counts, oldest minute first]}}`. `closeness` is the largest used/limit
 /// of the account's limits (0 to 1, 4 decimals); accounts come closest first, at most
 /// `maximumSnapshotAccounts` of them.
+///
+/// "traffic" accounts are those with state in this instance's in-memory store; with a
+/// shared (Redis) store, accounts are found through the registry, the config and this
+/// instance's refusals, and their usage is read from the shared store (one status call
+/// per limit: a snapshot costs a few round trips per account).
 extension WeirService {
     /// Accounts in one snapshot at most (the closest to a limit are kept).
     static let maximumSnapshotAccounts = 1000
@@ -102,7 +107,7 @@ extension WeirService {
         var sources: [String: [String]] = [:]
         for id in registry.accountIDs { sources[id, default: []].append("registry") }
         for account in catalogue.accounts { sources[account.id, default: []].append("config") }
-        for id in store.accounts(limit: Self.maximumSnapshotAccounts * 4) { sources[id, default: []].append("traffic") }
+        for id in memoryStore.accounts(limit: Self.maximumSnapshotAccounts * 4) { sources[id, default: []].append("traffic") }
         for id in refused.keys { sources[id, default: []].append("refusals") }
 
         var accounts: [(id: String, closeness: Double, json: String)] = []

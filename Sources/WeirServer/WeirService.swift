@@ -6,14 +6,22 @@ import NIOCore
 import Synchronization
 import WeirCore
 import WeirHummingbird
+import NIOPosix
 import WeirPolicy
+import WeirRedis
 
 /// The state behind every route: the limiter, the registry, the metrics, the config.
 ///
 /// One instance per application. Thread-safe: requests on every event loop share it.
 final class WeirService: Sendable {
     let limiter: Limiter
-    let store: InMemoryStore
+    /// The in-memory store: the only one by default; with a shared store, the one its
+    /// `local` and `allow` failure modes decide with.
+    let memoryStore: InMemoryStore
+    /// The shared store (Redis, behind its denial cache and failure mode); nil in memory.
+    let sharedStore: FailoverStore?
+    /// The Redis connections of the shared store and of the registry in Redis.
+    let redis: RedisClient?
     let registry: Registry
     let metrics: ServerMetrics
     /// Refusals per account, reason and minute, for the dashboard (denials only record).
@@ -31,18 +39,40 @@ final class WeirService: Sendable {
     /// Largest lease TTL a caller may ask for: one day.
     static let maximumLeaseTTLMilliseconds: UInt64 = 86_400_000
 
-    init(configuration: ServerConfiguration) throws {
+    init(configuration: ServerConfiguration) async throws {
         let catalogue: Catalogue
         if let path = configuration.configPath {
             catalogue = try Catalogue.load(contentsOf: path)
         } else {
             catalogue = Catalogue.builtIn
         }
-        let registry = try Registry(directory: configuration.dataDirectory)
-        let store = InMemoryStore(clock: configuration.clock)
+        let memoryStore = InMemoryStore(clock: configuration.clock)
+        let registry: Registry
+        switch configuration.store {
+        case .memory:
+            self.redis = nil
+            self.sharedStore = nil
+            registry = try await Registry(backend: SQLiteRegistryBackend(directory: configuration.dataDirectory))
+        case .redis(let settings):
+            let client = RedisClient(
+                configuration: settings.clientConfiguration,
+                group: configuration.eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton)
+            let primary = DenialCache(store: RedisStore(client: client, keyPrefix: settings.keyPrefix))
+            self.redis = client
+            self.sharedStore = FailoverStore(primary: primary, fallback: memoryStore, mode: settings.failureMode)
+            // The registry must load once: an instance that cannot read its accounts
+            // would answer every paid account as free.
+            do {
+                registry = try await Registry(
+                    backend: RedisRegistryBackend(client: client, keyPrefix: settings.keyPrefix, location: settings.url))
+            } catch {
+                await client.close()
+                throw error
+            }
+        }
         self.registry = registry
-        self.store = store
-        self.limiter = Limiter(catalogue: catalogue, store: store) { id, catalogue in
+        self.memoryStore = memoryStore
+        self.limiter = Limiter(catalogue: catalogue, store: sharedStore ?? memoryStore) { id, catalogue in
             WeirService.profile(id: id, catalogue: catalogue, registry: registry)
         }
         self.metrics = ServerMetrics(registry: configuration.metricsRegistry)

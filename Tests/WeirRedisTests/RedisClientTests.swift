@@ -2,6 +2,7 @@ import NIOCore
 import Testing
 import WeirCore
 @testable import WeirRedis
+import WeirRedisTesting
 
 @Suite("RedisClient against a real redis-server")
 struct RedisClientTests {

@@ -2,6 +2,7 @@ import Testing
 import WeirConformance
 import WeirCore
 @testable import WeirRedis
+import WeirRedisTesting
 
 /// The Lua scripts against the Swift algorithms: the same random timelines through an
 /// `InMemoryStore` and a `RedisStore`, each on its own manual clock set to the same

@@ -3,6 +3,7 @@ import Testing
 import WeirConformance
 import WeirCore
 @testable import WeirRedis
+import WeirRedisTesting
 
 @Suite("RedisStore against a real redis-server")
 struct RedisStoreTests {

@@ -7,22 +7,27 @@ import WeirRedis
 import Glibc
 #endif
 
-/// A `redis-server` this test process starts on a free 127.0.0.1 port, without
-/// persistence, and stops by its PID. Readiness is read from the server's own log
-/// line ("Ready to accept connections"), not waited for with a sleep.
-final class RedisServerProcess: @unchecked Sendable {
-    // @unchecked Sendable: `process` is replaced only by `start()`, which each test calls
-    // from one task at a time.
-    let port: Int
+/// A `redis-server` a test starts on a free 127.0.0.1 port and stops by its PID, for
+/// the tests of the Redis store and of `weir serve --store redis://`. Without
+/// persistence by default; with `appendOnlyDirectory`, AOF with `appendfsync always`
+/// in that directory, so a restart keeps every acknowledged write. Readiness is read
+/// from the server's own log line ("Ready to accept connections"), not waited for with
+/// a sleep.
+public final class RedisServerProcess: @unchecked Sendable {
+    // @unchecked Sendable: `process` is replaced only by `start()`, `kill()` and `stop()`,
+    // which each test calls from one task at a time.
+    public let port: Int
+    private let appendOnlyDirectory: String?
     private var process: Process?
 
-    static var executable: String? {
+    public static var executable: String? {
         ["/usr/bin/redis-server", "/usr/local/bin/redis-server", "/usr/sbin/redis-server"]
             .first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
     /// Starts a server on a free port.
-    init() async throws {
+    public init(appendOnlyDirectory: String? = nil) async throws {
+        self.appendOnlyDirectory = appendOnlyDirectory
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: "127.0.0.1", port: 0).get()
@@ -32,16 +37,15 @@ final class RedisServerProcess: @unchecked Sendable {
     }
 
     /// Starts (or restarts) the server on `port` and returns once it accepts connections.
-    func start() throws {
+    public func start() throws {
         guard let executable = Self.executable else {
             throw TestSetupError(description: "redis-server is not installed (scripts/install-deps --tests)")
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = [
-            "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--protected-mode", "no", "--loglevel", "notice",
-        ]
+            "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--protected-mode", "no", "--loglevel", "notice",
+        ] + (appendOnlyDirectory.map { ["--dir", $0, "--appendonly", "yes", "--appendfsync", "always"] } ?? ["--appendonly", "no"])
         let output = Pipe()
         process.standardOutput = output
         process.standardError = output
@@ -64,7 +68,7 @@ final class RedisServerProcess: @unchecked Sendable {
     }
 
     /// Kills the server abruptly (SIGKILL), as a crash would.
-    func kill() {
+    public func kill() {
         guard let process else { return }
         _ = Glibc.kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
@@ -74,7 +78,7 @@ final class RedisServerProcess: @unchecked Sendable {
     /// Stops the server and waits for it to exit. SIGKILL, because a process spawned from
     /// a Swift concurrency or NIO thread inherits that thread's blocked signals (SIGTERM
     /// among them), and the server keeps nothing worth a clean shutdown.
-    func stop() {
+    public func stop() {
         guard let process else { return }
         _ = Glibc.kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
@@ -83,7 +87,7 @@ final class RedisServerProcess: @unchecked Sendable {
 
     deinit { stop() }
 
-    func client(
+    public func client(
         connections: Int = 2, commandTimeout: TimeAmount = .seconds(5), initialBackoff: TimeAmount = .milliseconds(1)
     ) -> RedisClient {
         RedisClient(configuration: .init(
@@ -92,12 +96,13 @@ final class RedisServerProcess: @unchecked Sendable {
     }
 }
 
-struct TestSetupError: Error, CustomStringConvertible {
-    var description: String
+public struct TestSetupError: Error, CustomStringConvertible {
+    public var description: String
+    public init(description: String) { self.description = description }
 }
 
 /// Runs `body` with a fresh server, stopped afterwards whatever happens.
-func withRedisServer<Result>(_ body: (RedisServerProcess) async throws -> Result) async throws -> Result {
+public func withRedisServer<Result>(_ body: (RedisServerProcess) async throws -> Result) async throws -> Result {
     let server = try await RedisServerProcess()
     defer { server.stop() }
     return try await body(server)

@@ -1,0 +1,332 @@
+import CoreMetrics
+import Foundation
+import GRPCCore
+import Logging
+import SwiftProtobuf
+import WeirCore
+import WeirHummingbird
+import WeirPolicy
+
+/// Envoy's `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`, answered by
+/// Weir's limiter: each descriptor that reads as a call (`DescriptorCall`) is decided
+/// like `POST /v1/acquire`, against the same catalogue, registry and store.
+///
+/// **The answer.** One `DescriptorStatus` per descriptor, in order: `code`,
+/// `current_limit` (the limit of the dimension that denied, else of requests, else
+/// tokens; `requests_per_unit` is that limit, clamped to 2^32-1, its window as unit and
+/// multiplier), `limit_remaining` and `duration_until_reset` (rounded up to whole
+/// milliseconds). `overall_code` is OVER_LIMIT when any descriptor is. The response
+/// headers are Weir's own (`x-ratelimit-*`, `RateLimit-Policy`, `RateLimit`, and
+/// `Retry-After` on a denial), those of the first denied call, else of the first
+/// call; a denial also carries `raw_body` (the MiniMax envelope and the OpenAI error
+/// shape, code `rate_limit_exceeded`) with `content-type: application/json`, so that
+/// Envoy's 429 reads like Weir's own.
+///
+/// **Descriptors that name no call** (another domain, missing entries, an unknown API
+/// key, API or model) get the configured answer (`unknownDescriptors`) and are counted
+/// in `weir_envoy_unknown_descriptors_total{reason}`; never an RPC error. A model that
+/// the account's tier may not use is OVER_LIMIT (its limit is zero).
+///
+/// **Several call descriptors** in one request are decided one after the other, each
+/// atomically; a call admitted before a later one is denied stays charged (as with
+/// Envoy's reference service).
+///
+/// **Errors.** Only a store failure is an RPC error (`unavailable`), so that Envoy's
+/// `failure_mode_deny` decides what the client sees.
+///
+/// Concurrency: thread-safe; RPCs run concurrently. A decision is what the limiter's
+/// store takes (the in-memory store never suspends).
+public final class EnvoyRateLimitService: Envoy_Service_Ratelimit_V3_RateLimitService.SimpleServiceProtocol, Sendable {
+    public typealias Request = Envoy_Service_Ratelimit_V3_RateLimitRequest
+    public typealias Response = Envoy_Service_Ratelimit_V3_RateLimitResponse
+
+    let limiter: Limiter
+    let configuration: EnvoyServiceConfiguration
+    private let accountForAPIKey: @Sendable (String) -> String?
+    private let recordDecision: @Sendable (Resolution, String, Decision) -> Void
+    private let logger: Logger
+    private let unknownCounters: [UnknownDescriptorReason: Counter]
+    private let requestCounters: (ok: Counter, overLimit: Counter)
+    private let usageCounter: Counter
+
+    /// A lease held for the instant of a usage report: it exists only to be settled.
+    private static let usageLeaseTTL: UInt64 = Nanoseconds.perSecond
+
+    /// Creates the service.
+    ///
+    /// - Parameters:
+    ///   - accountForAPIKey: the account owning an API key, or nil (a server passes its
+    ///     registry lookup).
+    ///   - recordDecision: called with every decision taken (resolution, model, decision),
+    ///     so the server counts them in its own metrics.
+    ///   - metricsFactory: where this service's counters are created (once, here).
+    public init(
+        limiter: Limiter,
+        configuration: EnvoyServiceConfiguration,
+        accountForAPIKey: @escaping @Sendable (String) -> String?,
+        recordDecision: @escaping @Sendable (Resolution, String, Decision) -> Void = { _, _, _ in },
+        metricsFactory: any MetricsFactory = MetricsSystem.factory,
+        logger: Logger = Logger(label: "weir.envoy")
+    ) {
+        self.limiter = limiter
+        self.configuration = configuration
+        self.accountForAPIKey = accountForAPIKey
+        self.recordDecision = recordDecision
+        self.logger = logger
+        var counters: [UnknownDescriptorReason: Counter] = [:]
+        for reason in UnknownDescriptorReason.allCases {
+            counters[reason] = Counter(
+                label: "weir_envoy_unknown_descriptors_total",
+                dimensions: [("reason", reason.rawValue), ("answer", configuration.unknownDescriptors.rawValue)],
+                factory: metricsFactory)
+        }
+        unknownCounters = counters
+        requestCounters = (
+            Counter(label: "weir_envoy_requests_total", dimensions: [("code", "ok")], factory: metricsFactory),
+            Counter(label: "weir_envoy_requests_total", dimensions: [("code", "over_limit")], factory: metricsFactory)
+        )
+        usageCounter = Counter(label: "weir_envoy_usage_units_total", factory: metricsFactory)
+    }
+
+    // MARK: - RPC
+
+    public func shouldRateLimit(request: Request, context: ServerContext) async throws -> Response {
+        do {
+            return try await answer(request)
+        } catch let error as StoreError {
+            logger.error("rate limit store failed; Envoy applies its failure mode", metadata: ["error": "\(error)"])
+            throw RPCError(code: .unavailable, message: "rate limit store unavailable: \(error.message)")
+        }
+    }
+
+    /// The answer to `request`.
+    ///
+    /// - Throws: `StoreError` when the store fails.
+    public func answer(_ request: Request) async throws -> Response {
+        var response = Response()
+        var headerSource: Outcome?
+        var denied = false
+        let sameDomain = request.domain == configuration.domain
+        for descriptor in request.descriptors {
+            let outcome: Outcome
+            if !sameDomain {
+                outcome = unknown(.domain)
+            } else {
+                let read = DescriptorCall.read(
+                    entries: descriptor.entries.map { ($0.key, $0.value) },
+                    descriptorHits: descriptor.hasHitsAddend ? descriptor.hitsAddend.value : nil,
+                    requestHits: request.hitsAddend,
+                    negativeHits: descriptor.isNegativeHits)
+                switch read {
+                case .failure(let reason): outcome = unknown(reason)
+                case .success(let call): outcome = try await decide(call)
+                }
+            }
+            response.statuses.append(outcome.status)
+            if outcome.status.code == .overLimit {
+                if !denied { headerSource = outcome }
+                denied = true
+            } else if headerSource == nil, outcome.decision != nil {
+                headerSource = outcome
+            }
+        }
+        response.overallCode = denied ? .overLimit : .ok
+        (denied ? requestCounters.overLimit : requestCounters.ok).increment()
+        if let source = headerSource {
+            if let decision = source.decision {
+                response.responseHeadersToAdd = decision.headerPairs.map(Self.header)
+            }
+            if denied, let body = source.body {
+                response.responseHeadersToAdd.append(Self.header(("content-type", "application/json")))
+                response.rawBody = Data(body)
+            }
+        }
+        return response
+    }
+
+    // MARK: - Deciding
+
+    /// What one descriptor came to.
+    struct Outcome {
+        var status: Response.DescriptorStatus
+        /// The call's decision, when one was taken (headers come from it).
+        var decision: LimitedDecision?
+        /// The 429 body, for a refusal.
+        var body: [UInt8]?
+    }
+
+    private func unknown(_ reason: UnknownDescriptorReason) -> Outcome {
+        unknownCounters[reason]?.increment()
+        var status = Response.DescriptorStatus()
+        status.code = configuration.unknownDescriptors == .allow ? .ok : .overLimit
+        var body: [UInt8]?
+        if status.code == .overLimit {
+            body = Self.refusalBody(message: "rate limit service: request refused (\(reason.rawValue.replacingOccurrences(of: "_", with: " ")))")
+        }
+        return Outcome(status: status, decision: nil, body: body)
+    }
+
+    private func decide(_ call: DescriptorCall) async throws -> Outcome {
+        let account: String
+        switch call.identity {
+        case .account(let id): account = id
+        case .apiKey(let key):
+            guard let owner = accountForAPIKey(key) else { return unknown(.unknownAPIKey) }
+            account = owner
+        }
+        let catalogue = limiter.catalogue
+        let resolution: Resolution
+        do {
+            resolution = try catalogue.resolve(account: limiter.profile(account: account), api: call.api, model: call.model)
+        } catch {
+            switch error {
+            case .unknownAPI: return unknown(.unknownAPI)
+            case .unknownModel: return unknown(.unknownModel)
+            case .notAvailable:
+                var status = Response.DescriptorStatus()
+                status.code = .overLimit
+                return Outcome(status: status, decision: nil, body: Self.refusalBody(message: "model: \(error)"))
+            }
+        }
+        switch call.charge {
+        case .call:
+            let decision = try await limiter.store.acquire(
+                AdmissionRequest(key: resolution.key, limits: resolution.limits, units: call.units, leaseTTL: nil))
+            recordDecision(resolution, call.model, decision)
+            let limited = LimitedDecision(decision: decision, resolution: resolution, units: call.units)
+            let status = Self.status(of: limited)
+            return Outcome(
+                status: status, decision: limited,
+                body: limited.isDenied ? Self.refusalBody(message: limited.message ?? "rate limit exceeded") : nil)
+        case .usage:
+            return try await reportUsage(call, resolution: resolution)
+        }
+    }
+
+    /// Adds `call.units` to the tokens dimension of `resolution`'s key, after the fact.
+    ///
+    /// Done as a zero-unit admission on the tokens limit alone (no request is counted)
+    /// whose lease is settled at once with the units used: the settlement records them
+    /// even beyond the limit, as `POST /v1/settle` does. When the tokens dimension is
+    /// already over its limit (earlier reports exceeded it), the admission is refused
+    /// and the report is not added: every call of the key is refused on tokens until
+    /// the window has moved on, so only calls already in flight go uncounted.
+    private func reportUsage(_ call: DescriptorCall, resolution: Resolution) async throws -> Outcome {
+        var status = Response.DescriptorStatus()
+        status.code = .ok
+        guard let tokens = resolution.limits.tokens, call.units > 0 else {
+            return Outcome(status: status, decision: nil, body: nil)
+        }
+        let limits = LimitSet(tokens: tokens, shadow: resolution.limits.shadow)
+        let decision = try await limiter.store.acquire(
+            AdmissionRequest(key: resolution.key, limits: limits, units: 0, leaseTTL: Self.usageLeaseTTL))
+        var statuses = decision.limits
+        if let lease = decision.lease {
+            do {
+                let settlement = try await limiter.store.settle(lease.id, actualUnits: call.units)
+                statuses = settlement.limits
+                usageCounter.increment(by: Int64(clamping: settlement.charged))
+            } catch let error as LeaseError {
+                // A lease settled within its own second cannot be unknown, settled or
+                // expired unless the store lost it; say so rather than fail the RPC.
+                logger.warning("usage report not recorded", metadata: ["error": "\(error)"])
+            }
+        }
+        if let tokensStatus = statuses.tokens {
+            Self.fill(&status, dimension: .tokens, status: tokensStatus, window: tokens.window, resolution: resolution)
+        }
+        return Outcome(status: status, decision: nil, body: nil)
+    }
+
+    // MARK: - Statuses and bodies
+
+    /// The descriptor status of a decided call.
+    static func status(of limited: LimitedDecision) -> Response.DescriptorStatus {
+        var status = Response.DescriptorStatus()
+        status.code = limited.isDenied ? .overLimit : .ok
+        let statuses = limited.decision.limits
+        let present = [WeirCore.Dimension.requests, .tokens, .concurrency].first { statuses[$0] != nil }
+        let dimension: WeirCore.Dimension?
+        switch limited.decision.reason {
+        case .requests?: dimension = .requests
+        case .tokens?: dimension = .tokens
+        case .concurrency?: dimension = .concurrency
+        case .tooLarge?: dimension = statuses.tokens != nil ? .tokens : present
+        case nil: dimension = present
+        }
+        if let dimension, let dimensionStatus = statuses[dimension] {
+            let window = limited.resolution.limits[dimension]?.window ?? 0
+            fill(&status, dimension: dimension, status: dimensionStatus, window: window, resolution: limited.resolution)
+        }
+        return status
+    }
+
+    private static func fill(
+        _ status: inout Response.DescriptorStatus, dimension: WeirCore.Dimension, status dimensionStatus: DimensionStatus,
+        window: UInt64, resolution: Resolution
+    ) {
+        var limit = Response.RateLimit()
+        limit.name = "\(resolution.key.scope) \(dimension.rawValue) (rule \(resolution.rule.name), tier \(resolution.tier.name))"
+        limit.requestsPerUnit = UInt32(clamping: dimensionStatus.limit)
+        if dimension != .concurrency {
+            let (timeUnit, multiplier) = Self.unit(ofWindow: window)
+            limit.unit = timeUnit
+            if multiplier != 1 {
+                var wrapped = Google_Protobuf_UInt32Value()
+                wrapped.value = multiplier
+                limit.unitMultiplier = wrapped
+            }
+        }
+        status.currentLimit = limit
+        status.limitRemaining = UInt32(clamping: dimensionStatus.remaining)
+        status.durationUntilReset = duration(nanoseconds: dimensionStatus.reset)
+    }
+
+    /// A window as Envoy's unit and multiplier: the largest of day, hour, minute and
+    /// second that divides it (sub-second windows round up to one second).
+    static func unit(ofWindow window: UInt64) -> (Response.RateLimit.Unit, UInt32) {
+        let seconds = max(Nanoseconds.secondsRoundedUp(window), 1)
+        let units: [(Response.RateLimit.Unit, UInt64)] = [(.day, 86_400), (.hour, 3_600), (.minute, 60)]
+        for (unit, length) in units where seconds % length == 0 {
+            return (unit, UInt32(clamping: seconds / length))
+        }
+        return (.second, UInt32(clamping: seconds))
+    }
+
+    /// `nanoseconds` rounded up to whole milliseconds, as a protobuf Duration.
+    static func duration(nanoseconds: UInt64) -> Google_Protobuf_Duration {
+        let milliseconds = Nanoseconds.millisecondsRoundedUp(nanoseconds)
+        var duration = Google_Protobuf_Duration()
+        duration.seconds = Int64(clamping: milliseconds / 1000)
+        duration.nanos = Int32(milliseconds % 1000) * 1_000_000
+        return duration
+    }
+
+    private static func header(_ pair: (String, String)) -> Envoy_Config_Core_V3_HeaderValue {
+        var header = Envoy_Config_Core_V3_HeaderValue()
+        header.key = pair.0
+        header.value = pair.1
+        return header
+    }
+
+    /// The body of a 429: `{"base_resp": {"status_code": 1002, "status_msg"}, "error":
+    /// {"code": "rate_limit_exceeded", "type": "rate_limit_exceeded", "message"}}`, the
+    /// MiniMax envelope and the OpenAI error shape in one object.
+    static func refusalBody(message: String) -> [UInt8] {
+        var json = JSONWriter(capacity: 256)
+        json.beginObject()
+        json.key("base_resp")
+        json.beginObject()
+        json.field("status_code", UInt64(1002))
+        json.field("status_msg", message)
+        json.endObject()
+        json.key("error")
+        json.beginObject()
+        json.field("code", "rate_limit_exceeded")
+        json.field("type", "rate_limit_exceeded")
+        json.field("message", message)
+        json.endObject()
+        json.endObject()
+        return json.bytes
+    }
+}

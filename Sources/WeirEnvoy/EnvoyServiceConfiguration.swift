@@ -1,0 +1,41 @@
+/// How `weir serve --grpc-port` serves Envoy's rate limit service.
+///
+/// Value type; `Sendable`. Filled from the command line by `weir serve`, by tests with
+/// port 0 and `onListening` to learn the port picked.
+public struct EnvoyServiceConfiguration: Sendable {
+    /// Address to listen on: an IPv4 or IPv6 literal, or `localhost` (127.0.0.1).
+    public var host: String
+    /// Port to listen on; 0 picks a free one (reported to `onListening` and logged).
+    public var port: Int
+    /// The rate limit domain Weir answers for (the filter's `domain`). Requests of any
+    /// other domain are answered as unknown descriptors. Default `weir`.
+    public var domain: String
+    /// The answer to a descriptor Weir cannot map to a call (see `DescriptorCall`):
+    /// `.allow` (default) or `.deny`. Either way it is counted in
+    /// `weir_envoy_unknown_descriptors_total{reason}` and never an RPC error.
+    public var unknownDescriptors: UnknownDescriptorAnswer
+    /// Called once with the port the service listens on, when it does.
+    public var onListening: (@Sendable (Int) -> Void)?
+
+    public init(
+        host: String = "127.0.0.1",
+        port: Int,
+        domain: String = "weir",
+        unknownDescriptors: UnknownDescriptorAnswer = .allow,
+        onListening: (@Sendable (Int) -> Void)? = nil
+    ) {
+        self.host = host
+        self.port = port
+        self.domain = domain
+        self.unknownDescriptors = unknownDescriptors
+        self.onListening = onListening
+    }
+}
+
+/// The answer to a descriptor that names no call Weir knows.
+public enum UnknownDescriptorAnswer: String, Sendable, Hashable, CaseIterable {
+    /// `OK`: the descriptor does not limit the request.
+    case allow
+    /// `OVER_LIMIT`: the request is refused (Envoy answers 429).
+    case deny
+}

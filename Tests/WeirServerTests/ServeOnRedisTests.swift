@@ -1,0 +1,210 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Synchronization
+import Testing
+import WeirRedisTesting
+
+/// Several `weir serve` processes on one real Redis (`--store redis://`): one limit
+/// across instances, the registry shared, Redis killed and brought back.
+@Suite("weir serve on Redis", .serialized, .timeLimit(.minutes(3)))
+struct ServeOnRedisTests {
+    static let token = "redis-admin-token"
+
+    /// Starts `weir serve` on `redis` with the admin token and `extra` arguments.
+    static func serve(_ redis: RedisServerProcess, _ extra: [String] = []) throws -> ServerProcess {
+        let directory = scratchDirectory()
+        let tokenFile = directory + "/admin-token"
+        try token.write(toFile: tokenFile, atomically: true, encoding: .utf8)
+        return try ServerProcess(arguments: [
+            "serve", "--port", "0", "--data", directory + "/registry", "--admin-token-file", tokenFile,
+            "--store", "redis://127.0.0.1:\(redis.port)", "--redis-prefix", "t\(UInt32.random(in: 0...UInt32.max)):",
+            "--registry-refresh-ms", "100",
+        ] + extra)
+    }
+
+    static func acquire(_ account: String, model: String = "MiniMax-M2") -> String {
+        #"{"account": "\#(account)", "api": "text", "model": "\#(model)"}"#
+    }
+
+    @Test("three instances, 200 concurrent clients, one account: exactly the limit is admitted across all of them")
+    func oneLimitAcrossInstances() async throws {
+        let redis = try await RedisServerProcess()
+        defer { redis.stop() }
+        let prefix = "shared\(UInt32.random(in: 0...UInt32.max)):"
+        // A generous command timeout: on this loaded 2-core machine a 50 ms timeout can
+        // fire, and then the `local` failure mode (which limits per instance) would decide.
+        let instances = try (0..<3).map { _ in try Self.serve(redis, ["--redis-prefix", prefix, "--store-timeout", "5000"]) }
+        var clients: [HTTPTestClient] = []
+        for instance in instances { clients.append(HTTPTestClient(port: try await instance.port(), adminToken: nil)) }
+        #expect(instances[0].output.contains("store: redis://127.0.0.1:\(redis.port)/0 (prefix \(prefix), on-store-failure local)"))
+
+        // The free tier allows 20 MiniMax-M2 requests per minute; the whole run takes far
+        // less than a minute, so every window containing it may admit at most 20.
+        let statuses = Locked<[UInt: Int]>([:])
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<200 {
+                let client = clients[index % 3]
+                group.addTask {
+                    for _ in 0..<3 {
+                        let answer = try await client.send(.POST, "/v1/acquire", Self.acquire("hammered"))
+                        statuses.value.withLock { $0[answer.status, default: 0] += 1 }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let counts = statuses.value.withLock { $0 }
+        #expect(counts[200] == 20, "exactly the limit, across three instances: \(counts)")
+        #expect(counts[429] == 580, "every other call denied, none failed: \(counts)")
+        // The denial cache answered some of the denials without a round trip, and
+        // changed no outcome (the counts above).
+        for client in clients {
+            let metrics = try await client.send(.GET, "/metrics").body
+            #expect(metrics.contains("weir_denial_cache_hits_total"))
+            #expect(metrics.contains("weir_store_fallback_decisions_total 0"), "Redis decided every call")
+        }
+        for instance in instances { instance.signal(SIGTERM) }
+        for instance in instances { #expect(await instance.exitStatus() == 0) }
+    }
+
+    @Test("a key and a recharge made through one instance are honoured by another within a second")
+    func registrySharedAcrossInstances() async throws {
+        let redis = try await RedisServerProcess()
+        defer { redis.stop() }
+        let prefix = "reg\(UInt32.random(in: 0...UInt32.max)):"
+        let first = try Self.serve(redis, ["--redis-prefix", prefix])
+        let second = try Self.serve(redis, ["--redis-prefix", prefix])
+        let one = HTTPTestClient(port: try await first.port(), adminToken: Self.token)
+        let two = HTTPTestClient(port: try await second.port(), adminToken: Self.token)
+
+        #expect(try await one.send(.PUT, "/admin/v1/accounts/acme", "{}").status == 201)
+        let key = try #require(try await one.send(.POST, "/admin/v1/accounts/acme/keys").json["api_key"] as? String)
+        let byKey = #"{"api_key": "\#(key)", "api": "text", "model": "MiniMax-M2-Stable"}"#
+        let seen = try await eventually(within: .seconds(1)) { try await two.send(.POST, "/v1/acquire", byKey).status == 200 }
+        #expect(seen, "the second instance accepts the key made through the first")
+
+        let recharged = try await one.send(.POST, "/admin/v1/accounts/acme/recharges", #"{"amount": 10}"#)
+        #expect(recharged.json["tier"] as? String == "paid")
+        let paid = try await eventually(within: .seconds(1)) {
+            try await two.send(.POST, "/v1/acquire", byKey).headers.first(name: "x-ratelimit-limit-requests") == "500"
+        }
+        #expect(paid, "the second instance applies the paid tier")
+        #expect(try await two.send(.GET, "/admin/v1/accounts/acme").json["tier"] as? String == "paid")
+
+        // Revoked through the second instance: refused by the first.
+        let prefixOfKey = try #require(try await two.send(.GET, "/admin/v1/accounts/acme").json["keys"] as? [[String: Any]]).first?["prefix"] as? String
+        #expect(try await two.send(.DELETE, "/admin/v1/keys/\(try #require(prefixOfKey))").status == 200)
+        let refused = try await eventually(within: .seconds(1)) { try await one.send(.POST, "/v1/acquire", byKey).status == 401 }
+        #expect(refused)
+        for server in [first, second] { #expect(!server.output.contains(key)) }
+    }
+
+    @Test("Redis killed mid-load: no failures, the local mode decides, /readyz degraded; back to Redis when it returns")
+    func redisOutageLocalMode() async throws {
+        let redis = try await RedisServerProcess()
+        defer { redis.stop() }
+        let server = try Self.serve(redis, ["--store-timeout", "50"])
+        let client = HTTPTestClient(port: try await server.port(), adminToken: nil)
+        #expect(try await client.send(.GET, "/readyz").json["status"] as? String == "ready")
+
+        let statuses = Locked<[UInt: Int]>([:])
+        let slowest = Locked<Duration>(.zero)
+        func load(_ calls: Int) async throws {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<16 {
+                    group.addTask {
+                        for call in 0..<calls {
+                            let started = ContinuousClock.now
+                            let answer = try await client.send(.POST, "/v1/acquire", Self.acquire("load\(index)-\(call % 4)"))
+                            let took = ContinuousClock.now - started
+                            statuses.value.withLock { $0[answer.status, default: 0] += 1 }
+                            slowest.value.withLock { $0 = max($0, took) }
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+        try await load(10)
+        redis.kill()
+        try await load(10)
+        let readiness = try await client.send(.GET, "/readyz")
+        #expect(readiness.status == 200)
+        #expect(readiness.json["status"] as? String == "degraded")
+        #expect(readiness.json["store_state"] as? String == "unreachable")
+        let metrics = try await client.send(.GET, "/metrics").body
+        #expect(metrics.contains("weir_store_degraded 1"))
+        #expect(!metrics.contains("weir_store_outages_total 0"))
+        #expect(!metrics.contains("weir_store_fallback_decisions_total 0"))
+
+        try redis.start()
+        let recovered = try await eventually(within: .seconds(10)) {
+            _ = try await client.send(.POST, "/v1/acquire", Self.acquire("probe"))
+            return try await client.send(.GET, "/readyz").json["status"] as? String == "ready"
+        }
+        #expect(recovered, "back on Redis by itself")
+        try await load(5)
+        let counts = statuses.value.withLock { $0 }
+        #expect(Set(counts.keys).isSubset(of: [200, 429]), "never a failure: \(counts)")
+        #expect(slowest.value.withLock { $0 } < .seconds(2), "no answer waits seconds")
+        server.signal(SIGTERM)
+        #expect(await server.exitStatus() == 0)
+    }
+
+    @Test("deny mode: 503 with Retry-After while Redis is down, and /readyz not ready")
+    func redisOutageDenyMode() async throws {
+        let redis = try await RedisServerProcess()
+        defer { redis.stop() }
+        let server = try Self.serve(redis, ["--on-store-failure", "deny"])
+        let client = HTTPTestClient(port: try await server.port(), adminToken: nil)
+        #expect(try await client.send(.POST, "/v1/acquire", Self.acquire("a")).status == 200)
+        redis.kill()
+        let denied = try await client.send(.POST, "/v1/acquire", Self.acquire("a"))
+        #expect(denied.status == 503)
+        #expect(denied.headers.first(name: "retry-after") == "1")
+        #expect((denied.json["error"] as? [String: Any])?["code"] as? String == "store_unavailable")
+        #expect(try await client.send(.GET, "/readyz").status == 503)
+        server.signal(SIGTERM)
+        #expect(await server.exitStatus() == 0)
+    }
+
+    @Test("a Redis restarted from its append-only file keeps the registry")
+    func registrySurvivesRedisRestart() async throws {
+        let directory = scratchDirectory()
+        let redis = try await RedisServerProcess(appendOnlyDirectory: directory)
+        defer { redis.stop() }
+        let prefix = "aof\(UInt32.random(in: 0...UInt32.max)):"
+        let first = try Self.serve(redis, ["--redis-prefix", prefix])
+        let one = HTTPTestClient(port: try await first.port(), adminToken: Self.token)
+        #expect(try await one.send(.PUT, "/admin/v1/accounts/acme", "{}").status == 201)
+        let recharged = try await one.send(.POST, "/admin/v1/accounts/acme/recharges", #"{"amount": 25}"#)
+        #expect(recharged.json["tier"] as? String == "paid")
+        first.signal(SIGTERM)
+        _ = await first.exitStatus()
+        redis.kill()
+        try redis.start()
+
+        let second = try Self.serve(redis, ["--redis-prefix", prefix])
+        let two = HTTPTestClient(port: try await second.port(), adminToken: Self.token)
+        let account = try await two.send(.GET, "/admin/v1/accounts/acme")
+        #expect(account.json["tier"] as? String == "paid")
+        #expect((account.json["recharges"] as? NSNumber)?.intValue == 25)
+        let acquired = try await two.send(.POST, "/v1/acquire", Self.acquire("acme", model: "MiniMax-M2-Stable"))
+        #expect(acquired.headers.first(name: "x-ratelimit-limit-requests") == "500")
+        second.signal(SIGTERM)
+        _ = await second.exitStatus()
+    }
+}
+
+/// Polls `condition` until it holds or `limit` passes (a wait for another process's
+/// event, bounded; not a sleep standing in for time). True when it held.
+func eventually(within limit: Duration, _ condition: () async throws -> Bool) async throws -> Bool {
+    let deadline = ContinuousClock.now + limit
+    while true {
+        if try await condition() { return true }
+        if ContinuousClock.now >= deadline { return false }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+}

