@@ -154,6 +154,11 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
+        // Release-build benchmark of the Redis store; see bench/redis.sh and BENCHMARKS.md.
+        .executableTarget(
+            name: "weir-redis-bench",
+            dependencies: ["WeirRedis", "WeirCore", .product(name: "NIOCore", package: "swift-nio")]
+        ),
         .testTarget(name: "WeirCoreTests", dependencies: ["WeirCore", "WeirConformance"]),
         .testTarget(
             name: "WeirRedisTests",

@@ -3,26 +3,41 @@ import NIOPosix
 import Synchronization
 import WeirCore
 
-/// A small Redis client: a fixed pool of connections, each shared by every caller
-/// (commands from concurrent tasks are pipelined on it), per-command timeouts,
-/// and reconnection with exponential backoff.
+/// A small Redis client for one server or a Redis Cluster: per server a fixed pool of
+/// connections, each shared by every caller (commands from concurrent tasks are
+/// pipelined on it), per-command timeouts, and reconnection with exponential backoff.
 ///
 /// **Failures.** Every transport problem (refused, closed, timed out, backing off)
 /// throws `StoreError` with `isTransient: true`, quickly: a caller never waits longer
-/// than the connect or command timeout, and while a connection backs off, calls on it
-/// fail at once. Error replies from Redis are returned as `RESPValue.error`, not thrown,
-/// except by `command(_:)`.
+/// than the connect or command timeout (per node asked), and while a connection backs
+/// off, calls on it fail at once. Error replies from Redis are returned as
+/// `RESPValue.error`, not thrown, except by `command(_:)`.
 ///
 /// **Reconnection.** A connection found closed is reopened by the next call that picks
 /// it; a failed attempt backs off (`initialBackoff`, doubling to `maximumBackoff`)
 /// before the next one. No background task: nothing runs while nobody calls.
+///
+/// **Redis Cluster**, transparently. The configured server is the seed. The client
+/// starts out sending everything to it; the first `MOVED` reply shows a cluster, and the
+/// client then reads the slot map (`CLUSTER SLOTS`) and from then on routes each command
+/// to the master serving the hash slot of its keys (CRC16 of the key or its `{hash
+/// tag}`), with a connection pool per node. A pipeline whose commands belong to several
+/// nodes is split into one batch per node, sent concurrently: the commands for one node
+/// keep their order, commands for different nodes have none between them. `MOVED` patches
+/// the map, refreshes it and retries on the named node; `ASK` retries once on the named
+/// node after `ASKING`; at most `maximumRedirects` hops per command. Commands without keys
+/// (`SCRIPT LOAD`, `PING`) go to the seed. A command whose keys span slots is refused
+/// (permanent `StoreError`). When a node cannot be reached (a master that died and was
+/// replaced by a replica), the call fails transiently and the client reads the map again
+/// from the first node that answers (at most every 100 ms), so later calls go to the new
+/// master. A standalone server never answers `MOVED`, so it pays nothing.
 ///
 /// Concurrency: thread-safe; methods suspend until the replies arrive.
 public final class RedisClient: Sendable {
     public struct Configuration: Sendable {
         public var host: String
         public var port: Int
-        /// Connections in the pool; commands are spread over them round-robin.
+        /// Connections in the pool of each server; commands are spread over them round-robin.
         public var connectionCount: Int
         /// How long one command (or pipelined batch) may wait for its replies.
         public var commandTimeout: TimeAmount
@@ -31,14 +46,16 @@ public final class RedisClient: Sendable {
         /// Wait after the first failed connection attempt; doubles after each failure.
         public var initialBackoff: TimeAmount
         public var maximumBackoff: TimeAmount
-        /// The database (`SELECT`), 0 by default.
+        /// The database (`SELECT`), 0 by default (a cluster only has database 0).
         public var database: Int
+        /// The most `MOVED`/`ASK` redirections one command follows before failing (transiently).
+        public var maximumRedirects: Int
 
         public init(
             host: String = "127.0.0.1", port: Int = 6379, connectionCount: Int = 2,
             commandTimeout: TimeAmount = .milliseconds(50), connectTimeout: TimeAmount = .milliseconds(250),
             initialBackoff: TimeAmount = .milliseconds(20), maximumBackoff: TimeAmount = .seconds(1),
-            database: Int = 0
+            database: Int = 0, maximumRedirects: Int = 5
         ) {
             self.host = host
             self.port = port
@@ -48,42 +65,80 @@ public final class RedisClient: Sendable {
             self.initialBackoff = initialBackoff
             self.maximumBackoff = maximumBackoff
             self.database = database
+            self.maximumRedirects = max(1, maximumRedirects)
         }
     }
 
+    /// What the client knows of the servers: the slot map once a `MOVED` showed a
+    /// cluster, and a pool for every node it has talked to.
+    struct Topology: Sendable {
+        var map: ClusterMap?
+        var nodes: [String: RedisNode]
+        var refreshing = false
+        /// No map refresh after a failure before this (one per `refreshInterval`).
+        var nextFailureRefresh = NIODeadline.distantPast
+    }
+
+    /// The least time between two map refreshes caused by failing nodes.
+    static let refreshInterval = TimeAmount.milliseconds(100)
+
     public let configuration: Configuration
     private let group: any EventLoopGroup
-    private let slots: [SlotBox]
-    private let nextSlot = Atomic<Int>(0)
+    private let seed: RedisNode
+    private let topology: Mutex<Topology>
 
     /// - Parameter group: the event loops connections run on; `MultiThreadedEventLoopGroup.singleton` by default.
     public init(configuration: Configuration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.configuration = configuration
         self.group = group
-        self.slots = (0..<configuration.connectionCount).map { _ in
-            SlotBox(ConnectionSlot(initialBackoff: configuration.initialBackoff))
-        }
+        let seed = RedisNode(host: configuration.host, port: configuration.port, configuration: configuration, group: group)
+        self.seed = seed
+        self.topology = Mutex(Topology(map: nil, nodes: [seed.endpoint: seed]))
     }
 
-    /// Closes every connection. Calls made afterwards reconnect.
+    /// Whether the client has found a Redis Cluster (after its first `MOVED`) and routes by slot.
+    public var isClusterMode: Bool {
+        topology.withLock { $0.map != nil }
+    }
+
+    /// The endpoint (`host:port`) the client would send a command on `key` to now.
+    public func endpoint(forKey key: String) -> String {
+        topology.withLock { $0.map?.node(for: HashSlot.slot(of: key)) } ?? seed.endpoint
+    }
+
+    /// Closes every connection to every node. Calls made afterwards reconnect.
     public func close() async {
-        for slot in slots {
-            let channel = slot.state.withLock { $0.takeChannel() }
-            try? await channel?.close()
-        }
+        let nodes = topology.withLock { Array($0.nodes.values) }
+        for node in nodes { await node.close() }
     }
 
-    /// Sends `commands` in one write on one connection and returns their replies, in order.
-    /// Error replies are returned, not thrown.
+    /// Sends `commands` and returns their replies, in order: in one write on one
+    /// connection to a standalone server; in a cluster, one write per node concerned.
+    /// Error replies are returned, not thrown (redirections are followed first).
     ///
-    /// - Throws: `StoreError` (transient) when no connection is available or the replies do
-    ///   not come within the command timeout.
+    /// - Throws: `StoreError` (transient) when no connection is available, the replies do
+    ///   not come within the command timeout or redirections do not end; (permanent) when
+    ///   one command's keys span cluster slots.
     public func pipeline(_ commands: [[String]]) async throws -> [RESPValue] {
-        let channel = try await connection()
-        let promise = channel.eventLoop.makePromise(of: [RESPValue].self)
-        channel.writeAndFlush(
-            RESPRequest(commands: commands, promise: promise, timeout: configuration.commandTimeout), promise: nil)
-        return try await promise.futureResult.get()
+        guard !commands.isEmpty else { return [] }
+        let (map, nodes) = topology.withLock { ($0.map, $0.nodes) }
+        var replies: [RESPValue]
+        if let map {
+            do {
+                replies = try await routed(commands, map: map, nodes: nodes)
+            } catch let error as StoreError where error.isTransient {
+                // A master that cannot be reached may have been replaced (failover): ask the
+                // others for the map, so that the next call goes where the slot lives now.
+                await refreshAfterFailure(map: map, nodes: nodes)
+                throw error
+            }
+        } else {
+            replies = try await seed.send(commands)
+        }
+        for index in replies.indices where ClusterRedirect(replies[index]) != nil {
+            replies[index] = try await follow(commands[index], from: replies[index])
+        }
+        return replies
     }
 
     /// Sends one command and returns its reply; an error reply throws a `StoreError`
@@ -97,148 +152,130 @@ public final class RedisClient: Sendable {
     public static func checked(_ value: RESPValue) throws -> RESPValue {
         guard let message = value.errorMessage else { return value }
         let code = message.prefix { $0 != " " }
-        let transient = ["LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN"].contains(String(code))
+        let transient = ["LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "MOVED", "ASK"].contains(String(code))
         throw StoreError("redis: \(message)", isTransient: transient)
     }
 
-    private var endpoint: String { "\(configuration.host):\(configuration.port)" }
+    // MARK: - Cluster routing
 
-    /// A connected channel from the pool, connecting or failing fast as the slot's state says.
-    private func connection() async throws -> any Channel {
-        let index = nextSlot.wrappingAdd(1, ordering: .relaxed).oldValue % slots.count
+    /// Sends each command to the node serving its slot: one batch per node, concurrently.
+    private func routed(_ commands: [[String]], map: ClusterMap, nodes: [String: RedisNode]) async throws -> [RESPValue] {
+        var batches: [(node: RedisNode, indices: [Int])] = []
+        for (index, command) in commands.enumerated() {
+            var target = batches.first?.node ?? seed
+            if let slot = try HashSlot.slot(of: command), let endpoint = map.node(for: slot) {
+                target = nodes[endpoint] ?? node(named: endpoint)
+            }
+            if let batch = batches.firstIndex(where: { $0.node === target }) {
+                batches[batch].indices.append(index)
+            } else {
+                batches.append((target, [index]))
+            }
+        }
+        if batches.count == 1 { return try await batches[0].node.send(commands) }
+        let plan = batches
+        var replies = [RESPValue](repeating: .bulkString(nil), count: commands.count)
+        try await withThrowingTaskGroup(of: (Int, [RESPValue]).self) { group in
+            for (number, batch) in plan.enumerated() {
+                let subset = batch.indices.map { commands[$0] }
+                group.addTask { (number, try await batch.node.send(subset)) }
+            }
+            for try await (number, answers) in group {
+                for (position, index) in plan[number].indices.enumerated() { replies[index] = answers[position] }
+            }
+        }
+        return replies
+    }
+
+    /// Follows `MOVED` and `ASK` for one command until a node answers it.
+    private func follow(_ command: [String], from first: RESPValue) async throws -> RESPValue {
+        var reply = first
+        var hops = 0
+        while let redirect = ClusterRedirect(reply) {
+            hops += 1
+            guard hops <= configuration.maximumRedirects else {
+                throw StoreError(
+                    "redis: more than \(configuration.maximumRedirects) cluster redirections (last: \(reply.errorMessage ?? ""))",
+                    isTransient: true)
+            }
+            let target = node(host: redirect.host.isEmpty ? configuration.host : redirect.host, port: redirect.port)
+            switch redirect.kind {
+            case .moved:
+                await learn(slot: redirect.slot, servedBy: target)
+                reply = try await target.send([command])[0]
+            case .ask:
+                reply = try await target.send([["ASKING"], command])[1]
+            }
+        }
+        return reply
+    }
+
+    /// Records that `node` serves `slot` at once, then reads the whole map from that node
+    /// (unless another caller is already doing so). A failed read keeps the patched map:
+    /// later `MOVED` replies correct it slot by slot.
+    private func learn(slot: Int, servedBy node: RedisNode) async {
+        let refresh = topology.withLock { state -> Bool in
+            var map = state.map ?? ClusterMap()
+            map.assign(slot, to: node.endpoint)
+            state.map = map
+            guard !state.refreshing else { return false }
+            state.refreshing = true
+            return true
+        }
+        guard refresh else { return }
+        let fresh = try? await ClusterMap(
+            slotsReply: Self.checked(node.send([["CLUSTER", "SLOTS"]])[0]), defaultHost: node.host)
+        topology.withLock { state in
+            state.refreshing = false
+            if let fresh, !fresh.nodes.isEmpty { state.map = fresh }
+        }
+        if let fresh {
+            for endpoint in fresh.nodes { _ = self.node(named: endpoint) }
+        }
+    }
+
+    /// Reads the map from the first node that answers, seed first (at most once per
+    /// `refreshInterval`, and not while another refresh runs).
+    private func refreshAfterFailure(map: ClusterMap, nodes: [String: RedisNode]) async {
         let now = NIODeadline.now()
-        // The attempt is opened under the lock (opening only schedules work on an event
-        // loop), so that concurrent callers wait for it rather than open more.
-        let (action, opened) = slots[index].state.withLock { slot -> (ConnectionSlot.Action, Bool) in
-            let action = slot.next(now: now)
-            guard case .connect = action else { return (action, false) }
-            let future = open()
-            slot.connecting(future)
-            return (.wait(future), true)
+        let go = topology.withLock { state -> Bool in
+            guard !state.refreshing, now >= state.nextFailureRefresh else { return false }
+            state.refreshing = true
+            state.nextFailureRefresh = now + Self.refreshInterval
+            return true
         }
-        switch action {
-        case .use(let channel):
-            return channel
-        case .wait(let future):
-            if opened {
-                future.whenComplete { [configuration] result in
-                    self.slots[index].state.withLock { slot in
-                        switch result {
-                        case .success(let channel): slot.connected(channel)
-                        case .failure: slot.failed(now: .now(), maximumBackoff: configuration.maximumBackoff)
-                        }
-                    }
-                }
-            }
-            return try await future.get()
-        case .failFast(let remaining):
-            throw StoreError(
-                "redis \(endpoint): unreachable, next attempt in \(max(0, remaining.nanoseconds / 1_000_000)) ms",
-                isTransient: true)
-        case .connect:
-            preconditionFailure("a connect action is turned into a wait under the lock")
+        guard go else { return }
+        var fresh: ClusterMap?
+        for endpoint in [seed.endpoint] + map.nodes where fresh == nil {
+            let node = nodes[endpoint] ?? self.node(named: endpoint)
+            fresh = try? await ClusterMap(
+                slotsReply: Self.checked(node.send([["CLUSTER", "SLOTS"]])[0]), defaultHost: node.host)
+            if fresh?.nodes.isEmpty == true { fresh = nil }
+        }
+        topology.withLock { state in
+            state.refreshing = false
+            if let fresh { state.map = fresh }
+        }
+        if let fresh {
+            for endpoint in fresh.nodes { _ = self.node(named: endpoint) }
         }
     }
 
-    private func open() -> EventLoopFuture<any Channel> {
-        let endpoint = self.endpoint
-        let database = configuration.database
-        let timeout = configuration.commandTimeout
-        return ClientBootstrap(group: group)
-            .connectTimeout(configuration.connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelOption(.socketOption(.so_keepalive), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(RESPChannelHandler(endpoint: endpoint))
-                }
-            }
-            .connect(host: configuration.host, port: configuration.port)
-            .flatMapErrorThrowing { error -> any Channel in
-                throw StoreError("redis \(endpoint): cannot connect: \(error)", isTransient: true)
-            }
-            .flatMap { (channel: any Channel) -> EventLoopFuture<any Channel> in
-                guard database != 0 else { return channel.eventLoop.makeSucceededFuture(channel) }
-                let promise = channel.eventLoop.makePromise(of: [RESPValue].self)
-                channel.writeAndFlush(
-                    RESPRequest(commands: [["SELECT", String(database)]], promise: promise, timeout: timeout), promise: nil)
-                return promise.futureResult.flatMapThrowing { replies in
-                    _ = try RedisClient.checked(replies[0])
-                    return channel
-                }
-            }
-    }
-}
-
-/// A slot's lock, in a class so that the pool can keep slots in an array.
-final class SlotBox: Sendable {
-    let state: Mutex<ConnectionSlot>
-
-    init(_ slot: ConnectionSlot) {
-        self.state = Mutex(slot)
-    }
-}
-
-/// One connection of the pool as a state machine: each event is a mutating method,
-/// and `next(now:)` says what the caller does after leaving the lock.
-struct ConnectionSlot: Sendable {
-    enum State: Sendable {
-        case idle
-        case connecting(EventLoopFuture<any Channel>)
-        case connected(any Channel)
-        /// The last attempt failed: no new attempt before `until`.
-        case backingOff(until: NIODeadline)
-    }
-
-    enum Action {
-        case use(any Channel)
-        case wait(EventLoopFuture<any Channel>)
-        /// Open a connection, then report it with `connecting(_:)`.
-        case connect
-        case failFast(remaining: TimeAmount)
-    }
-
-    private(set) var state: State = .idle
-    private let initialBackoff: TimeAmount
-    private var backoff: TimeAmount
-
-    init(initialBackoff: TimeAmount) {
-        self.initialBackoff = initialBackoff
-        self.backoff = initialBackoff
-    }
-
-    mutating func next(now: NIODeadline) -> Action {
-        switch state {
-        case .connected(let channel) where channel.isActive:
-            return .use(channel)
-        case .connecting(let future):
-            return .wait(future)
-        case .backingOff(let until) where now < until:
-            return .failFast(remaining: until - now)
-        case .idle, .connected, .backingOff:
-            // Claim the attempt now, so that concurrent callers wait for it rather than open more.
-            state = .idle
-            return .connect
+    private func node(named endpoint: String) -> RedisNode {
+        guard let colon = endpoint.lastIndex(of: ":"), let port = Int(endpoint[endpoint.index(after: colon)...]) else {
+            return seed
         }
+        return node(host: String(endpoint[..<colon]), port: port)
     }
 
-    mutating func connecting(_ future: EventLoopFuture<any Channel>) {
-        if case .idle = state { state = .connecting(future) }
-    }
-
-    mutating func connected(_ channel: any Channel) {
-        state = .connected(channel)
-        backoff = initialBackoff
-    }
-
-    mutating func failed(now: NIODeadline, maximumBackoff: TimeAmount) {
-        state = .backingOff(until: now + backoff)
-        backoff = min(maximumBackoff, backoff + backoff)
-    }
-
-    mutating func takeChannel() -> (any Channel)? {
-        defer { state = .idle }
-        if case .connected(let channel) = state { return channel }
-        return nil
+    /// The pool for `host:port`, created on first use.
+    private func node(host: String, port: Int) -> RedisNode {
+        let endpoint = RedisNode.endpoint(host: host, port: port)
+        return topology.withLock { state in
+            if let node = state.nodes[endpoint] { return node }
+            let node = RedisNode(host: host, port: port, configuration: configuration, group: group)
+            state.nodes[endpoint] = node
+            return node
+        }
     }
 }

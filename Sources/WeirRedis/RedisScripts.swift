@@ -7,19 +7,27 @@
 /// read, the arithmetic and the writes of every dimension of a call are one step with
 /// respect to every other client, in one round trip.
 ///
-/// **Exact arithmetic.** Lua numbers in Redis are doubles, exact only below 2^53, while
-/// Weir's values are 64-bit: nanosecond times (Redis `TIME` gives about 1.8e18 ns since
-/// 1970, above 2^53 = 9.0e15), limits, windows and their 128-bit products in GCRA. So the
-/// scripts SPLIT: every number is an array of base-10^7 limbs (least significant first),
-/// read from and written as decimal strings. A limb is below 10^7; a limb product below
-/// 10^14; a column sum in a multiplication adds at most 6 such products and carries, far
-/// below 2^53; so every double operation is on integers below 2^53 and exact. Division
-/// is schoolbook, one base-10^7 digit at a time: the digit is estimated in floating point
-/// (its error is far below 1 because the true digit is below 10^7) and then corrected
-/// exactly by comparison, so quotients and remainders are exact too. Results saturate at
-/// 2^64 - 1 as `WideArithmetic` does. This covers every `UInt64` time, limit and window
-/// Weir accepts, with no range restriction: the scripts compute exactly what `GCRA`,
-/// `SlidingWindowLog` and `KeyState` compute in Swift.
+/// **Exact arithmetic, fast where it can be.** Lua numbers in Redis are doubles, exact
+/// only below 2^53, while Weir's values are 64-bit: nanosecond times (Redis `TIME` gives
+/// about 1.8e18 ns since 1970, above 2^53 = 9.0e15), limits, windows and their 128-bit
+/// products in GCRA. Nothing here trades accuracy for speed: the scripts compute exactly
+/// what `GCRA`, `SlidingWindowLog` and `KeyState` compute in Swift, saturating at
+/// 2^64 - 1 as `WideArithmetic` does, with no range restriction. Two representations:
+/// - *Fast*: a count or duration below 9e15 is a Lua number. A time is held as its
+///   offset from the call's epoch (the whole second of its `now`), a number while that
+///   offset is within ±9e15 (about 104 days either way). Sums, differences and
+///   comparisons run in doubles when operands and result are provably below 2^53.
+///   `a * b / c` (GCRA) runs in doubles when the product is below 9e15; otherwise the
+///   quotient is estimated in doubles (within 1 when it is below 4e15 and c below 1e15)
+///   and corrected with the exact remainder, computed from both products split into
+///   base-2^18 digits (every partial product below 2^36).
+/// - *Exact limbs*: anything else is an array of base-10^7 limbs (least significant
+///   first), as are times outside the offset range (marked before or after it). A limb
+///   is below 10^7; a limb product below 10^14; a column sum in a multiplication adds at
+///   most 6 such products and carries, far below 2^53; division is schoolbook, one
+///   base-10^7 digit at a time, each estimated in floating point and corrected exactly.
+///   Every operation falls back to the limbs when its fast guard fails, and a result
+///   small enough turns back into a number, so a call only pays for its large values.
 ///
 /// **Keys** (all with the hash tag `{account|scope}`, so one call touches one cluster slot):
 /// - KEYS[1] `P{a|s}`        hash: `rtat`, `ttat` (GCRA TATs), `rsum`, `tsum` (log totals)
@@ -31,9 +39,11 @@
 /// Limits travel as specs `A LIMIT WINDOW BURST` (`A` = `g` for GCRA, `s` for sliding
 /// window; concurrency uses the same shape), or the empty string when absent.
 ///
-/// **Expiry.** Every key a script touches gets a PEXPIRE at the moment it would carry
-/// no information any more (buckets full, logs empty, slots expired), plus a grace, and
-/// a TTL is never shortened; so idle keys vanish and nothing live is lost.
+/// **Expiry.** After a call that added information (a later TAT, a log entry, a slot),
+/// every key of the limit gets a PEXPIRE at the moment it would carry no information any
+/// more (buckets full, logs empty, slots expired), plus a grace, and a TTL is never
+/// shortened; so idle keys vanish and nothing live is lost. A call that only denies,
+/// prunes or frees leaves the TTLs alone: it cannot push that moment later.
 ///
 /// **Time.** ARGV[1] is the time in nanoseconds, or empty for Redis's own clock
 /// (`TIME`, microseconds, scaled to nanoseconds).
@@ -95,8 +105,6 @@ local function sat(a)
 end
 local function addsat(a, b) return sat(add(a, b)) end
 local function subsat(a, b) if cmp(a, b) <= 0 then return ZERO end return sat(sub(a, b)) end
-local function umax(a, b) if cmp(a, b) >= 0 then return a end return b end
-local function umin(a, b) if cmp(a, b) <= 0 then return a end return b end
 local function mul(a, b)
   local r = {}
   for i = 1, #a + #b do r[i] = 0 end
@@ -156,183 +164,414 @@ local function divmod(a, c)
   end
   return q, r
 end
-local function mdfloor(a, b, c) local q = divmod(mul(a, b), c); return sat(q) end
-local function mdceil(a, b, c)
-  local q, r = divmod(mul(a, b), c)
-  if not iszero(r) then q = add(q, ONE) end
-  return sat(q)
+
+-- Fast values. A count or duration is a Lua number when below FB = 9e15 (< 2^53, so
+-- exact), else limbs (then always >= FB). Every operation below computes in doubles
+-- only where the operands and the result are provably below 2^53, and otherwise falls
+-- back to the limbs above; so results are exact either way.
+local FB, T18, fmod, floor = 9e15, 262144, math.fmod, math.floor
+local function dnorm(L)
+  for i = 4, #L do if L[i] ~= 0 then return L end end
+  local top = L[3] or 0
+  if top < 90 then return (L[1] or 0) + (L[2] or 0) * B + top * 1e14 end
+  return L
 end
-local function num(n) return N(string.format('%d', n)) end
+local function dabs(x) if type(x) == 'number' then return N(string.format('%.0f', x)) end return x end
+local function DN(s) if #s <= 15 then return tonumber(s) end return dnorm(N(s)) end
+local function DS(x) if type(x) == 'number' then return string.format('%.0f', x) end return S(x) end
+local function dcmp(a, b)
+  local na, nb = type(a) == 'number', type(b) == 'number'
+  if na and nb then
+    if a < b then return -1 elseif a > b then return 1 end
+    return 0
+  end
+  if na then return -1 end
+  if nb then return 1 end
+  return cmp(a, b)
+end
+local function dmax(a, b) if dcmp(a, b) >= 0 then return a end return b end
+local function dmin(a, b) if dcmp(a, b) <= 0 then return a end return b end
+local function dadd(a, b)
+  if type(a) == 'number' and type(b) == 'number' then
+    local r = a + b
+    if r < FB then return r end
+  end
+  return dnorm(sat(add(dabs(a), dabs(b))))
+end
+-- a - b, for a >= b.
+local function dsub(a, b)
+  if type(a) == 'number' and type(b) == 'number' then return a - b end
+  return dnorm(sub(dabs(a), dabs(b)))
+end
+local function dsubsat(a, b) if dcmp(a, b) <= 0 then return 0 end return dsub(a, b) end
+local function iszerod(a) return a == 0 end
+-- The three base-2^18 digits of a < 2^53, least significant first.
+local function split(a)
+  local a0 = fmod(a, T18)
+  a = (a - a0) / T18
+  local a1 = fmod(a, T18)
+  return a0, a1, (a - a1) / T18
+end
+-- The exact product a * b (a, b < 2^53) as six base-2^18 digits, least significant
+-- first: every partial product is below 2^36 and every column below 2^39.
+local function prod(a, b)
+  local a0, a1, a2 = split(a)
+  local b0, b1, b2 = split(b)
+  local c0, c1 = a0 * b0, a0 * b1 + a1 * b0
+  local c2, c3, c4 = a0 * b2 + a1 * b1 + a2 * b0, a1 * b2 + a2 * b1, a2 * b2
+  local r0 = fmod(c0, T18); c1 = c1 + (c0 - r0) / T18
+  local r1 = fmod(c1, T18); c2 = c2 + (c1 - r1) / T18
+  local r2 = fmod(c2, T18); c3 = c3 + (c2 - r2) / T18
+  local r3 = fmod(c3, T18); c4 = c4 + (c3 - r3) / T18
+  local r4 = fmod(c4, T18)
+  return r0, r1, r2, r3, r4, (c4 - r4) / T18
+end
+-- Compares a * b with c * d.
+local function mulcmp(a, b, c, d)
+  if type(a) == 'number' and type(b) == 'number' and type(c) == 'number' and type(d) == 'number' then
+    local p, q = a * b, c * d
+    -- Below FB the products are exact; far apart, their roundings (relative error
+    -- below 2^-52) cannot change the order.
+    if (p < FB and q < FB) or p < q * 0.9999999999 or p > q * 1.0000000001 then
+      if p < q then return -1 elseif p > q then return 1 end
+      return 0
+    end
+    local p0, p1, p2, p3, p4, p5 = prod(a, b)
+    local q0, q1, q2, q3, q4, q5 = prod(c, d)
+    local ps, qs = {p5, p4, p3, p2, p1, p0}, {q5, q4, q3, q2, q1, q0}
+    for i = 1, 6 do
+      if ps[i] < qs[i] then return -1 elseif ps[i] > qs[i] then return 1 end
+    end
+    return 0
+  end
+  return cmp(mul(dabs(a), dabs(b)), mul(dabs(c), dabs(d)))
+end
+-- floor(a * b / c), or the ceiling when `up`; saturating at 2^64 - 1 (c > 0).
+local function muldiv(a, b, c, up)
+  if type(a) == 'number' and type(b) == 'number' and type(c) == 'number' and c < 1e15 then
+    local p = a * b
+    if p < FB then
+      local r = fmod(p, c)
+      local q = (p - r) / c
+      if up and r > 0 then q = q + 1 end
+      return q
+    end
+    -- The quotient in doubles is within 1 of the true one (relative error below
+    -- 2^-51, quotient below 4e15); the remainder of that estimate, computed exactly
+    -- from the digits of both products, is below 2c < 2^51 in magnitude, so every
+    -- step of its Horner sum is exact; then it is corrected to [0, c).
+    local q = floor(p / c)
+    if q < 4e15 then
+      local p0, p1, p2, p3, p4, p5 = prod(a, b)
+      local q0, q1, q2, q3, q4, q5 = prod(q, c)
+      local r = (((((p5 - q5) * T18 + (p4 - q4)) * T18 + (p3 - q3)) * T18 + (p2 - q2)) * T18 + (p1 - q1)) * T18 + (p0 - q0)
+      while r < 0 do q = q - 1; r = r + c end
+      while r >= c do q = q + 1; r = r - c end
+      if up and r > 0 then q = q + 1 end
+      return q
+    end
+  end
+  local q, r = divmod(mul(dabs(a), dabs(b)), dabs(c))
+  if up and not iszero(r) then q = add(q, ONE) end
+  return dnorm(sat(q))
+end
+local function mdfloor(a, b, c) return muldiv(a, b, c, false) end
+local function mdceil(a, b, c) return muldiv(a, b, c, true) end
+-- Whole milliseconds in a duration, rounded up.
+local function msceil(d)
+  if type(d) == 'number' then
+    local r = fmod(d, 1e6)
+    local q = (d - r) / 1e6
+    if r > 0 then q = q + 1 end
+    return q
+  end
+  local q, r = divmod(d, N('1000000'))
+  if not iszero(r) then q = add(q, ONE) end
+  return approx(sat(q))
+end
+
+-- Times. Unix times in ns are above 2^53, so a time is held as its offset from an epoch
+-- E (the whole second of the call's `now`): a Lua number while within [TLO, THI] (both
+-- below 2^53 in magnitude and inside [0, 2^64 - 1] in absolute terms), else the
+-- absolute time in limbs with `side` = -1 (before the numbers' range) or 1 (after).
+local ES, TLO, THI = 0, 0, FB
+local function epoch(sec)
+  ES = sec
+  if sec < 9000000 then TLO = -sec * 1e9 else TLO = -FB end
+  local room = 18446744073 - sec
+  if room < 8000000 then THI = room * 1e9 + 709551615 else THI = FB end
+end
+local function TN(s)
+  local n, sec, ns = #s, 0, 0
+  if n > 9 then sec = tonumber(string.sub(s, 1, n - 9)); ns = tonumber(string.sub(s, n - 8)) else ns = tonumber(s) end
+  local ds = sec - ES
+  if ds > -9000000 and ds < 9000000 then
+    local x = ds * 1e9 + ns
+    if x >= TLO and x <= THI then return x end
+  end
+  local L = N(s)
+  if ds < 0 then L.side = -1 else L.side = 1 end
+  return L
+end
+local function TS(x)
+  if type(x) ~= 'number' then return S(x) end
+  local ns = fmod(x, 1e9)
+  if ns < 0 then ns = ns + 1e9 end
+  local sec = ES + (x - ns) / 1e9
+  if sec > 0 then return string.format('%d%09d', sec, ns) end
+  return string.format('%d', ns)
+end
+local function tabs(x) if type(x) == 'number' then return N(TS(x)) end return x end
+local function tnorm(L) return TN(S(L)) end
+local function tcmp(a, b)
+  local na, nb = type(a) == 'number', type(b) == 'number'
+  if na and nb then
+    if a < b then return -1 elseif a > b then return 1 end
+    return 0
+  end
+  if na then return -b.side end
+  if nb then return a.side end
+  return cmp(a, b)
+end
+local function tmax(a, b) if tcmp(a, b) >= 0 then return a end return b end
+-- The duration a - b, for a >= b.
+local function tdiff(a, b)
+  if type(a) == 'number' and type(b) == 'number' then
+    local d = a - b
+    if d < FB then return d end
+  end
+  return dnorm(sub(tabs(a), tabs(b)))
+end
+local function tdiffsat(a, b) if tcmp(a, b) <= 0 then return 0 end return tdiff(a, b) end
+-- t + d, saturating at 2^64 - 1.
+local function tadd(t, d)
+  if type(t) == 'number' and type(d) == 'number' then
+    local r = t + d
+    if r <= THI then return r end
+  end
+  return tnorm(addsat(tabs(t), dabs(d)))
+end
+-- t - d, saturating at 0.
+local function tsubd(t, d)
+  if type(t) == 'number' and type(d) == 'number' then
+    local r = t - d
+    if r >= TLO then return r end
+  end
+  return tnorm(subsat(tabs(t), dabs(d)))
+end
 
 local function clock(arg)
-  if arg ~= '' then return N(arg) end
-  local t = redis.call('TIME')
-  return N(t[1] .. string.format('%06d', tonumber(t[2])) .. '000')
+  local sec, ns
+  if arg ~= '' then
+    if #arg > 9 then sec = tonumber(string.sub(arg, 1, -10)); ns = tonumber(string.sub(arg, -9)) else sec = 0; ns = tonumber(arg) end
+  else
+    local t = redis.call('TIME')
+    sec = tonumber(t[1]); ns = tonumber(t[2]) * 1000
+  end
+  epoch(sec)
+  return ns
 end
 local function limit(spec)
   if spec == nil or spec == '' then return nil end
   local a, l, w, b = string.match(spec, '^(%a) (%d+) (%d+) (%d+)$')
-  return {alg = a, limit = N(l), window = N(w), burst = N(b)}
+  return {alg = a, limit = DN(l), window = DN(w), burst = DN(b)}
 end
 local function limits(r, t, c, s)
   return {r = limit(r), t = limit(t), c = limit(c), shadow = s == '1'}
 end
 
 local K_STATE, K_RLOG, K_TLOG, K_SLOTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- Whether this call added information (a later TAT, a log entry, a slot): only then can
+-- the keys need to live longer (pruning and freeing only shorten what they hold).
+local grew = false
 local tats = {}
 local function tat(d)
   if tats[d] == nil then
     local v = redis.call('HGET', K_STATE, d .. 'tat')
-    if v then tats[d] = N(v) else tats[d] = ZERO end
+    if v then tats[d] = TN(v) else tats[d] = TN('0') end
   end
   return tats[d]
 end
 local function settat(d, v)
   tats[d] = v
-  redis.call('HSET', K_STATE, d .. 'tat', S(v))
+  grew = true
+  redis.call('HSET', K_STATE, d .. 'tat', TS(v))
 end
 
 -- GCRA, as in GCRA.swift.
 local function gcra_admit(cost, t, now, L)
-  local start = umax(t, now)
-  local debt = sub(start, now)
-  local room = sub(L.burst, cost)
-  if cmp(mul(debt, L.limit), mul(room, L.window)) <= 0 then
-    return true, addsat(start, mdceil(cost, L.window, L.limit)), ZERO
+  local start = tmax(t, now)
+  local debt = tdiff(start, now)
+  local room = dsub(L.burst, cost)
+  if mulcmp(debt, L.limit, room, L.window) <= 0 then
+    return true, tadd(start, mdceil(cost, L.window, L.limit)), 0
   end
   local slack = mdfloor(room, L.window, L.limit)
-  return false, t, sub(sub(start, slack), now)
+  return false, t, tdiff(tsubd(start, slack), now)
 end
 local function gcra_remaining(t, now, L)
-  if cmp(t, now) <= 0 then return L.burst end
-  return subsat(L.burst, mdceil(sub(t, now), L.limit, L.window))
+  if tcmp(t, now) <= 0 then return L.burst end
+  return dsubsat(L.burst, mdceil(tdiff(t, now), L.limit, L.window))
 end
 local function gcra_refund(units, t, now, L)
-  if cmp(t, now) <= 0 then return t end
-  return umax(subsat(t, mdfloor(units, L.window, L.limit)), now)
+  if tcmp(t, now) <= 0 then return t end
+  return tmax(tsubd(t, mdfloor(units, L.window, L.limit)), now)
 end
 local function gcra_charge(units, t, now, L)
-  return addsat(umax(t, now), mdceil(units, L.window, L.limit))
+  return tadd(tmax(t, now), mdceil(units, L.window, L.limit))
 end
 
 -- Sliding-window logs, as in SlidingWindowLog.swift: entries `time:cost`, oldest first.
 local logs = {r = {key = K_RLOG, field = 'rsum'}, t = {key = K_TLOG, field = 'tsum'}}
 local function entry(raw)
   local t, c = string.match(raw, '^(%d+):(%d+)$')
-  return N(t), N(c)
+  return TN(t), DN(c)
 end
 local function total(lg)
   if lg.total == nil then
     local v = redis.call('HGET', K_STATE, lg.field)
-    if v then lg.total = N(v) else lg.total = ZERO end
+    if v then lg.total = DN(v) else lg.total = 0 end
   end
   return lg.total
 end
 local function settotal(lg, v)
   lg.total = v
-  redis.call('HSET', K_STATE, lg.field, S(v))
+  redis.call('HSET', K_STATE, lg.field, DS(v))
 end
+-- The newest entry's time (nil when the log is empty), read once per call and kept
+-- up to date by `append` and `prune`.
 local function newest(lg)
-  local raw = redis.call('LINDEX', lg.key, -1)
-  if not raw then return nil end
-  return (entry(raw))
+  if lg.newest == nil then
+    local raw = redis.call('LINDEX', lg.key, -1)
+    if raw then lg.newest = (entry(raw)) else lg.newest = false end
+  end
+  return lg.newest or nil
 end
 local function effective(lg, now)
   local t = newest(lg)
   if t == nil then return now end
-  return umax(now, t)
+  return tmax(now, t)
 end
 local function prune(lg, now, window)
   local sum, removed = total(lg), false
   while true do
     local raw = redis.call('LINDEX', lg.key, 0)
-    if not raw then break end
+    if not raw then
+      -- An empty log counts nothing, even when its list expired before the state
+      -- hash holding its total (the hash may live longer for another dimension).
+      if dcmp(sum, 0) ~= 0 then sum = 0; removed = true end
+      break
+    end
     local t, c = entry(raw)
-    if cmp(addsat(t, window), now) > 0 then break end
+    if tcmp(tadd(t, window), now) > 0 then break end
     redis.call('LPOP', lg.key)
-    sum = sub(sum, c)
+    lg.newest = nil
+    sum = dsub(sum, c)
     removed = true
   end
-  if removed then settotal(lg, sat(sum)) end
+  if removed then settotal(lg, sum) end
 end
 local function wait(lg, cost, lim, window, now)
   local counting = total(lg)
-  if cmp(addsat(counting, cost), lim) <= 0 then return ZERO end
+  if dcmp(dadd(counting, cost), lim) <= 0 then return 0 end
   local items = redis.call('LRANGE', lg.key, 0, -1)
   for i = 1, #items do
     local t, c = entry(items[i])
-    counting = sat(sub(counting, c))
-    if cmp(addsat(counting, cost), lim) <= 0 then return subsat(addsat(t, window), now) end
+    counting = dsub(counting, c)
+    if dcmp(dadd(counting, cost), lim) <= 0 then return tdiffsat(tadd(t, window), now) end
   end
   error('weir: a cost within the limit must fit once the log is empty')
 end
 local function append(lg, cost, time)
-  if iszero(cost) then return end
-  settotal(lg, addsat(total(lg), cost))
+  if iszerod(cost) then return end
+  grew = true
+  settotal(lg, dadd(total(lg), cost))
   local raw = redis.call('LINDEX', lg.key, -1)
   if raw then
     local t, c = entry(raw)
-    if cmp(t, time) == 0 then
-      redis.call('LSET', lg.key, -1, S(t) .. ':' .. S(addsat(c, cost)))
+    if tcmp(t, time) == 0 then
+      redis.call('LSET', lg.key, -1, TS(t) .. ':' .. DS(dadd(c, cost)))
       return
     end
   end
-  redis.call('RPUSH', lg.key, S(time) .. ':' .. S(cost))
+  redis.call('RPUSH', lg.key, TS(time) .. ':' .. DS(cost))
+  lg.newest = time
 end
 local function refundlog(lg, cost, time)
   local items = redis.call('LRANGE', lg.key, 0, -1)
   for i = 1, #items do
     local t, c = entry(items[i])
-    local order = cmp(t, time)
+    local order = tcmp(t, time)
     if order >= 0 then
-      if order > 0 then return ZERO end
-      local taken = umin(cost, c)
-      redis.call('LSET', lg.key, i - 1, S(t) .. ':' .. S(sub(c, taken)))
-      settotal(lg, sat(sub(total(lg), taken)))
+      if order > 0 then return 0 end
+      local taken = dmin(cost, c)
+      redis.call('LSET', lg.key, i - 1, TS(t) .. ':' .. DS(dsub(c, taken)))
+      settotal(lg, dsub(total(lg), taken))
       return taken
     end
   end
-  return ZERO
+  return 0
 end
 local function logreset(lg, window, now)
   local t = newest(lg)
-  if t == nil then return ZERO end
-  return subsat(addsat(t, window), now)
+  if t == nil then return 0 end
+  return tdiffsat(tadd(t, window), now)
 end
 
--- Concurrency slots: frees those expired at `now`; returns the number held and the latest expiry.
+-- Concurrency slots: frees those expired at `now`; returns the number held and the
+-- latest expiry (nil when none). Read once per call, then kept up to date by `hold`
+-- and `release`.
+local held, latest = nil, nil
 local function slots(now)
-  local all = redis.call('HGETALL', K_SLOTS)
-  local held, latest = 0, ZERO
-  for i = 1, #all, 2 do
-    local exp = N(all[i + 1])
-    if cmp(exp, now) <= 0 then
-      redis.call('HDEL', K_SLOTS, all[i])
-    else
-      held = held + 1
-      latest = umax(latest, exp)
+  if held == nil then
+    local all = redis.call('HGETALL', K_SLOTS)
+    held = 0
+    for i = 1, #all, 2 do
+      local exp = TN(all[i + 1])
+      if tcmp(exp, now) <= 0 then
+        redis.call('HDEL', K_SLOTS, all[i])
+      else
+        held = held + 1
+        if latest == nil then latest = exp else latest = tmax(latest, exp) end
+      end
     end
   end
   return held, latest
+end
+local function hold(lease, exp, now)
+  slots(now)
+  -- At now = 2^64 - 1 a slot expires as it is taken (KeyState drops it at once).
+  if tcmp(exp, now) <= 0 then return end
+  grew = true
+  if redis.call('HSET', K_SLOTS, lease, TS(exp)) == 0 then
+    held, latest = nil, nil
+    return
+  end
+  held = held + 1
+  if latest == nil then latest = exp else latest = tmax(latest, exp) end
+end
+local function release(lease)
+  redis.call('HDEL', K_SLOTS, lease)
+  held, latest = nil, nil
 end
 
 -- Statuses, as KeyState.statuses: nine strings (limit, remaining, reset) x (requests, tokens, concurrency).
 local function status(d, L, now)
   if L.alg == 'g' then
     local t = tat(d)
-    return {S(L.limit), S(gcra_remaining(t, now, L)), S(subsat(t, now))}
+    return {DS(L.limit), DS(gcra_remaining(t, now, L)), DS(tdiffsat(t, now))}
   end
   local lg = logs[d]
   prune(lg, effective(lg, now), L.window)
-  return {S(L.limit), S(subsat(L.limit, total(lg))), S(logreset(lg, L.window, now))}
+  return {DS(L.limit), DS(dsubsat(L.limit, total(lg))), DS(logreset(lg, L.window, now))}
 end
 local function statuses(LS, now)
   local out = {'', '', '', '', '', '', '', '', ''}
   if LS.r then local s = status('r', LS.r, now); out[1], out[2], out[3] = s[1], s[2], s[3] end
   if LS.t then local s = status('t', LS.t, now); out[4], out[5], out[6] = s[1], s[2], s[3] end
   if LS.c then
-    local held = slots(now)
-    out[7], out[8], out[9] = S(LS.c.limit), S(subsat(LS.c.limit, num(held))), '0'
+    local n = slots(now)
+    out[7], out[8], out[9] = DS(LS.c.limit), DS(dsubsat(LS.c.limit, n)), '0'
   end
   return out
 end
@@ -344,16 +583,15 @@ local function extend(key, ms)
   if current == -1 or current < ms then redis.call('PEXPIRE', key, string.format('%.0f', ms)) end
 end
 local function expire(LS, now, grace)
-  local idle = umax(subsat(tat('r'), now), subsat(tat('t'), now))
+  if not grew then return end
+  local idle = dmax(tdiffsat(tat('r'), now), tdiffsat(tat('t'), now))
   for d, lg in pairs(logs) do
     local L = LS[d]
-    if L and L.alg == 's' then idle = umax(idle, logreset(lg, L.window, now)) end
+    if L and L.alg == 's' then idle = dmax(idle, logreset(lg, L.window, now)) end
   end
-  local held, latest = slots(now)
-  if held > 0 then idle = umax(idle, subsat(latest, now)) end
-  local q, r = divmod(idle, N('1000000'))
-  if not iszero(r) then q = add(q, ONE) end
-  local ms = approx(sat(q)) + grace
+  local n, last = slots(now)
+  if n > 0 then idle = dmax(idle, tdiffsat(last, now)) end
+  local ms = msceil(idle) + grace
   for _, key in ipairs({K_STATE, K_RLOG, K_TLOG, K_SLOTS}) do extend(key, ms) end
   return ms
 end
@@ -369,14 +607,14 @@ local function capacity(L) if L.alg == 'g' then return L.burst end return L.limi
     static let acquire = library + "\n" + #"""
 local now = clock(ARGV[1])
 local LS = limits(ARGV[2], ARGV[3], ARGV[4], ARGV[5])
-local units = N(ARGV[6])
+local units = DN(ARGV[6])
 local ttl = nil
-if ARGV[7] ~= '' then ttl = N(ARGV[7]) end
+if ARGV[7] ~= '' then ttl = DN(ARGV[7]) end
 local lease, grace = ARGV[8], tonumber(ARGV[9])
 local holds = ttl ~= nil and LS.c ~= nil
 local reason, retry = nil, nil
-local rv = {fits = true, wait = ZERO}
-local tv = {fits = true, wait = ZERO}
+local rv = {fits = true, wait = 0}
+local tv = {fits = true, wait = 0}
 
 local function check(d, cost, L)
   if L.alg == 'g' then
@@ -387,59 +625,53 @@ local function check(d, cost, L)
   local eff = effective(lg, now)
   prune(lg, eff, L.window)
   local w = wait(lg, cost, L.limit, L.window, eff)
-  if iszero(w) then return {fits = true, wait = ZERO} end
-  return {fits = false, wait = addsat(w, sub(eff, now))}
+  if iszerod(w) then return {fits = true, wait = 0} end
+  return {fits = false, wait = dadd(w, tdiff(eff, now))}
 end
 local function consume(d, cost, L, verdict)
   if L.alg == 'g' then settat(d, verdict.tat); return now end
-  if iszero(cost) then return now end
+  if iszerod(cost) then return now end
   local lg = logs[d]
   local eff = effective(lg, now)
   append(lg, cost, eff)
   return eff
 end
 
-if LS.t and cmp(units, capacity(LS.t)) > 0 then
+if LS.t and dcmp(units, capacity(LS.t)) > 0 then
   reason = 'too_large'
 else
   local cfits = true
-  if LS.r then rv = check('r', ONE, LS.r) end
+  if LS.r then rv = check('r', 1, LS.r) end
   if LS.t then tv = check('t', units, LS.t) end
-  if holds then
-    local held = slots(now)
-    cfits = cmp(num(held), LS.c.limit) < 0
-  end
+  if holds then cfits = dcmp(slots(now), LS.c.limit) < 0 end
   if not rv.fits then reason = 'requests' elseif not tv.fits then reason = 'tokens' elseif not cfits then reason = 'concurrency' end
-  if not rv.fits or not tv.fits then retry = umax(rv.wait, tv.wait) end
+  if not rv.fits or not tv.fits then retry = dmax(rv.wait, tv.wait) end
 end
 
 local admitted = reason == nil
 local logged = now
 if admitted then
-  if LS.r then consume('r', ONE, LS.r, rv) end
+  if LS.r then consume('r', 1, LS.r, rv) end
   if LS.t then logged = consume('t', units, LS.t, tv) end
-  if holds then redis.call('HSET', K_SLOTS, lease, S(addsat(now, ttl))) end
+  if holds then hold(lease, tadd(now, ttl), now) end
 end
 local allowed = admitted or LS.shadow
 local expiry, reserved, slot = '', '0', '0'
 if allowed and ttl ~= nil then
-  local exp = addsat(now, ttl)
-  expiry = S(exp)
-  if admitted then reserved = S(units) end
+  expiry = TS(tadd(now, ttl))
+  if admitted then reserved = DS(units) end
   if admitted and holds then slot = '1' end
   local consumed = '0'
   if admitted then consumed = '1' end
   redis.call('HSET', KEYS[5], 'r', ARGV[2], 't', ARGV[3], 'c', ARGV[4], 's', ARGV[5],
-    'reserved', reserved, 'logged', S(logged), 'exp', expiry, 'consumed', consumed, 'settled', '0')
-  local q, r = divmod(ttl, N('1000000'))
-  if not iszero(r) then q = add(q, ONE) end
-  redis.call('PEXPIRE', KEYS[5], string.format('%.0f', approx(sat(q)) + grace))
+    'reserved', reserved, 'logged', TS(logged), 'exp', expiry, 'consumed', consumed, 'settled', '0')
+  redis.call('PEXPIRE', KEYS[5], string.format('%.0f', msceil(ttl) + grace))
 end
 local shadowed = '0'
 if not admitted and LS.shadow then shadowed = '1' end
 local out = {'0', reason or '', '', shadowed, expiry, reserved, slot}
 if allowed then out[1] = '1' end
-if retry then out[3] = S(retry) end
+if retry then out[3] = DS(retry) end
 for _, s in ipairs(statuses(LS, now)) do out[#out + 1] = s end
 expire(LS, now, grace)
 return out
@@ -452,21 +684,21 @@ return out
     /// refunded, the four limit specs, then the nine status strings.
     static let settle = library + "\n" + #"""
 local now = clock(ARGV[1])
-local actual, lease, grace = N(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local actual, lease, grace = DN(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local fields = redis.call('HGETALL', KEYS[5])
 if #fields == 0 then return {'expired'} end
 local R = {}
 for i = 1, #fields, 2 do R[fields[i]] = fields[i + 1] end
 if R.settled == '1' then return {'settled'} end
-if cmp(N(R.exp), now) <= 0 then return {'expired'} end
+if tcmp(TN(R.exp), now) <= 0 then return {'expired'} end
 redis.call('HSET', KEYS[5], 'settled', '1')
 local LS = limits(R.r, R.t, R.c, R.s)
-local charged, refunded = ZERO, ZERO
+local charged, refunded = 0, 0
 if R.consumed == '1' then
-  local L, reserved = LS.t, N(R.reserved)
+  local L, reserved = LS.t, DN(R.reserved)
   if L then
-    if cmp(actual, reserved) > 0 then
-      charged = sub(actual, reserved)
+    if dcmp(actual, reserved) > 0 then
+      charged = dsub(actual, reserved)
       if L.alg == 'g' then
         settat('t', gcra_charge(charged, tat('t'), now, L))
       else
@@ -475,25 +707,25 @@ if R.consumed == '1' then
         prune(lg, eff, L.window)
         append(lg, charged, eff)
       end
-    elseif cmp(actual, reserved) < 0 then
-      local credit = sub(reserved, actual)
+    elseif dcmp(actual, reserved) < 0 then
+      local credit = dsub(reserved, actual)
       if L.alg == 'g' then
         local before = tat('t')
         local after = gcra_refund(credit, before, now, L)
         settat('t', after)
-        if cmp(before, after) ~= 0 then
-          refunded = umin(credit, mdfloor(sub(before, after), L.limit, L.window))
+        if tcmp(before, after) ~= 0 then
+          refunded = dmin(credit, mdfloor(tdiff(before, after), L.limit, L.window))
         end
       else
         local lg = logs.t
         prune(lg, effective(lg, now), L.window)
-        refunded = refundlog(lg, credit, N(R.logged))
+        refunded = refundlog(lg, credit, TN(R.logged))
       end
     end
   end
-  redis.call('HDEL', K_SLOTS, lease)
+  release(lease)
 end
-local out = {'ok', S(charged), S(refunded), R.r, R.t, R.c, R.s}
+local out = {'ok', DS(charged), DS(refunded), R.r, R.t, R.c, R.s}
 for _, s in ipairs(statuses(LS, now)) do out[#out + 1] = s end
 expire(LS, now, grace)
 return out

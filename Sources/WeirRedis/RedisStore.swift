@@ -132,6 +132,10 @@ public final class RedisStore: RateLimitStore {
         return try Self.statuses(reply[...])
     }
 
+    /// The acquire script's Lua source (for benchmarks that call it directly, e.g.
+    /// `redis-benchmark EVALSHA`). KEYS and ARGV are documented in `RedisScripts.acquire`.
+    public static var acquireScriptSource: String { RedisScripts.acquire }
+
     // MARK: - Scripts
 
     private func now() -> String {
@@ -147,22 +151,21 @@ public final class RedisStore: RateLimitStore {
     }
 
     /// Runs `script` (after `prelude`, in the same write) and returns its reply as strings.
+    /// A server that does not know the script (restarted, `SCRIPT FLUSH`, or another node
+    /// of a cluster) answers `NOSCRIPT`; the call is then made once with `EVAL`, which also
+    /// loads the script on that server for the next `EVALSHA`.
     private func run(_ script: Script, keys: [String], arguments: [String], prelude: [[String]] = []) async throws -> [String] {
         var sha = shas.withLock { $0[script] }
         if sha == nil { sha = try await load(script) }
-        for attempt in 0..<2 {
-            let command = ["EVALSHA", sha!, String(keys.count)] + keys + arguments
-            let replies = try await client.pipeline(prelude + [command])
-            for reply in replies.dropLast() { _ = try RedisClient.checked(reply) }
-            let reply = replies[replies.count - 1]
-            if attempt == 0, let message = reply.errorMessage, message.hasPrefix("NOSCRIPT") {
-                sha = try await load(script)
-                continue
-            }
-            guard case .array(let elements?) = try RedisClient.checked(reply) else { throw Self.malformed([]) }
-            return elements.map { $0.string ?? "" }
+        let command = ["EVALSHA", sha!, String(keys.count)] + keys + arguments
+        let replies = try await client.pipeline(prelude + [command])
+        for reply in replies.dropLast() { _ = try RedisClient.checked(reply) }
+        var reply = replies[replies.count - 1]
+        if let message = reply.errorMessage, message.hasPrefix("NOSCRIPT") {
+            reply = try await client.pipeline([["EVAL", script.source, String(keys.count)] + keys + arguments])[0]
         }
-        throw StoreError("redis: script \(script) still unknown after SCRIPT LOAD", isTransient: true)
+        guard case .array(let elements?) = try RedisClient.checked(reply) else { throw Self.malformed([]) }
+        return elements.map { $0.string ?? "" }
     }
 
     private func load(_ script: Script) async throws -> String {

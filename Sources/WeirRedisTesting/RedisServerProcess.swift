@@ -9,15 +9,15 @@ import Glibc
 
 /// A `redis-server` a test starts on a free 127.0.0.1 port and stops by its PID, for
 /// the tests of the Redis store and of `weir serve --store redis://`. Without
-/// persistence by default; with `appendOnlyDirectory`, AOF with `appendfsync always`
-/// in that directory, so a restart keeps every acknowledged write. Readiness is read
-/// from the server's own log line ("Ready to accept connections"), not waited for with
-/// a sleep.
+/// persistence unless the arguments ask for it (`appendOnlyDirectory:`). Readiness is
+/// read from the server's own log line ("Ready to accept connections"), not waited for
+/// with a sleep.
 public final class RedisServerProcess: @unchecked Sendable {
     // @unchecked Sendable: `process` is replaced only by `start()`, `kill()` and `stop()`,
     // which each test calls from one task at a time.
     public let port: Int
-    private let appendOnlyDirectory: String?
+    /// Arguments added to the defaults (cluster mode, AOF...).
+    public let extraArguments: [String]
     private var process: Process?
 
     public static var executable: String? {
@@ -25,15 +25,34 @@ public final class RedisServerProcess: @unchecked Sendable {
             .first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
-    /// Starts a server on a free port.
-    public init(appendOnlyDirectory: String? = nil) async throws {
-        self.appendOnlyDirectory = appendOnlyDirectory
+    /// Starts a server on a free port with AOF (`appendfsync always`) in `directory`, so
+    /// that a restart keeps every acknowledged write.
+    public convenience init(appendOnlyDirectory directory: String) async throws {
+        try await self.init(arguments: ["--dir", directory, "--appendonly", "yes", "--appendfsync", "always"])
+    }
+
+    /// Starts a server on a free port, with `arguments` added to the defaults.
+    public init(arguments: [String] = []) async throws {
+        port = try await Self.freePort()
+        extraArguments = arguments
+        try start()
+    }
+
+    /// Starts a server on `port`.
+    public init(port: Int, arguments: [String]) throws {
+        self.port = port
+        extraArguments = arguments
+        try start()
+    }
+
+    /// A 127.0.0.1 port nobody listens on (bound by the system, then released).
+    public static func freePort() async throws -> Int {
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: "127.0.0.1", port: 0).get()
-        port = channel.localAddress!.port!
+        let port = channel.localAddress!.port!
         try await channel.close()
-        try start()
+        return port
     }
 
     /// Starts (or restarts) the server on `port` and returns once it accepts connections.
@@ -44,8 +63,9 @@ public final class RedisServerProcess: @unchecked Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = [
-            "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--protected-mode", "no", "--loglevel", "notice",
-        ] + (appendOnlyDirectory.map { ["--dir", $0, "--appendonly", "yes", "--appendfsync", "always"] } ?? ["--appendonly", "no"])
+            "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--protected-mode", "no", "--loglevel", "notice",
+        ] + extraArguments
         let output = Pipe()
         process.standardOutput = output
         process.standardError = output

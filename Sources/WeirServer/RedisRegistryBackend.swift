@@ -8,7 +8,7 @@ import WeirRedis
 /// within one refresh interval.
 ///
 /// **Layout.** Hashes under one hash tag, so that every registry key is on one Redis
-/// Cluster slot and a snapshot is one `MULTI`/`EXEC`:
+/// Cluster slot, and a snapshot read or a change is one Lua script (atomic):
 /// `<prefix>{registry}:accounts` (id -> created at), `:pins` (id -> tier), `:overrides`
 /// (id -> JSON), `:recharges` (id -> the amounts, comma-separated, summed in `Decimal`
 /// on load: exact, and an append never loses a concurrent one), `:keys` (SHA-256 ->
@@ -47,12 +47,48 @@ final class RedisRegistryBackend: RegistryBackend {
     private var logKey: String { base + "recharge-log" }
     private var versionKey: String { base + "version" }
 
-    /// Appends `ARGV[2]` to the comma-separated list in field `ARGV[1]` of hash `KEYS[1]`.
-    private static let appendScript = """
-        local current = redis.call('HGET', KEYS[1], ARGV[1])
-        if current then redis.call('HSET', KEYS[1], ARGV[1], current .. ',' .. ARGV[2])
-        else redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
-        return 1
+    /// Every registry key, in the order the scripts name them (`KEYS[1]`...`KEYS[8]`).
+    private var allKeys: [String] {
+        [versionKey, accountsKey, pinsKey, overridesKey, rechargesKey, keysKey, prefixesKey, logKey]
+    }
+
+    /// Reads everything at once: the version and five hashes.
+    private static let readScript = """
+        return {redis.call('GET', KEYS[1]) or '0', redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3]),
+          redis.call('HGETALL', KEYS[4]), redis.call('HGETALL', KEYS[5]), redis.call('HGETALL', KEYS[6])}
+        """
+
+    /// Applies a list of changes atomically and returns the new version. `ARGV` is a
+    /// sequence of operations, each an opcode and a fixed number of arguments.
+    private static let writeScript = """
+        local i = 1
+        while i <= #ARGV do
+          local op = ARGV[i]
+          if op == 'ensure' then
+            redis.call('HSETNX', KEYS[2], ARGV[i + 1], ARGV[i + 2]); i = i + 3
+          elseif op == 'pin' then
+            redis.call('HSET', KEYS[3], ARGV[i + 1], ARGV[i + 2]); i = i + 3
+          elseif op == 'unpin' then
+            redis.call('HDEL', KEYS[3], ARGV[i + 1]); i = i + 2
+          elseif op == 'overrides' then
+            redis.call('HSET', KEYS[4], ARGV[i + 1], ARGV[i + 2]); i = i + 3
+          elseif op == 'recharge' then
+            local current = redis.call('HGET', KEYS[5], ARGV[i + 1])
+            if current then current = current .. ',' .. ARGV[i + 2] else current = ARGV[i + 2] end
+            redis.call('HSET', KEYS[5], ARGV[i + 1], current)
+            redis.call('RPUSH', KEYS[8], ARGV[i + 1] .. '\t' .. ARGV[i + 2] .. '\t' .. ARGV[i + 3]); i = i + 4
+          elseif op == 'addkey' then
+            redis.call('HSET', KEYS[6], ARGV[i + 1], ARGV[i + 2] .. '\t' .. ARGV[i + 3] .. '\t' .. ARGV[i + 4])
+            redis.call('HSET', KEYS[7], ARGV[i + 2], ARGV[i + 1]); i = i + 5
+          elseif op == 'revoke' then
+            local hash = redis.call('HGET', KEYS[7], ARGV[i + 1])
+            if hash and hash ~= 'revoked' then redis.call('HDEL', KEYS[6], hash) end
+            redis.call('HSET', KEYS[7], ARGV[i + 1], 'revoked'); i = i + 2
+          else
+            return redis.error_reply('unknown registry operation ' .. tostring(op))
+          end
+        end
+        return redis.call('INCR', KEYS[1])
         """
 
     func load() async throws -> Registry.Snapshot {
@@ -73,14 +109,12 @@ final class RedisRegistryBackend: RegistryBackend {
         }
     }
 
-    /// One consistent read of everything.
+    /// One consistent read of everything (one script: atomic, and on one cluster slot).
     private func fetch() async throws -> (Int64, Registry.Snapshot) {
-        let replies = try await client.pipeline([
-            ["MULTI"], ["GET", versionKey], ["HGETALL", accountsKey], ["HGETALL", pinsKey], ["HGETALL", overridesKey],
-            ["HGETALL", rechargesKey], ["HGETALL", keysKey], ["EXEC"],
-        ])
-        guard case .array(let results?) = try RedisClient.checked(replies[replies.count - 1]), results.count == 6 else {
-            throw Self.malformed("EXEC")
+        let names = allKeys
+        let reply = try await client.pipeline([["EVAL", Self.readScript, String(names.count)] + names])[0]
+        guard case .array(let results?) = try RedisClient.checked(reply), results.count == 6 else {
+            throw Self.malformed("the registry read")
         }
         let version = results[0].string.flatMap { Int64($0) } ?? 0
         let accounts = try Self.pairs(results[1])
@@ -109,47 +143,30 @@ final class RedisRegistryBackend: RegistryBackend {
     }
 
     func persist(_ changes: [Registry.Change], publish: @escaping @Sendable () -> Void) async throws {
-        var commands: [[String]] = [["MULTI"]]
+        var operations: [String] = []
         for change in changes {
             switch change {
             case .ensureAccount(let id, let now):
-                commands.append(["HSETNX", accountsKey, id, now])
+                operations += ["ensure", id, now]
             case .setPin(let id, let tier, _):
-                commands.append(tier.map { ["HSET", pinsKey, id, $0] } ?? ["HDEL", pinsKey, id])
+                operations += tier.map { ["pin", id, $0] } ?? ["unpin", id]
             case .setOverrides(let id, let overrides, _):
-                commands.append(["HSET", overridesKey, id, OverrideCoding.encode(overrides)])
+                operations += ["overrides", id, OverrideCoding.encode(overrides)]
             case .addKey(let key):
-                commands.append(["HSET", keysKey, key.hash, "\(key.prefix)\t\(key.account)\t\(key.createdAt)"])
-                commands.append(["HSET", prefixesKey, key.prefix, key.hash])
+                operations += ["addkey", key.hash, key.prefix, key.account, key.createdAt]
             case .revokeKey(let prefix, _):
                 // The key's hash is looked up in Redis, not in this instance's snapshot.
-                commands.append(["EVAL", Self.revokeScript, "2", keysKey, prefixesKey, prefix])
+                operations += ["revoke", prefix]
             case .recharge(let id, let amount, let now):
-                let text = Registry.text(amount)
-                commands.append(["EVAL", Self.appendScript, "1", rechargesKey, id, text])
-                commands.append(["RPUSH", logKey, "\(id)\t\(text)\t\(now)"])
+                operations += ["recharge", id, Registry.text(amount), now]
             }
         }
-        commands.append(["INCR", versionKey])
-        commands.append(["EXEC"])
-        let replies = try await client.pipeline(commands)
-        for reply in replies { _ = try RedisClient.checked(reply) }
-        guard case .array(let results?) = replies[replies.count - 1], let last = results.last, case .integer(let version) = last else {
-            throw Self.malformed("EXEC")
-        }
-        for result in results { _ = try RedisClient.checked(result) }
+        let keys = allKeys
+        let reply = try await client.pipeline([["EVAL", Self.writeScript, String(keys.count)] + keys + operations])[0]
+        guard case .integer(let version) = try RedisClient.checked(reply) else { throw Self.malformed("the registry write") }
         versions.withLock { $0.written = max($0.written, version) }
         publish()
     }
-
-    /// Revokes the key whose prefix is `ARGV[1]`: `KEYS[2]` (prefix -> hash of a live key,
-    /// or `revoked`) gives its hash, which leaves `KEYS[1]` (hash -> record).
-    private static let revokeScript = """
-        local hash = redis.call('HGET', KEYS[2], ARGV[1])
-        if hash and hash ~= 'revoked' then redis.call('HDEL', KEYS[1], hash) end
-        redis.call('HSET', KEYS[2], ARGV[1], 'revoked')
-        return 1
-        """
 
     func prefixExists(_ prefix: String) async throws -> Bool {
         let reply = try RedisClient.checked(try await client.pipeline([["HEXISTS", prefixesKey, prefix]])[0])

@@ -63,8 +63,9 @@ final class WeirService: Sendable {
             // The registry must load once: an instance that cannot read its accounts
             // would answer every paid account as free.
             do {
-                registry = try await Registry(
-                    backend: RedisRegistryBackend(client: client, keyPrefix: settings.keyPrefix, location: settings.url))
+                registry = try await Self.openRegistry(
+                    RedisRegistryBackend(client: client, keyPrefix: settings.keyPrefix, location: settings.url),
+                    logger: configuration.logger)
             } catch {
                 await client.close()
                 throw error
@@ -83,6 +84,24 @@ final class WeirService: Sendable {
         self.maxBodySize = configuration.maxBodySize
         self.adminTokenHash = configuration.adminToken.map { Array(APIKeys.hash($0).utf8) }
         self.configKeys = Mutex(Self.keyIndex(catalogue))
+    }
+
+    /// Opens the registry in Redis, retrying transient failures (Redis still starting,
+    /// a slow first connection) for up to `patience` before giving up.
+    private static func openRegistry(
+        _ backend: RedisRegistryBackend, logger: Logger, patience: Duration = .seconds(15)
+    ) async throws -> Registry {
+        let deadline = ContinuousClock.now + patience
+        var wait = Duration.milliseconds(50)
+        while true {
+            do {
+                return try await Registry(backend: backend)
+            } catch let error as StoreError where error.isTransient && ContinuousClock.now + wait < deadline {
+                logger.warning("cannot load the registry from Redis yet; retrying", metadata: ["error": "\(error)"])
+                try await Task.sleep(for: wait)
+                wait = min(wait * 2, .seconds(1))
+            }
+        }
     }
 
     /// An account's profile: the config file's, with the registry's pin, recharges and

@@ -12,6 +12,25 @@ import WeirRedisTesting
 struct ServeOnRedisTests {
     static let token = "redis-admin-token"
 
+    /// Where the instances' Redis runs: one server, or a three-master Redis Cluster (the
+    /// instances are given one node; the client finds the others).
+    enum Topology: String, CustomStringConvertible, CaseIterable {
+        case standalone, cluster
+        var description: String { rawValue }
+    }
+
+    /// Runs `body` with a fresh Redis of `topology`; `body` gets a seed server.
+    static func withRedis(_ topology: Topology, _ body: (RedisServerProcess) async throws -> Void) async throws {
+        switch topology {
+        case .standalone:
+            let redis = try await RedisServerProcess()
+            defer { redis.stop() }
+            try await body(redis)
+        case .cluster:
+            try await withRedisCluster { cluster in try await body(cluster.servers[0]) }
+        }
+    }
+
     /// Starts `weir serve` on `redis` with the admin token and `extra` arguments.
     static func serve(_ redis: RedisServerProcess, _ extra: [String] = []) throws -> ServerProcess {
         let directory = scratchDirectory()
@@ -28,10 +47,13 @@ struct ServeOnRedisTests {
         #"{"account": "\#(account)", "api": "text", "model": "\#(model)"}"#
     }
 
-    @Test("three instances, 200 concurrent clients, one account: exactly the limit is admitted across all of them")
-    func oneLimitAcrossInstances() async throws {
-        let redis = try await RedisServerProcess()
-        defer { redis.stop() }
+    @Test("three instances, 200 concurrent clients, one account: exactly the limit is admitted across all of them",
+          arguments: Topology.allCases)
+    func oneLimitAcrossInstances(topology: Topology) async throws {
+        try await Self.withRedis(topology) { redis in try await oneLimit(redis) }
+    }
+
+    private func oneLimit(_ redis: RedisServerProcess) async throws {
         let prefix = "shared\(UInt32.random(in: 0...UInt32.max)):"
         // A generous command timeout: on this loaded 2-core machine a 50 ms timeout can
         // fire, and then the `local` failure mode (which limits per instance) would decide.
@@ -69,10 +91,13 @@ struct ServeOnRedisTests {
         for instance in instances { #expect(await instance.exitStatus() == 0) }
     }
 
-    @Test("a key and a recharge made through one instance are honoured by another within a second")
-    func registrySharedAcrossInstances() async throws {
-        let redis = try await RedisServerProcess()
-        defer { redis.stop() }
+    @Test("a key and a recharge made through one instance are honoured by another within a second",
+          arguments: Topology.allCases)
+    func registrySharedAcrossInstances(topology: Topology) async throws {
+        try await Self.withRedis(topology) { redis in try await sharedRegistry(redis) }
+    }
+
+    private func sharedRegistry(_ redis: RedisServerProcess) async throws {
         let prefix = "reg\(UInt32.random(in: 0...UInt32.max)):"
         let first = try Self.serve(redis, ["--redis-prefix", prefix])
         let second = try Self.serve(redis, ["--redis-prefix", prefix])
