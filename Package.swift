@@ -52,7 +52,7 @@ let package = Package(
             dependencies: [
                 "WeirCore", "WeirPolicy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                "WeirServer", "WeirEnvoy",
+                "WeirServer", "WeirEnvoy", "WeirMockUpstream",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -92,6 +92,17 @@ let package = Package(
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]
+        ),
+        // `weir mock-upstream`: a development stand-in for the model API (tests, demos,
+        // benchmarks). Not part of the gateway.
+        .target(
+            name: "WeirMockUpstream",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         .executableTarget(
@@ -181,6 +192,7 @@ let package = Package(
             name: "WeirServerTests",
             dependencies: [
                 "WeirServer", "WeirHummingbird", "WeirPolicy", "WeirCore", "WeirConformance", "WeirRedis", "WeirRedisTesting",
+                "WeirMockUpstream",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

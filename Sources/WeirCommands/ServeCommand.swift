@@ -68,8 +68,66 @@ public struct ServeCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("envoy-unknown"), help: "Answer to descriptors that name no Weir call: allow or deny.")
     var envoyUnknown: UnknownDescriptorAnswer = .allow
+    @Option(help: "Gateway mode: proxy the model API's paths to this upstream (e.g. https://api.minimax.io).")
+    var upstream: String?
+
+    @Option(name: .customLong("upstream-key-file"), help: "File holding the upstream's API key, sent in place of the client's key. Default: pass the client's key through.")
+    var upstreamKeyFile: String?
+
+    @Option(name: .customLong("upstream-timeout"), help: "Longest silence of the upstream (to the response head, then between body pieces), e.g. 30s, 5m.")
+    var upstreamTimeout = "5m"
+
+    @Flag(name: .customLong("forward-unknown"), help: "Forward paths outside the gateway table untouched (default: 404).")
+    var forwardUnknown = false
 
     public init() {}
+
+    /// The gateway settings of the command line, or nil without --upstream.
+    func gatewayConfiguration() throws -> GatewayConfiguration? {
+        guard let upstream else {
+            if upstreamKeyFile != nil || forwardUnknown {
+                throw ValidationError("--upstream-key-file and --forward-unknown need --upstream")
+            }
+            return nil
+        }
+        let url: URL
+        do {
+            url = try GatewayConfiguration.upstreamURL(upstream)
+        } catch {
+            throw ValidationError(error.description)
+        }
+        guard let timeout = Self.duration(upstreamTimeout), timeout > 0 else {
+            throw ValidationError("--upstream-timeout \(upstreamTimeout): expected a positive duration such as 500ms, 30s or 5m")
+        }
+        return GatewayConfiguration(
+            upstream: url, upstreamKey: try upstreamKeyFile.map { try Self.readSecret($0, option: "--upstream-key-file") },
+            timeout: timeout, forwardUnknown: forwardUnknown)
+    }
+
+    /// `500ms`, `30s`, `5m`, `1h` (a whole number and a unit) in nanoseconds.
+    static func duration(_ text: String) -> UInt64? {
+        let units: [(String, UInt64)] = [("ms", 1_000_000), ("s", 1_000_000_000), ("m", 60_000_000_000), ("h", 3_600_000_000_000)]
+        for (suffix, scale) in units where text.hasSuffix(suffix) {
+            guard let value = UInt64(text.dropLast(suffix.count)) else { return nil }
+            let (product, overflow) = value.multipliedReportingOverflow(by: scale)
+            return overflow ? nil : product
+        }
+        return nil
+    }
+
+    /// A secret file's content, surrounding whitespace trimmed; an error naming `option`
+    /// when unreadable or empty.
+    static func readSecret(_ path: String, option: String) throws -> String {
+        let content: String
+        do {
+            content = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ValidationError("cannot read \(option) \(path): \(error.localizedDescription)")
+        }
+        let secret = content.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !secret.isEmpty else { throw ValidationError("\(option) \(path) is empty") }
+        return secret
+    }
 
     public func run() async throws {
         let level = logLevel
@@ -83,6 +141,7 @@ public struct ServeCommand: AsyncParsableCommand {
         var logger = Logger(label: "weir")
         logger.logLevel = level
 
+        let gateway = try gatewayConfiguration()
         // One event loop per core this process may run on (taskset, cpusets).
         let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: ServerConfiguration.availableCores)
         var storeSettings: StoreSettings
@@ -114,7 +173,8 @@ public struct ServeCommand: AsyncParsableCommand {
             metricsRegistry: metricsRegistry,
             eventLoopGroup: eventLoops,
             logger: logger,
-            store: storeSettings
+            store: storeSettings,
+            gateway: gateway
         )
         if let grpcPort {
             guard (0...65535).contains(grpcPort) else { throw ValidationError("--grpc-port must be between 0 and 65535, got \(grpcPort)") }

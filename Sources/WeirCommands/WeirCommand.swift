@@ -15,6 +15,7 @@ public struct WeirCommand: AsyncParsableCommand {
             CheckConfigCommand.self,
             SimulateCommand.self,
             ServeCommand.self,
+            MockUpstreamCommand.self,
         ]
     )
 

@@ -2,6 +2,7 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
+import NIOPosix
 import ServiceLifecycle
 import WeirCore
 import WeirPolicy
@@ -29,7 +30,18 @@ public func buildApplication(configuration: ServerConfiguration) async throws ->
     ]
     if configuration.reloadOnHangup { services.append(HangupReloadService(service: service)) }
     if let envoy = configuration.envoy { services.append(service.envoyServer(envoy, configuration: configuration)) }
+    var gatewayDescription = ""
+    if let gatewayConfiguration = configuration.gateway {
+        let gateway = Gateway(
+            service: service, configuration: gatewayConfiguration,
+            eventLoopGroup: configuration.eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton)
+        gateway.addRoutes(to: router)
+        services.append(GatewayClientService(client: gateway.client))
+        gatewayDescription = "; gateway to \(gatewayConfiguration.upstream.absoluteString)"
+            + (gatewayConfiguration.forwardUnknown ? " (forwarding unknown paths)" : "")
+    }
 
+    let gatewayLine = gatewayDescription
     let logger = configuration.logger
     let catalogue = service.limiter.catalogue
     let configDescription = configuration.configPath.map { "\($0) (\(catalogue.rules.count) rules)" }
@@ -61,7 +73,7 @@ public func buildApplication(configuration: ServerConfiguration) async throws ->
         onServerRunning: { channel in
             let port = channel.localAddress?.port ?? configuration.port
             logger.notice(
-                "weir serve listening on http://\(configuration.host):\(port); config: \(configDescription); store: \(storeDescription); registry: \(registryPath) (\(accountCount) accounts); admin API: \(adminState)")
+                "weir serve listening on http://\(configuration.host):\(port); config: \(configDescription); store: \(storeDescription); registry: \(registryPath) (\(accountCount) accounts); admin API: \(adminState)\(gatewayLine)")
         },
         eventLoopGroupProvider: configuration.eventLoopGroup.map { .shared($0) } ?? .singleton,
         logger: frameworkLogger

@@ -98,20 +98,25 @@ extension WeirService {
 
     /// `acquire(_:)` through whichever store the service runs on.
     func acquireAsync(_ body: [UInt8]) async -> DecisionAnswer {
-        guard let shared = sharedStore else { return acquire(body) }
+        guard sharedStore != nil else { return acquire(body) }
         do {
             let prepared = try prepareAcquire(body)
-            let decision: Decision
-            do {
-                decision = try await shared.acquire(prepared.request)
-            } catch {
-                throw storeError(error)
-            }
-            return answer(prepared, decision: decision)
+            return answer(prepared, decision: try await decide(prepared.request))
         } catch let error as APIError {
             return DecisionAnswer(error)
         } catch {
             return DecisionAnswer(storeError(error))
+        }
+    }
+
+    /// Decides `request` in whichever store the service runs on; a store failure is a
+    /// 503 (`storeError`).
+    func decide(_ request: AdmissionRequest) async throws(APIError) -> Decision {
+        guard let shared = sharedStore else { return memoryStore.acquire(request) }
+        do {
+            return try await shared.acquire(request)
+        } catch {
+            throw storeError(error)
         }
     }
 

@@ -39,6 +39,9 @@ public struct ServerConfiguration: Sendable {
     public var store: StoreSettings
     /// Envoy's rate limit service over gRPC (`weir serve --grpc-port`); nil serves none.
     public var envoy: EnvoyServiceConfiguration? = nil
+    /// Gateway mode (`--upstream`): proxy the model API's paths to this upstream; nil
+    /// serves the decision API alone.
+    public var gateway: GatewayConfiguration?
 
     public init(
         host: String = "127.0.0.1",
@@ -53,9 +56,11 @@ public struct ServerConfiguration: Sendable {
         metricsRegistry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
         eventLoopGroup: (any EventLoopGroup)? = nil,
         logger: Logger = Logger(label: "weir"),
-        store: StoreSettings = .memory
+        store: StoreSettings = .memory,
+        gateway: GatewayConfiguration? = nil
     ) {
         self.store = store
+        self.gateway = gateway
         self.eventLoopGroup = eventLoopGroup
         self.host = host
         self.port = port

@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Logging
 import ServiceLifecycle
 import UnixSignals
@@ -84,5 +85,16 @@ struct RegistryRefreshService: Service {
                 }
             }
         }
+    }
+}
+
+/// Shuts the gateway's upstream client down once the server has stopped (services
+/// stop in reverse order, the HTTP server first, so in-flight calls finish first).
+struct GatewayClientService: Service {
+    let client: HTTPClient
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        try await client.shutdown()
     }
 }

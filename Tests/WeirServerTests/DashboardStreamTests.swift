@@ -134,6 +134,21 @@ struct DashboardStreamTests {
         }
     }
 
+    @Test("a gateway denial is a refusal in the snapshot too")
+    func gatewayRefusals() async throws {
+        try await GatewayHarness.run { gateway in
+            let key = try await gateway.key(for: "acme")
+            let body = #"{"model": "speech-2.6-hd", "text": "hello"}"#
+            for expected: UInt in [200, 200, 429] {
+                #expect(try await gateway.send("/v1/t2a_v2", body: body, key: key).status == expected)
+            }
+            let usage = try await gateway.send("/admin/v1/usage", method: .GET, headers: ["Authorization": "Bearer test-admin-token"])
+            let acme = try #require((usage.json["accounts"] as? [[String: Any]])?.first { $0["id"] as? String == "acme" })
+            #expect(int(acme, "refused") == 1)
+            #expect((acme["refusals"] as? [String: [Int]])?["requests"]?.last == 1)
+        }
+    }
+
     @Test("/dashboard is a self-contained page: no external asset, no inline script, strict CSP")
     func page() async throws {
         let app = try await buildApplication(configuration: testConfiguration())

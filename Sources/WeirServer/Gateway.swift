@@ -1,0 +1,356 @@
+import AsyncHTTPClient
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import WeirCore
+import WeirHummingbird
+import WeirPolicy
+
+/// `weir serve --upstream URL`: the model API's paths (DESIGN.md, "Gateway paths"),
+/// limited per account and forwarded to the upstream.
+///
+/// Per call: the `Authorization: Bearer` key gives the account (registry, then the
+/// config's key hashes), the path the API, the body's `model` the model. The units are
+/// estimated (`UsageEstimate`) and acquired with a lease; a refusal is answered 429 at
+/// once, without touching the upstream (`GatewayErrors`). An admitted call is
+/// forwarded, and its response comes back with the decision's rate limit headers:
+///
+/// - **non-streaming**: the body is read whole (up to `maxResponseSize`), its usage
+///   read (`usage.total_tokens`, `extra_info.usage_characters`,
+///   `metadata.success_count`), the lease settled, then the body sent;
+/// - **streaming** (`text/event-stream`): each event is forwarded as soon as it is
+///   complete, its usage read as it goes by, the lease settled when the stream ends.
+///   On `/v1/chat/completions`, a streaming request that did not ask for usage gets
+///   `stream_options.include_usage` added, and the usage-only chunk this produces is
+///   removed from what the client sees.
+///
+/// **Every call settles its lease**, whatever happens, so its concurrency slot is free
+/// at once: reported usage when the upstream reports it; an error response (4xx, 5xx,
+/// or a MiniMax `base_resp.status_code` other than 0) without usage, 0; no response
+/// at all, 0 when the connection could not be made, else the estimate (the upstream may
+/// have done the work); a stream cut short (upstream reset or timeout, client gone),
+/// the input estimate plus the output streamed so far. `GatewayLease` settles in its
+/// `deinit` if a response is dropped before its body runs.
+///
+/// Headers: hop-by-hop headers (RFC 9110 7.6.1: `Connection` and those it names,
+/// `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`) are not
+/// forwarded either way; `Host` and `Content-Length` are set for the upstream;
+/// `Accept-Encoding` is dropped so that the usage can be read; the upstream's own
+/// `x-ratelimit-*` / `RateLimit*` headers are replaced by Weir's.
+///
+/// Concurrency: thread-safe; one instance per application, shared by every request.
+final class Gateway: Sendable {
+    let service: WeirService
+    let configuration: GatewayConfiguration
+    let client: HTTPClient
+    private let base: String
+    private let timeoutText: String
+
+    init(service: WeirService, configuration: GatewayConfiguration, eventLoopGroup: any EventLoopGroup) {
+        self.service = service
+        self.configuration = configuration
+        var base = configuration.upstream.absoluteString
+        while base.hasSuffix("/") { base.removeLast() }
+        self.base = base
+        var timeoutBytes: [UInt8] = []
+        GoDuration.append(nanoseconds: configuration.timeout, to: &timeoutBytes)
+        self.timeoutText = String(decoding: timeoutBytes, as: UTF8.self)
+        let timeout = TimeAmount.nanoseconds(Int64(clamping: configuration.timeout))
+        var clientConfiguration = HTTPClient.Configuration(
+            redirectConfiguration: .disallow,
+            timeout: HTTPClient.Configuration.Timeout(
+                connect: min(timeout, .seconds(10)), read: timeout),
+            connectionPool: HTTPClient.Configuration.ConnectionPool(
+                idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: configuration.maxConnections),
+            decompression: .disabled)
+        clientConfiguration.httpVersion = .http1Only
+        // A refused connection is answered 502 at once rather than retried until the
+        // connect timeout: the client can retry, and its slot is free meanwhile.
+        clientConfiguration.connectionPool.retryConnectionEstablishment = false
+        self.client = HTTPClient(eventLoopGroup: eventLoopGroup, configuration: clientConfiguration)
+    }
+
+    // MARK: - Routes
+
+    func addRoutes(to router: Router<BasicRequestContext>) {
+        for route in GatewayRoute.all {
+            router.post(RouterPath(route.path)) { request, _ in await self.handle(request, route: route) }
+        }
+        if configuration.forwardUnknown {
+            let methods: [HTTPRequest.Method] = [.get, .post, .put, .delete, .patch, .head, .options]
+            for method in methods {
+                router.on("**", method: method) { request, _ in try await self.forwardUnknown(request) }
+            }
+        }
+    }
+
+    /// One call on a path of the table; never throws: every failure is an answer.
+    func handle(_ request: Request, route: GatewayRoute) async -> Response {
+        do {
+            return try await proxy(request, route: route)
+        } catch let error as APIError {
+            return GatewayErrors.response(error, dialect: route.dialect)
+        } catch {
+            service.logger.error("gateway: unexpected failure", metadata: ["path": "\(route.path)", "error": "\(error)"])
+            return GatewayErrors.response(GatewayErrors.upstreamFailed("internal error"), dialect: route.dialect)
+        }
+    }
+
+    private func proxy(_ request: Request, route: GatewayRoute) async throws -> Response {
+        let account = try identify(request)
+        let bytes = try await service.body(of: request)
+        let body = try WeirService.parseObject(bytes)
+        let model = route.modelFromBody ? try JSONValue.string(body["model"], "model") : ""
+        let streaming: Bool
+        switch body["stream"] {
+        case nil, .null?, .bool(false)?: streaming = false
+        case .bool(true)?: streaming = true
+        case let other?: throw APIError.badRequest(field: "stream", "must be a boolean, got \(other.kind)")
+        }
+
+        let catalogue = service.limiter.catalogue
+        let resolution: Resolution
+        do {
+            resolution = try catalogue.resolve(
+                account: WeirService.profile(id: account, catalogue: catalogue, registry: service.registry),
+                api: route.api, model: model)
+        } catch {
+            throw WeirService.apiError(error)
+        }
+        let estimate = try UsageEstimate.of(body, metering: route.metering, rule: resolution.rule)
+        let decision = try await service.decide(
+            AdmissionRequest(
+                key: resolution.key, limits: resolution.limits, units: estimate.total, leaseTTL: configuration.leaseTTL))
+        let limited = LimitedDecision(decision: decision, resolution: resolution, units: estimate.total)
+        service.metrics.record(
+            api: resolution.rule.api, model: ServerMetrics.modelLabel(rule: resolution.rule, model: model), decision: decision)
+        if !decision.isAllowed { service.refusals.record(account: resolution.key.account, reason: decision.reason ?? .requests) }
+        guard decision.isAllowed else { return GatewayErrors.denied(limited, dialect: route.dialect) }
+        let lease = decision.lease.map { GatewayLease(id: $0.id, service: service, fallbackUnits: estimate.total) }
+
+        // The request for the upstream.
+        var forwarded = bytes
+        var stripUsage = false
+        if route.dialect == .openAI, streaming, body["stream_options"]?["include_usage"] != .bool(true) {
+            let options = (body["stream_options"].flatMap { $0.setting("include_usage", to: .bool(true)) })
+                ?? .object([("include_usage", .bool(true))])
+            if let rewritten = body.setting("stream_options", to: options) {
+                forwarded = rewritten.serialized
+                stripUsage = true
+            }
+        }
+        var upstreamRequest = HTTPClientRequest(url: base + (request.head.path ?? route.path))
+        upstreamRequest.method = .POST
+        upstreamRequest.headers = forwardedHeaders(request.headers)
+        upstreamRequest.body = .bytes(ByteBuffer(bytes: forwarded))
+
+        let response: HTTPClientResponse
+        do {
+            response = try await client.execute(
+                upstreamRequest, deadline: .now() + .nanoseconds(Int64(clamping: configuration.timeout)))
+        } catch {
+            lease?.settle(Self.neverSent(error) ? 0 : estimate.total)
+            throw upstreamError(error)
+        }
+
+        var headers = responseHeaders(response.headers)
+        limited.addHeaders(to: &headers)
+        let status = HTTPResponse.Status(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase)
+        let meter = UsageMeter(metering: route.metering, estimate: estimate)
+        let isEventStream = response.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") ?? false
+        if isEventStream && response.status.code < 400 {
+            let stripUsage = stripUsage
+            return Response(status: status, headers: headers, body: ResponseBody { writer in
+                try await Self.stream(response.body, to: &writer, meter: meter, lease: lease, stripUsage: stripUsage)
+            })
+        }
+
+        // Non-streaming: read the whole body for its usage, settle, answer.
+        var collected = ByteBuffer()
+        do {
+            for try await chunk in response.body {
+                guard collected.readableBytes + chunk.readableBytes <= configuration.maxResponseSize else {
+                    lease?.settle(estimate.total)
+                    throw GatewayErrors.upstreamFailed("response larger than \(configuration.maxResponseSize) bytes")
+                }
+                collected.writeImmutableBuffer(chunk)
+            }
+        } catch let error as APIError {
+            throw error
+        } catch {
+            lease?.settle(estimate.total)
+            throw upstreamError(error)
+        }
+        var usage = meter
+        var failed = response.status.code >= 400
+        if let document = try? JSONParser.parse(Array(collected.readableBytesView)) {
+            usage.observe(document)
+            if let code = document["base_resp"]?["status_code"], code != .number("0"), code != .null { failed = true }
+        }
+        lease?.settle(failed ? (usage.reported ?? 0) : usage.completedUnits)
+        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: collected))
+    }
+
+    /// Forwards an SSE body event by event, reading usage as it goes, and settles.
+    private static func stream(
+        _ body: HTTPClientResponse.Body, to writer: inout any ResponseBodyWriter,
+        meter: UsageMeter, lease: GatewayLease?, stripUsage: Bool
+    ) async throws {
+        var meter = meter
+        var parser = SSEParser()
+        do {
+            for try await chunk in body {
+                let events = parser.feed(chunk.readableBytesView)
+                guard !events.isEmpty else { continue }
+                var out = ByteBuffer()
+                for event in events {
+                    var keep = true
+                    if let data = event.data, !data.elementsEqual(doneMarker), let document = try? JSONParser.parse(data) {
+                        meter.observe(document)
+                        if stripUsage, isUsageOnly(document) { keep = false }
+                    }
+                    if keep { out.writeBytes(event.raw) }
+                }
+                lease?.updateFallback(meter.interruptedUnits)
+                if out.readableBytes > 0 { try await writer.write(out) }
+            }
+            if !parser.pendingBytes.isEmpty { try await writer.write(ByteBuffer(bytes: parser.pendingBytes)) }
+        } catch {
+            // Upstream reset or timeout, or the client gone: settle with what went by,
+            // then end the response abruptly so the client sees it incomplete.
+            lease?.settle(meter.interruptedUnits)
+            throw error
+        }
+        lease?.settle(meter.completedUnits)
+        try await writer.finish(nil)
+    }
+
+    private static let doneMarker: [UInt8] = Array("[DONE]".utf8)
+
+    /// A chunk only there because the gateway asked for usage: usage and no choices.
+    static func isUsageOnly(_ document: JSONValue) -> Bool {
+        guard let usage = document["usage"], usage != .null else { return false }
+        switch document["choices"] {
+        case nil, .null?: return true
+        case .array(let choices)?: return choices.isEmpty
+        default: return false
+        }
+    }
+
+    // MARK: - Identity
+
+    /// The account of the `Authorization: Bearer` key (401 when missing or unknown).
+    private func identify(_ request: Request) throws(APIError) -> String {
+        guard let authorization = request.headers[.authorization] else { throw GatewayErrors.missingAPIKey() }
+        let parts = authorization.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { throw GatewayErrors.missingAPIKey() }
+        let key = parts[1].trimmingCharacters(in: .whitespaces)
+        guard !key.isEmpty else { throw GatewayErrors.missingAPIKey() }
+        guard let account = service.account(forAPIKey: key) else { throw APIError.unknownAPIKey() }
+        return account
+    }
+
+    // MARK: - Headers
+
+    /// Hop-by-hop headers (RFC 9110 7.6.1) and those the proxy sets itself.
+    private static let requestHeadersNotForwarded: Set<String> = [
+        "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+        "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding", "expect",
+    ]
+    private static let responseHeadersNotForwarded: Set<String> = [
+        "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+        "transfer-encoding", "upgrade", "content-length", "date", "server",
+        RateLimitHeaders.limitRequests, RateLimitHeaders.remainingRequests, RateLimitHeaders.resetRequests,
+        RateLimitHeaders.limitTokens, RateLimitHeaders.remainingTokens, RateLimitHeaders.resetTokens,
+        "ratelimit-policy", "ratelimit",
+    ]
+
+    /// Names listed in `Connection` values: hop-by-hop for this message.
+    private static func connectionOptions(_ values: [String]) -> Set<String> {
+        var names = Set<String>()
+        for value in values {
+            for name in value.split(separator: ",") {
+                names.insert(name.trimmingCharacters(in: .whitespaces).lowercased())
+            }
+        }
+        return names
+    }
+
+    func forwardedHeaders(_ fields: HTTPFields) -> HTTPHeaders {
+        let named = Self.connectionOptions(fields[values: .connection])
+        var headers = HTTPHeaders()
+        for field in fields {
+            let name = field.name.canonicalName
+            if Self.requestHeadersNotForwarded.contains(name) || named.contains(name) { continue }
+            if name == "authorization", configuration.upstreamKey != nil { continue }
+            headers.add(name: field.name.rawName, value: field.value)
+        }
+        if let key = configuration.upstreamKey { headers.add(name: "Authorization", value: "Bearer \(key)") }
+        return headers
+    }
+
+    func responseHeaders(_ upstream: HTTPHeaders) -> HTTPFields {
+        let named = Self.connectionOptions(upstream["connection"])
+        var fields = HTTPFields()
+        for (name, value) in upstream {
+            let lowered = name.lowercased()
+            if Self.responseHeadersNotForwarded.contains(lowered) || named.contains(lowered) { continue }
+            guard let fieldName = HTTPField.Name(name) else { continue }
+            fields.append(HTTPField(name: fieldName, value: value))
+        }
+        return fields
+    }
+
+    // MARK: - Upstream failures
+
+    /// Whether the request never left: the connection could not be made.
+    static func neverSent(_ error: any Error) -> Bool {
+        if let error = error as? HTTPClientError { return error == .connectTimeout }
+        if error is NIOConnectionError { return true }
+        if let error = error as? IOError, error.errnoCode == ECONNREFUSED { return true }
+        if let error = error as? ChannelError, case .connectTimeout = error { return true }
+        return false
+    }
+
+    private func upstreamError(_ error: any Error) -> APIError {
+        if let error = error as? HTTPClientError, error == .deadlineExceeded || error == .readTimeout {
+            return GatewayErrors.upstreamTimeout(timeoutText)
+        }
+        if let error = error as? APIError { return error }
+        service.logger.warning("gateway: upstream failed", metadata: ["upstream": "\(base)", "error": "\(error)"])
+        return GatewayErrors.upstreamFailed(Self.neverSent(error) ? "cannot connect to the upstream" : "the connection to the upstream failed")
+    }
+
+    // MARK: - Other paths
+
+    /// A request outside the table, with `--forward-unknown`: forwarded untouched (its
+    /// body streamed both ways), no limits applied. Weir's own admin paths are never
+    /// forwarded.
+    private func forwardUnknown(_ request: Request) async throws -> Response {
+        let path = request.head.path ?? "/"
+        if path.hasPrefix("/admin/") { throw HTTPError(.notFound) }
+        var upstreamRequest = HTTPClientRequest(url: base + path)
+        upstreamRequest.method = HTTPMethod(rawValue: request.method.rawValue)
+        upstreamRequest.headers = forwardedHeaders(request.headers)
+        let length = request.headers[.contentLength].flatMap { Int64($0) }
+        if request.method != .get, request.method != .head {
+            upstreamRequest.body = .stream(request.body, length: length.map { .known($0) } ?? .unknown)
+        }
+        let response: HTTPClientResponse
+        do {
+            response = try await client.execute(
+                upstreamRequest, deadline: .now() + .nanoseconds(Int64(clamping: configuration.timeout)))
+        } catch {
+            return GatewayErrors.response(upstreamError(error), dialect: .openAI)
+        }
+        let status = HTTPResponse.Status(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase)
+        return Response(status: status, headers: responseHeaders(response.headers), body: ResponseBody { writer in
+            for try await chunk in response.body { try await writer.write(chunk) }
+            try await writer.finish(nil)
+        })
+    }
+}
