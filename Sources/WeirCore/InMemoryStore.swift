@@ -124,6 +124,19 @@ public final class InMemoryStore: RateLimitStore, @unchecked Sendable {
         (0..<shards.count).reduce(0) { count, index in count + shards[index].state.withLock { $0.keys.count } }
     }
 
+    /// The accounts that hold state here (keys not yet evicted: used within their
+    /// window, or holding a slot), at most `limit` of them, in no order. Takes each
+    /// shard's lock in turn: for dashboards, not for the decision path.
+    public func accounts(limit: Int = .max) -> Set<String> {
+        var accounts = Set<String>()
+        for index in 0..<shards.count where accounts.count < limit {
+            shards[index].state.withLock { state in
+                for key in state.keys.keys where accounts.count < limit { accounts.insert(key.account) }
+            }
+        }
+        return accounts
+    }
+
     /// How many leases the store remembers: active ones, and settled ones (as a bare
     /// counter) until their TTL so that a second settlement is recognised.
     public var leaseCount: Int {

@@ -216,32 +216,7 @@ extension WeirService {
         json.field("tier", catalogue.tier(for: profile).name)
         json.key("limits")
         json.beginArray()
-        var seen = Set<String>()
-        for rule in catalogue.rules {
-            for model in rule.models.isEmpty ? [""] : rule.models {
-                guard let resolution = try? catalogue.resolve(account: profile, api: rule.api, model: model),
-                    resolution.rule.name == rule.name, seen.insert(resolution.key.scope).inserted
-                else { continue }
-                let statuses = try await limiter.store.status(of: resolution.key, limits: resolution.limits)
-                for dimension in Dimension.allCases {
-                    guard let status = statuses[dimension] else { continue }
-                    json.beginObject()
-                    json.field("api", rule.api)
-                    json.field("rule", rule.name)
-                    json.field("scope", resolution.key.scope)
-                    json.key("models")
-                    json.beginArray()
-                    for listed in (rule.scope == .shared ? rule.models : [model]) { json.string(listed) }
-                    json.endArray()
-                    json.field("dimension", dimension.rawValue)
-                    json.field("limit", status.limit)
-                    json.field("used", status.limit - min(status.remaining, status.limit))
-                    json.field("remaining", status.remaining)
-                    json.field("reset_ms", Nanoseconds.millisecondsRoundedUp(status.reset))
-                    json.endObject()
-                }
-            }
-        }
+        for limit in try await accountLimits(profile: profile, catalogue: catalogue) { limit.write(to: &json) }
         json.endArray()
         json.endObject()
         return Response.json(status: .ok, json.text)

@@ -22,6 +22,7 @@ public func buildApplication(configuration: ServerConfiguration) async throws ->
     service.addDecisionRoutes(to: router)
     service.addAdminRoutes(to: router)
     service.addOperationsRoutes(to: router)
+    service.addDashboardRoutes(to: router)
 
     var services: [any Service] = [
         RegistryService(registry: service.registry, logger: configuration.logger),

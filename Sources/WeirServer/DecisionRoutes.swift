@@ -169,6 +169,7 @@ extension WeirService {
         metrics.record(
             api: resolution.rule.api, model: ServerMetrics.modelLabel(rule: resolution.rule, model: prepared.model),
             decision: decision)
+        if !decision.isAllowed { refusals.record(account: prepared.request.key.account, reason: decision.reason ?? .requests) }
 
         var json = JSONWriter(capacity: 384)
         json.beginObject()

@@ -117,6 +117,9 @@ final class Registry: Sendable {
 
     var accountCount: Int { snapshot.withLock { $0.accounts.count } }
 
+    /// The ids of every account in the registry, in no order.
+    var accountIDs: [String] { snapshot.withLock { Array($0.accounts.keys) } }
+
     /// Whether the backend answers.
     func isReachable() async -> Bool {
         await backend.isReachable()

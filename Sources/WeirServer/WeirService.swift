@@ -26,6 +26,8 @@ final class WeirService: Sendable {
     let redis: [RedisClient]
     let registry: Registry
     let metrics: ServerMetrics
+    /// Refusals per account, reason and minute, for the dashboard (denials only record).
+    let refusals: RefusalHistory
     let logger: Logger
     let configPath: String?
     let maxBodySize: Int
@@ -85,6 +87,7 @@ final class WeirService: Sendable {
         }
         self.metrics = ServerMetrics(registry: configuration.metricsRegistry)
         self.metrics.prepare(catalogue)
+        self.refusals = RefusalHistory(clock: configuration.clock)
         self.logger = configuration.logger
         self.configPath = configuration.configPath
         self.maxBodySize = configuration.maxBodySize

@@ -153,3 +153,32 @@ for algorithm in [Algorithm.gcra, .slidingWindow] where selected("spread-\(algor
     print("    2 threads / 1 thread: \(String(format: "%.2f", two / one))x")
 }
 
+
+// The dashboard's refusal history on the denial path: what `weir serve` adds to a denied
+// decision (one `RefusalHistory.record`), against the denied decision alone. Allowed
+// decisions record nothing. Then the worst case: every denial from a new account, with
+// far more accounts than the history keeps (4096), so it keeps forgetting the oldest.
+if selected("refusal-history") {
+    let store = InMemoryStore()
+    let history = RefusalHistory(clock: clock)
+    let paid = limits(.gcra, requests: 500, tokens: 20_000_000)
+    let key = LimitKey(account: "acct_3", scope: "text/MiniMax-M2")
+    let plain = measure { _, _ in
+        _ = store.acquire(AdmissionRequest(key: key, limits: paid, units: 100))
+    }
+    row("hot key, gcra, denied, no history", plain, baseline: baseline)
+    let recorded = measure { _, _ in
+        let decision = store.acquire(AdmissionRequest(key: key, limits: paid, units: 100))
+        if !decision.isAllowed { history.record(account: key.account, reason: decision.reason ?? .requests) }
+    }
+    row("hot key, gcra, denied + RefusalHistory.record", recorded, baseline: baseline)
+    print("    with history / without: \(String(format: "%.2f", recorded / plain))x")
+    let alone = measure { _, _ in history.record(account: key.account, reason: .requests) }
+    row("RefusalHistory.record alone, one account", alone, baseline: baseline)
+    let churn = keys(100_000, prefix: "c_").map(\.account)
+    let churning = measure { _, iteration in
+        history.record(account: churn[iteration % churn.count], reason: .requests)
+    }
+    row("RefusalHistory.record, 100,000 accounts in turn (cap 4096)", churning, baseline: baseline)
+    print("    accounts tracked after: \(history.trackedAccounts)")
+}
