@@ -122,6 +122,8 @@ start_weir() {
 
 stop_weir() { kill "$weir_pid"; wait "$weir_pid" 2>/dev/null || true; }
 
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+
 # nginx upstream on core 0, for all runs.
 mkdir -p "$WORK/body"
 sed -e "s#@DIR@#$WORK#g" -e "s#@PORT@#$NGINX_PORT#g" "$ROOT/bench/nginx.conf.template" >"$WORK/nginx.conf"
@@ -155,6 +157,8 @@ report="$ROOT/bench/results/envoy-$(date -u +%Y%m%dT%H%M%SZ).md"
   echo "# Envoy: Weir as global rate limit service vs local_ratelimit ($stamp)"
   echo
   echo "Command: \`bench/envoy.sh $DURATION $CONNECTIONS\` (Envoy --concurrency 1 and nginx on core 0, wrk -t1 -c$CONNECTIONS on core 1, ${DURATION}s after ${WARMUP}s warm-up, 300 accounts)"
+  echo
+  echo "Weir: $WEIR_BINARY; $("$ENVOY" --version | grep -o 'version: .*' | head -1); load average before the run: $load_before"
   echo
   echo "| setup | requests/s | ratio to local | p50 | p99 | non-2xx | Envoy ratelimit ok / over_limit / error |"
   echo "| --- | --- | --- | --- | --- | --- | --- |"
