@@ -24,44 +24,22 @@ DURATION=${1:-10}
 CONNECTIONS=${2:-64}
 WARMUP=3
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SCRATCH=${WEIR_BENCH_SCRATCH:-$ROOT/.build-envoy}
+SCRATCH=${WEIR_BENCH_SCRATCH:-$ROOT/.build-bench}
 WORK=$(mktemp -d /tmp/weir-envoy-bench.XXXXXX)
 NGINX_PORT=18190
 ENVOY_PORT=18191
 ENVOY_ADMIN=18192
 WEIR_PORT=18193
 WEIR_GRPC=18194
-pids=()
+source "$ROOT/bench/lib.sh"
+bench_cleanup_on_exit
 
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
-  echo "installing nginx and wrk from Debian's packages"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
-fi
+bench_install nginx wrk -- nginx-light wrk
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 "$ROOT/scripts/install-deps" --tests
 ENVOY=${WEIR_ENVOY_BINARY:-$(python3 -c "import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), '_bin', 'envoy'))")}
 
-if [[ -z "${WEIR_BINARY:-}" ]]; then
-  (cd "$ROOT" && swift build -c release --scratch-path "$SCRATCH" --product weir >/dev/null)
-  WEIR_BINARY="$SCRATCH/release/weir"
-fi
-
-wait_for_port() {
-  for _ in $(seq 1 400); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  echo "nothing listens on port $1" >&2
-  exit 1
-}
+bench_weir_binary
 
 # run_wrk NAME: warm up, then measure through Envoy; prints "rps p50 p99 non2xx".
 run_wrk() {
@@ -103,7 +81,7 @@ start_envoy() {
   taskset -c 0 "$ENVOY" -c "$1" --concurrency 1 --disable-hot-restart --log-level warning >"$WORK/envoy.log" 2>&1 &
   envoy_pid=$!
   pids+=("$envoy_pid")
-  wait_for_port "$ENVOY_PORT"
+  wait_for_port "$ENVOY_PORT" 400
 }
 
 stop_envoy() { kill "$envoy_pid"; wait "$envoy_pid" 2>/dev/null || true; }
@@ -117,7 +95,7 @@ start_weir() {
     --config "$ROOT/bench/allowed.yaml" --log-level warning >"$WORK/weir.log" 2>&1 &
   weir_pid=$!
   pids+=("$weir_pid")
-  wait_for_port "$WEIR_GRPC"
+  wait_for_port "$WEIR_GRPC" 400
 }
 
 stop_weir() { kill "$weir_pid"; wait "$weir_pid" 2>/dev/null || true; }
@@ -129,7 +107,7 @@ mkdir -p "$WORK/body"
 sed -e "s#@DIR@#$WORK#g" -e "s#@PORT@#$NGINX_PORT#g" "$ROOT/bench/nginx.conf.template" >"$WORK/nginx.conf"
 taskset -c 0 "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" &
 pids+=("$!")
-wait_for_port "$NGINX_PORT"
+wait_for_port "$NGINX_PORT" 400
 
 # 1. local_ratelimit
 write_envoy_config "$local_filter" "$WORK/local.yaml"

@@ -19,24 +19,14 @@ CONCURRENCY=${2:-64}
 ACCOUNTS=1000
 UNITS=100
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SCRATCH=${WEIR_BENCH_SCRATCH:-$ROOT/.build-redis}
+SCRATCH=${WEIR_BENCH_SCRATCH:-$ROOT/.build-bench}
 WORK=$(mktemp -d /tmp/weir-redis-bench.XXXXXX)
 SERVER_CORE=0
 CLIENT_CORE=1
-pids=()
+source "$ROOT/bench/lib.sh"
+bench_cleanup_on_exit
 
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-  echo "installing redis from Debian's packages"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
+bench_install redis-server redis-benchmark -- redis-server redis-tools
 if ! python3 -c "import limits, redis" 2>/dev/null; then
   echo "installing limits and redis from PyPI"
   python3 -m pip install --quiet limits redis

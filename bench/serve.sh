@@ -18,41 +18,19 @@ DURATION=${1:-10}
 CONNECTIONS=${2:-64}
 WARMUP=3
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SCRATCH=${WEIR_BENCH_SCRATCH:-$ROOT/.build-server}
+SCRATCH=${WEIR_BENCH_SCRATCH:-$ROOT/.build-bench}
 WORK=$(mktemp -d /tmp/weir-bench.XXXXXX)
 NGINX_PORT=18090
 WEIR_PORT=18091
 SERVER_CORE=0
 CLIENT_CORE=1
-pids=()
+source "$ROOT/bench/lib.sh"
+bench_cleanup_on_exit
 
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
-  echo "installing nginx and wrk from Debian's packages"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
-fi
+bench_install nginx wrk -- nginx-light wrk
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-if [[ -z "${WEIR_BINARY:-}" ]]; then
-  (cd "$ROOT" && swift build -c release --scratch-path "$SCRATCH" --product weir >/dev/null)
-  WEIR_BINARY="$SCRATCH/release/weir"
-fi
-
-wait_for_port() {
-  for _ in $(seq 1 200); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  echo "nothing listens on port $1" >&2
-  exit 1
-}
+bench_weir_binary
 
 # run_wrk NAME PORT: warm up, then measure; prints "rps p50 p99" and keeps wrk's output.
 run_wrk() {
