@@ -35,13 +35,21 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 bench_weir_binary
 
-# run_wrk NAME PORT CONNECTIONS: warm up, then measure; prints "rps p50 p99".
+# CPU time (user + system) of process PID so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+# run_wrk NAME PORT CONNECTIONS PID: warm up, then measure; prints "rps p50 p99 cpu",
+# cpu being the CPU time process PID spent per request, in microseconds.
 run_wrk() {
-  local name=$1 port=$2 connections=$3
+  local name=$1 port=$2 connections=$3 pid=$4
   taskset -c "$CLIENT_CORE" wrk -t1 -c"$connections" -d"${WARMUP}s" -s "$ROOT/bench/chat.lua" \
     "http://127.0.0.1:$port" >/dev/null
+  local before after
+  before=$(cpu_ticks "$pid")
   taskset -c "$CLIENT_CORE" wrk -t1 -c"$connections" -d"${DURATION}s" --latency -s "$ROOT/bench/chat.lua" \
     "http://127.0.0.1:$port" >"$WORK/$name.txt"
+  after=$(cpu_ticks "$pid")
   if grep -q "Non-2xx" "$WORK/$name.txt"; then
     echo "$name: some answers were not 2xx:" >&2
     cat "$WORK/$name.txt" >&2
@@ -51,18 +59,21 @@ run_wrk() {
   rps=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/$name.txt")
   p50=$(awk '$1 == "50%" {print $2}' "$WORK/$name.txt")
   p99=$(awk '$1 == "99%" {print $2}' "$WORK/$name.txt")
-  echo "$rps $p50 $p99"
+  local requests
+  requests=$(awk '/requests in/ {print $1}' "$WORK/$name.txt")
+  echo "$rps $p50 $p99 $(awk -v t=$((after - before)) -v us="$TICK_US" -v n="$requests" 'BEGIN {printf "%.1f", t * us / n}')"
 }
 
 # The upstream, for every run.
 taskset -c "$CLIENT_CORE" "$WEIR_BINARY" mock-upstream --port "$UPSTREAM_PORT" --completion-tokens 16 \
   --log-level warning >"$WORK/mock.log" 2>&1 &
-pids+=("$!")
+mock_pid=$!
+pids+=("$mock_pid")
 wait_for_port "$UPSTREAM_PORT"
 
-# a. the upstream directly
-read -r direct_rps direct_p50 direct_p99 < <(run_wrk direct "$UPSTREAM_PORT" "$CONNECTIONS")
-read -r directm_rps directm_p50 directm_p99 < <(run_wrk direct-moderate "$UPSTREAM_PORT" "$MODERATE")
+# a. the upstream directly (the "proxy CPU" column is then the mock's own)
+read -r direct_rps direct_p50 direct_p99 direct_cpu < <(run_wrk direct "$UPSTREAM_PORT" "$CONNECTIONS" "$mock_pid")
+read -r directm_rps directm_p50 directm_p99 directm_cpu < <(run_wrk direct-moderate "$UPSTREAM_PORT" "$MODERATE" "$mock_pid")
 
 # b. weir
 taskset -c "$PROXY_CORE" "$WEIR_BINARY" serve --port "$WEIR_PORT" --data "$WORK/data" --log-level warning \
@@ -70,8 +81,8 @@ taskset -c "$PROXY_CORE" "$WEIR_BINARY" serve --port "$WEIR_PORT" --data "$WORK/
 weir_pid=$!
 pids+=("$weir_pid")
 wait_for_port "$WEIR_PORT"
-read -r weir_rps weir_p50 weir_p99 < <(run_wrk weir "$WEIR_PORT" "$CONNECTIONS")
-read -r weirm_rps weirm_p50 weirm_p99 < <(run_wrk weir-moderate "$WEIR_PORT" "$MODERATE")
+read -r weir_rps weir_p50 weir_p99 weir_cpu < <(run_wrk weir "$WEIR_PORT" "$CONNECTIONS" "$weir_pid")
+read -r weirm_rps weirm_p50 weirm_p99 weirm_cpu < <(run_wrk weir-moderate "$WEIR_PORT" "$MODERATE" "$weir_pid")
 allowed=$(curl -s "http://127.0.0.1:$WEIR_PORT/metrics" | awk '$1 ~ /^weir_decisions_total/ && $1 ~ /outcome="allowed"/ {sum += $2} END {print sum + 0}')
 active=$(curl -s "http://127.0.0.1:$WEIR_PORT/metrics" | awk '$1 == "weir_active_leases" {print $2}')
 kill "$weir_pid"; wait "$weir_pid" 2>/dev/null || true
@@ -84,8 +95,11 @@ taskset -c "$PROXY_CORE" "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" &
 nginx_pid=$!
 pids+=("$nginx_pid")
 wait_for_port "$NGINX_PORT"
-read -r nginx_rps nginx_p50 nginx_p99 < <(run_wrk nginx "$NGINX_PORT" "$CONNECTIONS")
-read -r nginxm_rps nginxm_p50 nginxm_p99 < <(run_wrk nginx-moderate "$NGINX_PORT" "$MODERATE")
+# nginx forks its worker: measure the worker's CPU.
+sleep 0.2
+nginx_worker=$(pgrep -P "$nginx_pid" | head -1)
+read -r nginx_rps nginx_p50 nginx_p99 nginx_cpu < <(run_wrk nginx "$NGINX_PORT" "$CONNECTIONS" "$nginx_worker")
+read -r nginxm_rps nginxm_p50 nginxm_p99 nginxm_cpu < <(run_wrk nginx-moderate "$NGINX_PORT" "$MODERATE" "$nginx_worker")
 kill "$nginx_pid"; wait "$nginx_pid" 2>/dev/null || true
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
@@ -100,14 +114,14 @@ report="$ROOT/bench/results/gateway-$(date -u +%Y%m%dT%H%M%SZ).md"
   echo
   echo "Command: \`bench/gateway.sh $DURATION $CONNECTIONS $MODERATE\` (proxy on core $PROXY_CORE; mock upstream and wrk -t1 on core $CLIENT_CORE; ${DURATION}s after ${WARMUP}s warm-up; POST /v1/chat/completions, non-streaming; load average at start: $(cut -d' ' -f1-3 /proc/loadavg))"
   echo
-  echo "| target | connections | requests/s | ratio to nginx | p50 | p99 | p50 added to direct |"
-  echo "| --- | --- | --- | --- | --- | --- | --- |"
-  echo "| mock upstream directly | $CONNECTIONS | $direct_rps | $(ratio "$direct_rps" "$nginx_rps") | $direct_p50 | $direct_p99 | |"
-  echo "| through weir | $CONNECTIONS | $weir_rps | $(ratio "$weir_rps" "$nginx_rps") | $weir_p50 | $weir_p99 | $(added "$weir_p50" "$direct_p50") |"
-  echo "| through nginx proxy_pass | $CONNECTIONS | $nginx_rps | 1.000 | $nginx_p50 | $nginx_p99 | $(added "$nginx_p50" "$direct_p50") |"
-  echo "| mock upstream directly | $MODERATE | $directm_rps | $(ratio "$directm_rps" "$nginxm_rps") | $directm_p50 | $directm_p99 | |"
-  echo "| through weir | $MODERATE | $weirm_rps | $(ratio "$weirm_rps" "$nginxm_rps") | $weirm_p50 | $weirm_p99 | $(added "$weirm_p50" "$directm_p50") |"
-  echo "| through nginx proxy_pass | $MODERATE | $nginxm_rps | 1.000 | $nginxm_p50 | $nginxm_p99 | $(added "$nginxm_p50" "$directm_p50") |"
+  echo "| target | connections | requests/s | ratio to nginx | p50 | p99 | p50 added to direct | CPU per request (proxy; mock when direct) |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+  echo "| mock upstream directly | $CONNECTIONS | $direct_rps | $(ratio "$direct_rps" "$nginx_rps") | $direct_p50 | $direct_p99 | | ${direct_cpu} us |"
+  echo "| through weir | $CONNECTIONS | $weir_rps | $(ratio "$weir_rps" "$nginx_rps") | $weir_p50 | $weir_p99 | $(added "$weir_p50" "$direct_p50") | ${weir_cpu} us |"
+  echo "| through nginx proxy_pass | $CONNECTIONS | $nginx_rps | 1.000 | $nginx_p50 | $nginx_p99 | $(added "$nginx_p50" "$direct_p50") | ${nginx_cpu} us |"
+  echo "| mock upstream directly | $MODERATE | $directm_rps | $(ratio "$directm_rps" "$nginxm_rps") | $directm_p50 | $directm_p99 | | ${directm_cpu} us |"
+  echo "| through weir | $MODERATE | $weirm_rps | $(ratio "$weirm_rps" "$nginxm_rps") | $weirm_p50 | $weirm_p99 | $(added "$weirm_p50" "$directm_p50") | ${weirm_cpu} us |"
+  echo "| through nginx proxy_pass | $MODERATE | $nginxm_rps | 1.000 | $nginxm_p50 | $nginxm_p99 | $(added "$nginxm_p50" "$directm_p50") | ${nginxm_cpu} us |"
   echo
   echo "weir: $allowed calls allowed, $active leases left unsettled at the end."
 } | tee "$report"

@@ -21,7 +21,9 @@ public struct ServeCommand: AsyncParsableCommand {
             a SQLite registry under --data. The admin API (/admin/v1) needs a bearer token \
             from --admin-token-file or WEIR_ADMIN_TOKEN; without one it answers 403. \
             SIGINT and SIGTERM stop the server gracefully; SIGHUP reloads --config (an invalid \
-            file is logged and the running config kept).
+            file is logged and the running config kept). With --upstream URL it is also a \
+            gateway: the model API's paths (/v1/chat/completions, /v1/text/chatcompletion_v2, \
+            /v1/t2a_v2, ...) are limited per API key and forwarded to URL.
             """
     )
 

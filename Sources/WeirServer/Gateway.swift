@@ -264,6 +264,9 @@ final class Gateway: Sendable {
     private static let responseHeadersNotForwarded: Set<String> = [
         "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer",
         "transfer-encoding", "upgrade", "content-length", "date", "server",
+    ]
+    /// The upstream's own rate limit headers, replaced by Weir's on the table's paths.
+    private static let rateLimitHeaders: Set<String> = [
         RateLimitHeaders.limitRequests, RateLimitHeaders.remainingRequests, RateLimitHeaders.resetRequests,
         RateLimitHeaders.limitTokens, RateLimitHeaders.remainingTokens, RateLimitHeaders.resetTokens,
         "ratelimit-policy", "ratelimit",
@@ -293,12 +296,16 @@ final class Gateway: Sendable {
         return headers
     }
 
-    func responseHeaders(_ upstream: HTTPHeaders) -> HTTPFields {
+    /// The upstream's response headers for the client: hop-by-hop ones dropped, and the
+    /// upstream's rate limit headers too when Weir's replace them.
+    func responseHeaders(_ upstream: HTTPHeaders, replacingRateLimits: Bool = true) -> HTTPFields {
         let named = Self.connectionOptions(upstream["connection"])
         var fields = HTTPFields()
         for (name, value) in upstream {
             let lowered = name.lowercased()
-            if Self.responseHeadersNotForwarded.contains(lowered) || named.contains(lowered) { continue }
+            if named.contains(lowered) { continue }
+            if Self.responseHeadersNotForwarded.contains(lowered) { continue }
+            if replacingRateLimits, Self.rateLimitHeaders.contains(lowered) { continue }
             guard let fieldName = HTTPField.Name(name) else { continue }
             fields.append(HTTPField(name: fieldName, value: value))
         }
@@ -348,9 +355,11 @@ final class Gateway: Sendable {
             return GatewayErrors.response(upstreamError(error), dialect: .openAI)
         }
         let status = HTTPResponse.Status(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase)
-        return Response(status: status, headers: responseHeaders(response.headers), body: ResponseBody { writer in
-            for try await chunk in response.body { try await writer.write(chunk) }
-            try await writer.finish(nil)
-        })
+        return Response(
+            status: status, headers: responseHeaders(response.headers, replacingRateLimits: false),
+            body: ResponseBody { writer in
+                for try await chunk in response.body { try await writer.write(chunk) }
+                try await writer.finish(nil)
+            })
     }
 }

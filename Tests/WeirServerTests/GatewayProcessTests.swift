@@ -58,11 +58,22 @@ struct GatewayProcessTests {
         let directory = scratchDirectory()
         let server = try ServerProcess(arguments: ["serve", "--port", "0", "--data", directory, "--upstream", "ftp://example"])
         #expect(await server.exitStatus() != 0)
-        #expect(server.output.contains("scheme must be http or https"))
+        #expect(await Self.output(of: server, contains: "scheme must be http or https"))
         let timeout = try ServerProcess(arguments: [
             "serve", "--port", "0", "--data", directory, "--upstream", "http://127.0.0.1:1", "--upstream-timeout", "soon",
         ])
         #expect(await timeout.exitStatus() != 0)
-        #expect(timeout.output.contains("--upstream-timeout soon"))
+        #expect(await Self.output(of: timeout, contains: "--upstream-timeout soon"))
+    }
+
+    /// Whether the output of an exited process shows `text`, once the pipe is drained
+    /// (its last bytes may arrive after the exit is seen): polled for at most 5 s.
+    static func output(of process: ServerProcess, contains text: String) async -> Bool {
+        let deadline = ContinuousClock.now + .seconds(5)
+        while ContinuousClock.now < deadline {
+            if process.output.contains(text) { return true }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return process.output.contains(text)
     }
 }

@@ -51,6 +51,12 @@ struct GatewayHarness: Sendable {
             api: voice-design
             limits:
               all: {requests: 20}
+          - name: images
+            api: image-generation
+            models: [image-01]
+            meter: images
+            limits:
+              all: {requests: 10, tokens: 60}
         """
 
     /// Runs `body` against a fresh gateway and mock upstream.

@@ -69,6 +69,31 @@ struct GatewayTests {
         }
     }
 
+    @Test("t2a streams settle from the last event's usage_characters; images reserve n and settle success_count")
+    func speechStreamAndImages() async throws {
+        try await GatewayHarness.run { gateway in
+            let key = try await gateway.key(for: "acme")
+            let text = String(repeating: "a", count: 40)
+            let streamed = try await gateway.send(
+                "/v1/t2a_v2", body: #"{"model": "speech-2.6-hd", "stream": true, "text": "\#(text)"}"#, key: key)
+            #expect(streamed.status == 200)
+            #expect(streamed.header("content-type") == "text/event-stream")
+            #expect(GatewayHarness.events(streamed.body).count == 3)
+            #expect(try await gateway.used("acme", rule: "t2a", dimension: "tokens") == 40)
+
+            let images = try await gateway.send(
+                "/v1/image_generation", body: #"{"model": "image-01", "prompt": "a weir", "n": 3}"#, key: key)
+            #expect(images.status == 200)
+            #expect(images.header("x-ratelimit-remaining-tokens") == "57")
+            #expect(try await gateway.used("acme", rule: "images", dimension: "tokens") == 3)
+            let tooMany = try await gateway.send(
+                "/v1/image_generation", body: #"{"model": "image-01", "prompt": "a weir", "n": 61}"#, key: key)
+            #expect(tooMany.status == 429)
+            #expect((tooMany.json["error"] as? [String: Any])?["reason"] as? String == "too_large")
+            #expect(tooMany.header("Retry-After") == nil)
+        }
+    }
+
     @Test("bad input and bad keys: 401 with MiniMax code 1004, 400 naming the field, 404 off the table; nothing forwarded")
     func badInput() async throws {
         try await GatewayHarness.run { gateway in
