@@ -59,6 +59,9 @@ struct DecisionChannel: ServerChildChannel, HTTPChannelHandler {
 /// to Hummingbird unchanged, and the decision routes stay registered there too: both
 /// call the same `WeirService.acquire` / `settle`, so answers are identical.
 ///
+/// **Shared store.** With `--store redis://` a decision waits on Redis, so the fast path
+/// forwards every request to Hummingbird, whose async routes await the store.
+///
 /// **Order.** While a request forwarded to Hummingbird has not been answered (HTTP
 /// pipelining), decision requests are forwarded as well, so responses always leave in
 /// request order.
