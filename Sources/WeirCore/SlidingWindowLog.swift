@@ -69,7 +69,9 @@ public struct SlidingWindowLog: Sendable {
         while count > 0 {
             let oldest = entries[head]
             guard oldest.time.addingSaturating(window) <= now else { break }
-            total -= oldest.cost
+            // Saturating: extra charges at settlement can saturate the total (a limit
+            // near 2^64), and then the entries sum to more than it.
+            total = total.subtractingSaturating(oldest.cost)
             head += 1
             if head == entries.count { head = 0 }
             count -= 1
@@ -88,7 +90,7 @@ public struct SlidingWindowLog: Sendable {
         var offset = 0
         while offset < count {
             let oldest = entry(offset)
-            counting -= oldest.cost
+            counting = counting.subtractingSaturating(oldest.cost)
             if counting.addingSaturating(cost) <= limit {
                 return oldest.time.addingSaturating(window).subtractingSaturating(now)
             }
@@ -135,7 +137,7 @@ public struct SlidingWindowLog: Sendable {
         guard entries[index].time == time else { return 0 }
         let taken = min(cost, entries[index].cost)
         entries[index].cost -= taken
-        total -= taken
+        total = total.subtractingSaturating(taken)
         return taken
     }
 

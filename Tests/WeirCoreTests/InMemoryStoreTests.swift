@@ -117,3 +117,25 @@ struct InMemoryStoreTests {
         #expect(store.activeLeaseCount == 100)
     }
 }
+
+@Suite("Sliding window near 2^64")
+struct SlidingWindowSaturationTests {
+    @Test("extra charges that saturate a huge limit's total never crash, and the key drains when its window passes")
+    func saturatedTotal() throws {
+        let clock = ManualClock(start: 1_000)
+        let store = InMemoryStore(clock: clock, shardCount: 1)
+        let limits = LimitSet(tokens: Limit(algorithm: .slidingWindow, limit: UInt64.max - 1, window: 1_000))
+        let key = LimitKey(account: "a", scope: "s")
+        // Two entries whose costs (after extra charges) sum past 2^64 - 1: pruning the
+        // second from the saturated total used to trap.
+        for step in 0..<2 {
+            let decision = store.acquire(AdmissionRequest(key: key, limits: limits, units: 1, leaseTTL: 10_000))
+            let lease = try #require(decision.lease, "call \(step) is allowed")
+            _ = try store.settle(lease.id, actualUnits: UInt64.max / 2 + 10)
+            clock.advance(by: 1)
+        }
+        #expect(!store.acquire(AdmissionRequest(key: key, limits: limits, units: 1)).isAllowed, "the saturated total denies")
+        clock.advance(by: 1_000)
+        #expect(store.acquire(AdmissionRequest(key: key, limits: limits, units: 1)).isAllowed, "and drains once the window passes")
+    }
+}
