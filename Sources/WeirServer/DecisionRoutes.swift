@@ -123,7 +123,13 @@ extension WeirService {
     /// A store failure as callers see it: 503 with a retry hint, never a 500; the
     /// details go to the log, not to the caller.
     func storeError(_ error: any Error) -> APIError {
-        logger.warning("store failure", metadata: ["error": "\(error)"])
+        // An outage fails many calls in a row; `/readyz` and the store metrics report it,
+        // so only a failure that is not an outage (a script error) is logged as a warning.
+        if let failure = error as? StoreError, failure.isTransient {
+            logger.debug("store unavailable", metadata: ["error": "\(failure)"])
+        } else {
+            logger.warning("store failure", metadata: ["error": "\(error)"])
+        }
         return APIError(
             status: .serviceUnavailable, code: "store_unavailable",
             message: "the rate limit store is unavailable; retry shortly", field: nil)

@@ -27,20 +27,33 @@ func scratchDirectory() -> String {
     return path
 }
 
-/// Receives the port the gRPC service reports once it listens.
+/// Receives the port the gRPC service reports once it listens; `port()` waits for
+/// that report (event-driven, bounded by `timeout`), for one waiting test.
 final class PortBox: Sendable {
-    private let value = Mutex<Int?>(nil)
+    private let reports: AsyncStream<Int>
+    private let continuation: AsyncStream<Int>.Continuation
 
-    func set(_ port: Int) { value.withLock { $0 = port } }
+    init() {
+        (reports, continuation) = AsyncStream.makeStream(of: Int.self, bufferingPolicy: .bufferingNewest(1))
+    }
 
-    /// The port, polling for it at most `timeout`.
+    func set(_ port: Int) { continuation.yield(port) }
+
+    /// The port, once reported; an error if none comes within `timeout`.
     func port(timeout: Duration = .seconds(30)) async throws -> Int {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if let port = value.withLock({ $0 }) { return port }
-            try await Task.sleep(for: .milliseconds(10))
+        let reports = self.reports
+        return try await withThrowingTaskGroup(of: Int.self) { group in
+            group.addTask {
+                for await port in reports { return port }
+                throw HarnessError("the gRPC service ended without reporting a port")
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)  // a bound on the wait, not time passing
+                throw HarnessError("the gRPC service did not report a port within \(timeout)")
+            }
+            defer { group.cancelAll() }
+            return try await group.next()!
         }
-        throw HarnessError("the gRPC service did not report a port within \(timeout)")
     }
 }
 

@@ -66,14 +66,9 @@ struct GatewayProcessTests {
         #expect(await Self.output(of: timeout, contains: "--upstream-timeout soon"))
     }
 
-    /// Whether the output of an exited process shows `text`, once the pipe is drained
-    /// (its last bytes may arrive after the exit is seen): polled for at most 5 s.
+    /// Whether the output of an exited process shows `text` (all of it: `waitForOutput`
+    /// reads the pipe to its end).
     static func output(of process: ServerProcess, contains text: String) async -> Bool {
-        let deadline = ContinuousClock.now + .seconds(5)
-        while ContinuousClock.now < deadline {
-            if process.output.contains(text) { return true }
-            try? await Task.sleep(for: .milliseconds(10))
-        }
-        return process.output.contains(text)
+        (try? await process.waitForOutput(text)) != nil
     }
 }

@@ -135,15 +135,12 @@ struct GatewayHarness: Sendable {
         return line.flatMap { Double($0.split(separator: " ").last ?? "") }.map { Int($0) }
     }
 
-    /// Polls `condition` every 10 ms until it holds, for at most 10 s (waiting for the
-    /// server to finish work that follows a response, not for time to pass).
+    /// Waits until `condition` holds, for at most 10 s (the server finishing work that
+    /// follows a response, not time passing), through the suite-wide `eventually`.
     func eventually(_ what: String, _ condition: @Sendable () async throws -> Bool) async throws {
-        let deadline = ContinuousClock.now + .seconds(10)
-        while ContinuousClock.now < deadline {
-            if try await condition() { return }
-            try await Task.sleep(for: .milliseconds(10))
+        guard try await WeirServerTests.eventually(within: .seconds(10), condition) else {
+            throw TestFailure("not within 10 s: \(what)")
         }
-        throw TestFailure("not within 10 s: \(what)")
     }
 
     // MARK: - HTTP

@@ -99,6 +99,8 @@ final class ServerProcess: @unchecked Sendable {
     private let process = Process()
     private let collected = Locked("")
     private let exited = Locked<Int32?>(nil)
+    /// Whether the output pipe reached its end (after the exit, its last bytes may still come).
+    private let drained = Locked(false)
     /// Signalled whenever output arrives or the process exits: waiting is event-driven,
     /// with no polling. A test that waits forever is ended by the suite's time limit.
     private let changes: AsyncStream<Void>
@@ -120,9 +122,14 @@ final class ServerProcess: @unchecked Sendable {
         let pipe = Pipe()
         process.standardError = pipe
         process.standardOutput = pipe
-        pipe.fileHandleForReading.readabilityHandler = { [collected, changed] handle in
+        pipe.fileHandleForReading.readabilityHandler = { [collected, drained, changed] handle in
             let data = handle.availableData
-            guard !data.isEmpty else { handle.readabilityHandler = nil; return }
+            guard !data.isEmpty else {
+                handle.readabilityHandler = nil
+                drained.value.withLock { $0 = true }
+                changed.yield()
+                return
+            }
             collected.value.withLock { $0 += String(decoding: data, as: UTF8.self) }
             changed.yield()
         }
@@ -143,14 +150,15 @@ final class ServerProcess: @unchecked Sendable {
         kill(process.processIdentifier, signal)
     }
 
-    /// Waits until the log contains `text`; fails if the process exits first.
+    /// Waits until the log contains `text`; fails if the process exits (and its output
+    /// has been read to the end) first.
     @discardableResult
     func waitForOutput(_ text: String) async throws -> String {
         var iterator = changes.makeAsyncIterator()
         while true {
             let output = self.output
             if output.contains(text) { return output }
-            if exited.value.withLock({ $0 }) != nil { break }
+            if exited.value.withLock({ $0 }) != nil && drained.value.withLock({ $0 }) { break }
             guard await iterator.next() != nil else { break }
         }
         throw TestFailure("no `\(text)` in the server's output:\n\(output)")
