@@ -65,17 +65,23 @@ extension WeirService {
             message: "unknown account `\(id)`: create it with PUT /admin/v1/accounts/\(id)", field: "id")
     }
 
+    /// `"id", "tier", "pinned_tier", "recharges"`: how the admin API and the dashboard
+    /// both open an account's object.
+    static func writeAccountFields(id: String, profile: AccountProfile, catalogue: Catalogue, to json: inout JSONWriter) {
+        json.field("id", id)
+        json.field("tier", catalogue.tier(for: profile).name)
+        json.field("pinned_tier", optional: profile.pinnedTier)
+        json.key("recharges")
+        json.raw(Registry.text(profile.recharges))
+    }
+
     /// `{"id", "tier", "pinned_tier", "recharges", "overrides", "keys": [{"prefix", "created_at"}]}`.
     func accountJSON(_ id: String) -> String {
         let catalogue = limiter.catalogue
         let profile = WeirService.profile(id: id, catalogue: catalogue, registry: registry)
         var json = JSONWriter()
         json.beginObject()
-        json.field("id", id)
-        json.field("tier", catalogue.tier(for: profile).name)
-        json.field("pinned_tier", optional: profile.pinnedTier)
-        json.key("recharges")
-        json.raw(Registry.text(profile.recharges))
+        Self.writeAccountFields(id: id, profile: profile, catalogue: catalogue, to: &json)
         json.key("overrides")
         OverrideCoding.write(profile.overrides, to: &json)
         json.key("keys")

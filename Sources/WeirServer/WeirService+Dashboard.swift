@@ -120,11 +120,7 @@ extension WeirService {
             }
             var json = JSONWriter(capacity: 1024)
             json.beginObject()
-            json.field("id", id)
-            json.field("tier", catalogue.tier(for: profile).name)
-            json.field("pinned_tier", optional: profile.pinnedTier)
-            json.key("recharges")
-            json.raw(Registry.text(profile.recharges))
+            Self.writeAccountFields(id: id, profile: profile, catalogue: catalogue, to: &json)
             json.key("sources")
             json.beginArray()
             for source in from { json.string(source) }
