@@ -141,7 +141,7 @@ public final class InMemoryStore: RateLimitStore, @unchecked Sendable {
     /// counter) until their TTL so that a second settlement is recognised.
     public var leaseCount: Int {
         (0..<shards.count).reduce(0) { count, index in
-            count + shards[index].state.withLock { $0.leases.count + $0.settledLeases.count }
+            count + shards[index].state.withLock { $0.leases.activeCount + $0.leases.settledCount }
         }
     }
 
@@ -150,7 +150,7 @@ public final class InMemoryStore: RateLimitStore, @unchecked Sendable {
         (0..<shards.count).reduce(0) { count, index in
             count + shards[index].state.withLock { state in
                 state.expireLeases(now: now, limit: .max)
-                return state.activeLeases
+                return state.leases.activeCount
             }
         }
     }
@@ -188,16 +188,11 @@ private struct ShardState: ~Copyable {
     var keys: [LimitKey: KeyBuckets] = [:]
     /// Logs and slots, only for keys that have them.
     var extras: [LimitKey: KeyExtras] = [:]
-    /// Active leases (issued, not settled, not forgotten after their TTL), by counter.
-    var leases: [UInt64: LeaseRecord] = [:]
-    /// Settled leases until their TTL, so that a second settlement is told apart from an
-    /// expired one: just the counter, 16 bytes, not the whole record.
-    var settledLeases: Set<UInt64> = []
+    /// Lease records by counter: active ones, and settled ones as tombstones until their
+    /// TTL, so that a second settlement is told apart from an expired one.
+    var leases = LeaseTable<LeaseRecord>()
     /// Lease records by TTL, so they leave a few at a time as they expire.
     var leaseExpiries = ExpiryQueue()
-    /// Leases issued and neither settled nor expired (as of the last expiry step).
-    var activeLeases = 0
-    var nextLease: UInt64 = 0
     /// Sweep idle keys when the key count reaches this.
     var sweepAt = 1024
 
@@ -205,20 +200,20 @@ private struct ShardState: ~Copyable {
     mutating func acquire(_ request: AdmissionRequest, now: UInt64, leaseBase: UInt64) -> Decision {
         var leaseID: LeaseID?
         if request.leaseTTL != nil {
-            leaseID = LeaseID(rawValue: leaseBase | nextLease)
-            nextLease = (nextLease + 1) & ((1 << 40) - 1)
+            leaseID = LeaseID(rawValue: leaseBase | leases.reserve())
         }
         let admission = withKey(request.key, limits: request.limits, create: true) {
             $0.admit(request, now: now, lease: leaseID)
         }
         if let lease = admission.decision.lease {
             let counter = lease.id.rawValue & ((1 << 40) - 1)
-            leases[counter] = LeaseRecord(
-                key: request.key, limits: request.limits, reserved: lease.reservedUnits,
-                tokensLoggedAt: admission.tokensLoggedAt, expiresAt: lease.expiresAt,
-                consumed: admission.consumed)
+            leases.insert(
+                LeaseRecord(
+                    key: request.key, limits: request.limits, reserved: lease.reservedUnits,
+                    tokensLoggedAt: admission.tokensLoggedAt, expiresAt: lease.expiresAt,
+                    consumed: admission.consumed),
+                at: counter)
             leaseExpiries.insert(deadline: lease.expiresAt, id: counter)
-            activeLeases += 1
             // Two expiries per lease issued: records leave at least as fast as they come.
             // Judged at this call's time, as slots are: after a backwards clock jump a
             // record is never forgotten while its slot still counts.
@@ -231,14 +226,17 @@ private struct ShardState: ~Copyable {
     }
 
     mutating func settle(_ lease: LeaseID, counter: UInt64, actualUnits: UInt64, now: UInt64) throws(LeaseError) -> Settlement {
-        guard let record = leases[counter] else {
-            if settledLeases.contains(counter) { throw .alreadySettled(lease) }
-            throw counter < nextLease ? .expired(lease) : .unknown(lease)
+        let record: LeaseRecord
+        switch leases[counter] {
+        case .active(let active):
+            if active.expiresAt <= now { throw .expired(lease) }
+            record = active
+            leases.settle(counter)
+        case .settled:
+            throw .alreadySettled(lease)
+        case .empty:
+            throw leases.wasIssued(counter) ? .expired(lease) : .unknown(lease)
         }
-        if record.expiresAt <= now { throw .expired(lease) }
-        leases.removeValue(forKey: counter)
-        settledLeases.insert(counter)
-        activeLeases -= 1
         var charged: UInt64 = 0
         var refunded: UInt64 = 0
         let limits = record.limits
@@ -307,11 +305,7 @@ private struct ShardState: ~Copyable {
     mutating func expireLeases(now: UInt64, limit: Int) {
         var removed = 0
         while removed < limit, let due = leaseExpiries.popExpired(at: now) {
-            if leases.removeValue(forKey: due.id) != nil {
-                activeLeases -= 1
-            } else {
-                settledLeases.remove(due.id)
-            }
+            leases.forget(due.id)
             removed += 1
         }
     }

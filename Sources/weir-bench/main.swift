@@ -182,3 +182,40 @@ if selected("refusal-history") {
     row("RefusalHistory.record, 100,000 accounts in turn (cap 4096)", churning, baseline: baseline)
     print("    accounts tracked after: \(history.trackedAccounts)")
 }
+
+// Stalls while leases pile up: what `bench/serve.sh`'s allowed run does to the store
+// (300 accounts, every call allowed with a one-minute lease, none settled), 1,000,000
+// calls on one thread. Each call is timed; the figures are the slowest calls and the
+// time spent in calls over 50 µs, against the same calls without a lease (baseline in
+// the same run). A table that grows by rehashing stalls every shard at about the same
+// count, which shows here as a few calls of a millisecond and more.
+if selected("lease-stalls") {
+    let calls = quick ? 300_000 : 1_000_000
+    let accounts = keys(300, prefix: "bench-")
+    let free = LimitSet(
+        requests: Limit(algorithm: .gcra, limit: 1_000_000_000, window: minute),
+        tokens: Limit(algorithm: .gcra, limit: 1_000_000_000_000, window: minute))
+    func stalls(leases: Bool) -> (p999: UInt64, max: UInt64, over50us: Int, stalled: UInt64, rate: Double) {
+        let store = InMemoryStore(clock: clock)
+        var times = [UInt64](repeating: 0, count: calls)
+        let ttl: UInt64? = leases ? minute : nil
+        let start = clock.now()
+        for index in 0..<calls {
+            let before = clock.now()
+            _ = store.acquire(AdmissionRequest(key: accounts[index % accounts.count], limits: free, units: 100, leaseTTL: ttl))
+            times[index] = clock.now() - before
+        }
+        let elapsed = Double(clock.now() - start) / 1e9
+        let slow = times.filter { $0 > 50_000 }
+        let sorted = times.sorted()
+        return (sorted[calls * 999 / 1000], sorted[calls - 1], slow.count, slow.reduce(0, +), Double(calls) / elapsed)
+    }
+    for (name, leases) in [("no lease (baseline)", false), ("one-minute lease each", true)] {
+        let result = stalls(leases: leases)
+        print(
+            "\(calls) calls, 300 accounts, \(name): \(String(format: "%.2f", result.rate / 1e6)) M/s, p99.9 \(result.p999) ns, "
+                + "slowest \(String(format: "%.2f", Double(result.max) / 1e6)) ms, \(result.over50us) calls over 50 µs "
+                + "(\(String(format: "%.2f", Double(result.stalled) / 1e6)) ms in them)")
+    }
+    print("")
+}
