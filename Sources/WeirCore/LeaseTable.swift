@@ -1,24 +1,25 @@
 /// The lease records of one `InMemoryStore` shard, by counter: counters are issued in
-/// order, and their records kept in pages of 128 slots.
+/// order and looked up in pages of 128 four-byte slots; the records themselves sit in a
+/// pool of 128-record pages, reused through a free list.
 ///
 /// **Why pages.** Under sustained load a shard holds every lease issued within the
-/// lease TTL (a minute at 40,000 calls/s is 2.4 million). A dictionary holding them
-/// doubles and rehashes all its records now and then, and since keys spread evenly
+/// lease TTL (a minute at 40,000 calls/s is 2.4 million in all). A dictionary holding
+/// them doubles and rehashes all its records now and then, and since keys spread evenly
 /// over the shards, every shard does so at about the same count: a burst of copying
-/// that showed as the p99 of `bench/serve.sh`. Here the table grows one page at a time,
-/// a record never moves once written, and a page leaves as soon as every counter in it
-/// has been issued and none is still held (leases mostly end in the order they start,
-/// so pages empty from the oldest).
+/// that showed in the p99 of `bench/serve.sh`. Here both tables grow one page at a
+/// time and a record never moves once written.
 ///
-/// A slot is empty (not issued yet, issued without a record, or forgotten), active (the
-/// record of a lease not yet settled) or settled (a tombstone kept until the lease's
-/// TTL, so that a second settlement is told apart from an expired one).
+/// **Memory.** A counter page leaves as soon as every counter in it has been issued
+/// and none is still held (leases mostly end in the order they start, so pages empty
+/// from the oldest). A settled lease keeps only its 4-byte slot (a tombstone until its
+/// TTL, so that a second settlement is told apart from an expired one); its record goes
+/// back to the pool at once. The pool keeps the most records ever active at once.
 ///
 /// Counters are 40 bits and wrap (after 2^40 leases in one shard): the store's lease
 /// TTL is far shorter than a wrap, so a wrapped counter never meets a live record.
 ///
 /// A value type; not thread-safe on its own (the shard's lock guards it). Every
-/// operation is O(1), apart from allocating or freeing one page (about 25 KB) per 128 counters.
+/// operation is O(1), apart from allocating or freeing a page now and then.
 struct LeaseTable<Record> {
     enum Slot {
         case empty
@@ -26,21 +27,23 @@ struct LeaseTable<Record> {
         case settled
     }
 
-    private struct Page {
-        var slots: [Slot]
-        /// Slots that are active or settled.
+    /// Slot codes in a counter page: 0 empty, 1 settled, n >= 2 the record at n - 2.
+    private struct CounterPage {
+        var codes = [UInt32](repeating: 0, count: LeaseTable.pageSize)
+        /// Codes that are not empty.
         var held = 0
-
-        init() {
-            slots = Array(repeating: .empty, count: LeaseTable.pageSize)
-        }
     }
 
     static var pageSize: Int { 1 << pageBits }
     private static var pageBits: UInt64 { 7 }
     private static var counterMask: UInt64 { (1 << 40) - 1 }
+    private static var settledCode: UInt32 { 1 }
 
-    private var pages: [UInt64: Page] = [:]
+    private var counterPages: [UInt64: CounterPage] = [:]
+    /// The pool: record `i` is `recordPages[i / pageSize][i % pageSize]`.
+    private var recordPages: [[Record?]] = []
+    /// Pool indices free for reuse.
+    private var freeRecords: [UInt32] = []
     /// The next counter `reserve()` gives out.
     private(set) var nextCounter: UInt64 = 0
     /// Records active (issued, neither settled nor forgotten).
@@ -56,7 +59,7 @@ struct LeaseTable<Record> {
             // A new page of counters begins: the previous one is complete, and leaves if
             // nothing in it is held (its counters went to calls without a record).
             let previous = ((counter &- 1) & Self.counterMask) >> Self.pageBits
-            if pages[previous]?.held == 0 { pages.removeValue(forKey: previous) }
+            if counterPages[previous]?.held == 0 { counterPages.removeValue(forKey: previous) }
         }
         return counter
     }
@@ -66,16 +69,35 @@ struct LeaseTable<Record> {
 
     /// Stores the record of the lease `counter` (reserved, and not stored before).
     mutating func insert(_ record: Record, at counter: UInt64) {
+        let index: Int
+        if let free = freeRecords.popLast() {
+            index = Int(free)
+            recordPages[index >> Int(Self.pageBits)][index & (Self.pageSize - 1)] = record
+        } else {
+            // No hole in the pool: it holds exactly the active records, 0..<activeCount.
+            index = activeCount
+            if index & (Self.pageSize - 1) == 0 {
+                var page = [Record?](repeating: nil, count: Self.pageSize)
+                page[0] = record
+                recordPages.append(page)
+            } else {
+                recordPages[index >> Int(Self.pageBits)][index & (Self.pageSize - 1)] = record
+            }
+        }
         let (page, slot) = Self.locate(counter)
-        pages[page, default: Page()].slots[slot] = .active(record)
-        pages[page]!.held += 1
+        counterPages[page, default: CounterPage()].codes[slot] = UInt32(index) + 2
+        counterPages[page]!.held += 1
         activeCount += 1
     }
 
     /// The slot of `counter`.
     subscript(counter: UInt64) -> Slot {
         let (page, slot) = Self.locate(counter)
-        return pages[page]?.slots[slot] ?? .empty
+        switch counterPages[page]?.codes[slot] ?? 0 {
+        case 0: return .empty
+        case Self.settledCode: return .settled
+        case let code: return .active(record(code))
+        }
     }
 
     /// Turns the active record of `counter` into a tombstone and returns it; nil (and
@@ -83,33 +105,51 @@ struct LeaseTable<Record> {
     @discardableResult
     mutating func settle(_ counter: UInt64) -> Record? {
         let (page, slot) = Self.locate(counter)
-        guard case .active(let record)? = pages[page]?.slots[slot] else { return nil }
-        pages[page]!.slots[slot] = .settled
-        activeCount -= 1
+        guard let code = counterPages[page]?.codes[slot], code > Self.settledCode else { return nil }
+        counterPages[page]!.codes[slot] = Self.settledCode
         settledCount += 1
-        return record
+        return release(code)
     }
 
-    /// Empties the slot of `counter` and returns what it held. Frees the page when it
-    /// holds nothing more and all its counters have been issued.
+    /// Empties the slot of `counter` and returns what it held. Frees the counter page
+    /// when it holds nothing more and all its counters have been issued.
     @discardableResult
     mutating func forget(_ counter: UInt64) -> Slot {
         let (page, slot) = Self.locate(counter)
-        guard let previous = pages[page]?.slots[slot] else { return .empty }
-        switch previous {
-        case .empty: return .empty
-        case .active: activeCount -= 1
-        case .settled: settledCount -= 1
+        guard let code = counterPages[page]?.codes[slot], code != 0 else { return .empty }
+        let previous: Slot
+        if code == Self.settledCode {
+            settledCount -= 1
+            previous = .settled
+        } else {
+            previous = .active(release(code))
         }
-        pages[page]!.slots[slot] = .empty
-        pages[page]!.held -= 1
+        counterPages[page]!.codes[slot] = 0
+        counterPages[page]!.held -= 1
         let complete = nextCounter >> Self.pageBits != page
-        if complete && pages[page]!.held == 0 { pages.removeValue(forKey: page) }
+        if complete && counterPages[page]!.held == 0 { counterPages.removeValue(forKey: page) }
         return previous
     }
 
-    /// Pages allocated (for tests: memory follows the leases held).
-    var pageCount: Int { pages.count }
+    /// Counter pages allocated (for tests: they follow the leases held).
+    var pageCount: Int { counterPages.count }
+
+    /// Records the pool can hold without growing (for tests: its high-water mark).
+    var poolCapacity: Int { recordPages.count * Self.pageSize }
+
+    private func record(_ code: UInt32) -> Record {
+        let index = Int(code - 2)
+        return recordPages[index >> Int(Self.pageBits)][index & (Self.pageSize - 1)]!
+    }
+
+    /// Takes the record behind `code` out of the pool and frees its place.
+    private mutating func release(_ code: UInt32) -> Record {
+        let index = Int(code - 2)
+        let record = recordPages[index >> Int(Self.pageBits)][index & (Self.pageSize - 1)].take()!
+        freeRecords.append(code - 2)
+        activeCount -= 1
+        return record
+    }
 
     private static func locate(_ counter: UInt64) -> (page: UInt64, slot: Int) {
         (counter >> pageBits, Int(counter & UInt64(pageSize - 1)))

@@ -68,6 +68,11 @@ struct LeaseTableTests {
         #expect(table.pageCount == 0)
         #expect(table.activeCount == 0 && table.settledCount == 0)
         #expect(table.settle(counters[0]) == nil)
+        // The pool keeps its high-water mark and reuses it.
+        let capacity = table.poolCapacity
+        #expect(capacity >= counters.count)
+        for index in 0..<counters.count { table.insert("again \(index)", at: table.reserve()) }
+        #expect(table.poolCapacity == capacity)
     }
 
     private static func same(_ a: LeaseTable<Int>.Slot, _ b: LeaseTable<Int>.Slot) -> Bool {
