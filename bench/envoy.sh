@@ -179,11 +179,12 @@ report="$ROOT/bench/results/envoy-$(date -u +%Y%m%dT%H%M%SZ).md"
   echo
   echo "CPU time per request during the measured runs (us; Weir: per ShouldRateLimit call):"
   echo
-  echo "| setup | Envoy | nginx | Weir | Envoy-bound ceiling |"
-  echo "| --- | --- | --- | --- | --- |"
-  echo "| local_ratelimit | $local_envoy | $local_nginx | | |"
+  busy() { awk -v r="$1" -v e="$2" -v n="$3" 'BEGIN {printf "%.0f%%", r * (e + n) / 1e4}'; }
+  echo "| setup | Envoy | nginx | Weir | core 0 busy with Envoy + nginx | Envoy-bound ceiling |"
+  echo "| --- | --- | --- | --- | --- | --- |"
+  echo "| local_ratelimit | $local_envoy | $local_nginx | | $(busy "$local_rps" "$local_envoy" "$local_nginx") | |"
   for core in 1 0; do
-    echo "| Weir RLS, Weir on core $core | ${envoy_us[$core]} | ${nginx_us[$core]} | ${weir_us[$core]} | $(awk -v le="$local_envoy" -v ln="$local_nginx" -v e="${envoy_us[$core]}" -v n="${nginx_us[$core]}" 'BEGIN {printf "%.3f", (le + ln) / (e + n)}') |"
+    echo "| Weir RLS, Weir on core $core | ${envoy_us[$core]} | ${nginx_us[$core]} | ${weir_us[$core]} | $(busy "${rps[$core]}" "${envoy_us[$core]}" "${nginx_us[$core]}") | $(awk -v le="$local_envoy" -v ln="$local_nginx" -v e="${envoy_us[$core]}" -v n="${nginx_us[$core]}" 'BEGIN {printf "%.3f", (le + ln) / (e + n)}') |"
   done
   echo
   echo "Load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
