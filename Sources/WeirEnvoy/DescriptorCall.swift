@@ -59,24 +59,47 @@ public struct DescriptorCall: Sendable, Hashable {
         requestHits: UInt32,
         negativeHits: Bool = false
     ) -> Result<DescriptorCall, UnknownDescriptorReason> {
+        read(
+            entries: entries, key: \.key, value: \.value, descriptorHits: descriptorHits, requestHits: requestHits,
+            negativeHits: negativeHits)
+    }
+
+    /// `read(entries:descriptorHits:requestHits:negativeHits:)` over any sequence of
+    /// entries, read through `key` and `value`: the service passes the request's own
+    /// entries, copying nothing.
+    static func read<Entries: Sequence>(
+        entries: Entries,
+        key keyPath: KeyPath<Entries.Element, String>,
+        value valuePath: KeyPath<Entries.Element, String>,
+        descriptorHits: UInt64?,
+        requestHits: UInt32,
+        negativeHits: Bool
+    ) -> Result<DescriptorCall, UnknownDescriptorReason> {
         var apiKey: String?
         var account: String?
         var api: String?
         var model: String?
         var charge: Charge = .call
-        var seen: Set<String> = []
-        for (key, value) in entries {
-            switch key {
-            case "api_key", "account", "api", "model", "charge":
-                guard seen.insert(key).inserted else { return .failure(.duplicateEntry) }
-            default:
-                continue
+        // One bit per key of Weir's seen so far (a key twice is an error).
+        var seen: UInt8 = 0
+        for entry in entries {
+            let bit: UInt8
+            switch entry[keyPath: keyPath] {
+            case "api_key": bit = 1
+            case "account": bit = 2
+            case "api": bit = 4
+            case "model": bit = 8
+            case "charge": bit = 16
+            default: continue
             }
-            switch key {
-            case "api_key": apiKey = value
-            case "account": account = value
-            case "api": api = value
-            case "model": model = value
+            guard seen & bit == 0 else { return .failure(.duplicateEntry) }
+            seen |= bit
+            let value = entry[keyPath: valuePath]
+            switch bit {
+            case 1: apiKey = value
+            case 2: account = value
+            case 4: api = value
+            case 8: model = value
             default:
                 guard let parsed = Charge(rawValue: value) else { return .failure(.badCharge) }
                 charge = parsed

@@ -1,6 +1,7 @@
 import CoreMetrics
 import Foundation
 import GRPCCore
+import GRPCProtobuf
 import Logging
 import SwiftProtobuf
 import WeirCore
@@ -90,6 +91,18 @@ public final class EnvoyRateLimitService: Envoy_Service_Ratelimit_V3_RateLimitSe
 
     // MARK: - RPC
 
+    /// Registers `ShouldRateLimit` as the generated code does, with the answer
+    /// serialized by `RateLimitResponseSerializer` rather than SwiftProtobuf's encoder.
+    public func registerMethods<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
+        router.registerHandler(
+            forMethod: Envoy_Service_Ratelimit_V3_RateLimitService.Method.ShouldRateLimit.descriptor,
+            deserializer: ProtobufDeserializer<Request>(),
+            serializer: RateLimitResponseSerializer(),
+            handler: { request, context in
+                try await self.shouldRateLimit(request: request, context: context)
+            })
+    }
+
     public func shouldRateLimit(request: Request, context: ServerContext) async throws -> Response {
         do {
             return try await answer(request)
@@ -105,6 +118,7 @@ public final class EnvoyRateLimitService: Envoy_Service_Ratelimit_V3_RateLimitSe
     public func answer(_ request: Request) async throws -> Response {
         logger.trace("ShouldRateLimit", metadata: ["request": "\(request.textFormatString())"])
         var response = Response()
+        response.statuses.reserveCapacity(request.descriptors.count)
         var headerSource: Outcome?
         var denied = false
         let sameDomain = request.domain == configuration.domain
@@ -114,7 +128,7 @@ public final class EnvoyRateLimitService: Envoy_Service_Ratelimit_V3_RateLimitSe
                 outcome = unknown(.domain)
             } else {
                 let read = DescriptorCall.read(
-                    entries: descriptor.entries.map { ($0.key, $0.value) },
+                    entries: descriptor.entries, key: \.key, value: \.value,
                     descriptorHits: descriptor.hasHitsAddend ? descriptor.hitsAddend.value : nil,
                     requestHits: request.hitsAddend,
                     negativeHits: descriptor.isNegativeHits)
@@ -134,11 +148,14 @@ public final class EnvoyRateLimitService: Envoy_Service_Ratelimit_V3_RateLimitSe
         response.overallCode = denied ? .overLimit : .ok
         (denied ? requestCounters.overLimit : requestCounters.ok).increment()
         if let source = headerSource {
-            if let decision = source.decision {
-                response.responseHeadersToAdd = decision.headerPairs.map(Self.header)
+            let pairs = source.decision?.headerPairs ?? []
+            let body = denied ? source.body : nil
+            response.responseHeadersToAdd.reserveCapacity(pairs.count + (body == nil ? 0 : 1))
+            for (name, value) in pairs {
+                response.responseHeadersToAdd.append(Self.header(name, value))
             }
-            if denied, let body = source.body {
-                response.responseHeadersToAdd.append(Self.header(("content-type", "application/json")))
+            if let body {
+                response.responseHeadersToAdd.append(Self.header("content-type", "application/json"))
                 response.rawBody = Data(body)
             }
         }
@@ -246,7 +263,10 @@ public final class EnvoyRateLimitService: Envoy_Service_Ratelimit_V3_RateLimitSe
         var status = Response.DescriptorStatus()
         status.code = limited.isDenied ? .overLimit : .ok
         let statuses = limited.decision.limits
-        let present = [WeirCore.Dimension.requests, .tokens, .concurrency].first { statuses[$0] != nil }
+        let present: WeirCore.Dimension? =
+            statuses.requests != nil ? .requests
+            : statuses.tokens != nil ? .tokens
+            : statuses.concurrency != nil ? .concurrency : nil
         let dimension: WeirCore.Dimension?
         switch limited.decision.reason {
         case .requests?: dimension = .requests
@@ -267,7 +287,7 @@ public final class EnvoyRateLimitService: Envoy_Service_Ratelimit_V3_RateLimitSe
         window: UInt64, resolution: Resolution
     ) {
         var limit = Response.RateLimit()
-        limit.name = "\(resolution.key.scope) \(dimension.rawValue) (rule \(resolution.rule.name), tier \(resolution.tier.name))"
+        limit.name = limitName(resolution: resolution, dimension: dimension)
         limit.requestsPerUnit = UInt32(clamping: dimensionStatus.limit)
         if dimension != .concurrency {
             let (timeUnit, multiplier) = Self.unit(ofWindow: window)
@@ -283,14 +303,33 @@ public final class EnvoyRateLimitService: Envoy_Service_Ratelimit_V3_RateLimitSe
         status.durationUntilReset = duration(nanoseconds: dimensionStatus.reset)
     }
 
+    /// `current_limit.name`: `<scope> <dimension> (rule <rule>, tier <tier>)`, e.g.
+    /// `text/MiniMax-M2 requests (rule text-minimax-m2, tier free)`, printed into one
+    /// allocation.
+    static func limitName(resolution: Resolution, dimension: WeirCore.Dimension) -> String {
+        let scope = resolution.key.scope
+        let rule = resolution.rule.name
+        let tier = resolution.tier.name
+        var name = String()
+        name.reserveCapacity(scope.utf8.count + dimension.rawValue.utf8.count + rule.utf8.count + tier.utf8.count + 16)
+        name += scope
+        name += " "
+        name += dimension.rawValue
+        name += " (rule "
+        name += rule
+        name += ", tier "
+        name += tier
+        name += ")"
+        return name
+    }
+
     /// A window as Envoy's unit and multiplier: the largest of day, hour, minute and
     /// second that divides it (sub-second windows round up to one second).
     static func unit(ofWindow window: UInt64) -> (Response.RateLimit.Unit, UInt32) {
         let seconds = max(Nanoseconds.secondsRoundedUp(window), 1)
-        let units: [(Response.RateLimit.Unit, UInt64)] = [(.day, 86_400), (.hour, 3_600), (.minute, 60)]
-        for (unit, length) in units where seconds % length == 0 {
-            return (unit, UInt32(clamping: seconds / length))
-        }
+        if seconds % 86_400 == 0 { return (.day, UInt32(clamping: seconds / 86_400)) }
+        if seconds % 3_600 == 0 { return (.hour, UInt32(clamping: seconds / 3_600)) }
+        if seconds % 60 == 0 { return (.minute, UInt32(clamping: seconds / 60)) }
         return (.second, UInt32(clamping: seconds))
     }
 
@@ -303,10 +342,10 @@ public final class EnvoyRateLimitService: Envoy_Service_Ratelimit_V3_RateLimitSe
         return duration
     }
 
-    private static func header(_ pair: (String, String)) -> Envoy_Config_Core_V3_HeaderValue {
+    private static func header(_ name: String, _ value: String) -> Envoy_Config_Core_V3_HeaderValue {
         var header = Envoy_Config_Core_V3_HeaderValue()
-        header.key = pair.0
-        header.value = pair.1
+        header.key = name
+        header.value = value
         return header
     }
 
