@@ -1,7 +1,6 @@
 import CoreMetrics
 import Foundation
 import GRPCCore
-import GRPCProtobuf
 import Logging
 import SwiftProtobuf
 import WeirCore
@@ -90,18 +89,6 @@ public final class EnvoyRateLimitService: Envoy_Service_Ratelimit_V3_RateLimitSe
     }
 
     // MARK: - RPC
-
-    /// Registers `ShouldRateLimit` as the generated code does, with the answer
-    /// serialized by `RateLimitResponseSerializer` rather than SwiftProtobuf's encoder.
-    public func registerMethods<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
-        router.registerHandler(
-            forMethod: Envoy_Service_Ratelimit_V3_RateLimitService.Method.ShouldRateLimit.descriptor,
-            deserializer: ProtobufDeserializer<Request>(),
-            serializer: RateLimitResponseSerializer(),
-            handler: { request, context in
-                try await self.shouldRateLimit(request: request, context: context)
-            })
-    }
 
     public func shouldRateLimit(request: Request, context: ServerContext) async throws -> Response {
         do {
