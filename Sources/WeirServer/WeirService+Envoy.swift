@@ -7,17 +7,21 @@ import WeirPolicy
 extension WeirService {
     /// The Envoy rate limit service over this server's limiter, registry and metrics:
     /// API keys resolve as for `/v1/acquire` (registry, then the config's key hashes),
-    /// decisions are counted in `weir_decisions_total`, and the service's own counters
+    /// decisions are counted in `weir_decisions_total` and refusals in the dashboard's
+    /// refusal history, as on `/v1/acquire`, and the service's own counters
     /// go to the same Prometheus registry.
     func envoyServer(_ envoy: EnvoyServiceConfiguration, configuration: ServerConfiguration) -> EnvoyRateLimitServer {
         let service = EnvoyRateLimitService(
             limiter: limiter,
             configuration: envoy,
             accountForAPIKey: { [self] key in account(forAPIKey: key) },
-            recordDecision: { [metrics] resolution, model, decision in
+            recordDecision: { [metrics, refusals] resolution, model, decision in
                 metrics.record(
                     api: resolution.rule.api, model: ServerMetrics.modelLabel(rule: resolution.rule, model: model),
                     decision: decision)
+                if !decision.isAllowed {
+                    refusals.record(account: resolution.key.account, reason: decision.reason ?? .requests)
+                }
             },
             metricsFactory: PrometheusMetricsFactory(registry: configuration.metricsRegistry),
             logger: configuration.logger)

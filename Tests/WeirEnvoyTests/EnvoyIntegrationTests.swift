@@ -82,6 +82,12 @@ struct EnvoyIntegrationTests {
                 let other = try await client.createAccount("other-acct")
                 #expect(try await Self.chat(port: port, key: other, model: "MiniMax-M2").status == 200)
                 #expect(try await envoy.stat("cluster.upstream.ratelimit.over_limit") == 1)
+                // The refusal is in the dashboard's history, as one from /v1/acquire would be.
+                let usage = try await client.admin(.get, "/admin/v1/usage")
+                let usageText = String(buffer: usage.body)
+                let accounts = try JSONSerialization.jsonObject(with: Data(usageText.utf8)) as? [String: Any]
+                let refused = (accounts?["accounts"] as? [[String: Any]])?.first { $0["id"] as? String == "free-acct" }
+                #expect((refused?["refused"] as? NSNumber)?.intValue == 1, "\(usageText)")
             }
         }
     }
