@@ -71,6 +71,9 @@ final class Gateway: Sendable {
         // A refused connection is answered 502 at once rather than retried until the
         // connect timeout: the client can retry, and its slot is free meanwhile.
         clientConfiguration.connectionPool.retryConnectionEstablishment = false
+        // Weir exports no traces: a span per upstream call (attributes built from the
+        // URL, which is parsed again for them) would be work per request for nothing.
+        clientConfiguration.tracing.tracer = nil
         self.client = HTTPClient(eventLoopGroup: eventLoopGroup, configuration: clientConfiguration)
     }
 
@@ -245,13 +248,38 @@ final class Gateway: Sendable {
 
     /// The account of the `Authorization: Bearer` key (401 when missing or unknown).
     private func identify(_ request: Request) throws(APIError) -> String {
-        guard let authorization = request.headers[.authorization] else { throw GatewayErrors.missingAPIKey() }
-        let parts = authorization.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else { throw GatewayErrors.missingAPIKey() }
-        let key = parts[1].trimmingCharacters(in: .whitespaces)
-        guard !key.isEmpty else { throw GatewayErrors.missingAPIKey() }
+        guard let authorization = request.headers[.authorization], let key = Self.bearerToken(authorization) else {
+            throw GatewayErrors.missingAPIKey()
+        }
         guard let account = service.account(forAPIKey: key) else { throw APIError.unknownAPIKey() }
         return account
+    }
+
+    /// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive,
+    /// the token trimmed of spaces and tabs, Unicode space separators included), or nil
+    /// when the value has another scheme or no token. Works on the UTF-8 bytes: no
+    /// Foundation, no lowercased copies.
+    static func bearerToken(_ value: String) -> String? {
+        var utf8 = Substring(value).utf8
+        // The scheme: after leading spaces, up to the next space.
+        while utf8.first == UInt8(ascii: " ") { utf8.removeFirst() }
+        let scheme = utf8.prefix { $0 != UInt8(ascii: " ") }
+        guard scheme.count == 6,
+            zip(scheme, "bearer".utf8).allSatisfy({ $0 | 0x20 == $1 })
+        else { return nil }
+        utf8.removeFirst(6)
+        while utf8.first == UInt8(ascii: " ") { utf8.removeFirst() }
+        // The token, trimmed as `CharacterSet.whitespaces` would (tab and the Zs category).
+        var token = Substring(utf8).unicodeScalars
+        while let first = token.first, isSpace(first) { token.removeFirst() }
+        while let last = token.last, isSpace(last) { token.removeLast() }
+        guard !token.isEmpty else { return nil }
+        return String(token)
+    }
+
+    private static func isSpace(_ scalar: Unicode.Scalar) -> Bool {
+        if scalar.isASCII { return scalar == " " || scalar == "\t" }
+        return scalar.properties.generalCategory == .spaceSeparator
     }
 
     // MARK: - Headers
@@ -302,11 +330,11 @@ final class Gateway: Sendable {
         let named = Self.connectionOptions(upstream["connection"])
         var fields = HTTPFields()
         for (name, value) in upstream {
-            let lowered = name.lowercased()
+            guard let fieldName = HTTPField.Name(name) else { continue }
+            let lowered = fieldName.canonicalName  // lowercased once, by HTTPTypes
             if named.contains(lowered) { continue }
             if Self.responseHeadersNotForwarded.contains(lowered) { continue }
             if replacingRateLimits, Self.rateLimitHeaders.contains(lowered) { continue }
-            guard let fieldName = HTTPField.Name(name) else { continue }
             fields.append(HTTPField(name: fieldName, value: value))
         }
         return fields

@@ -105,4 +105,21 @@ struct GatewayPartsTests {
         #expect(throws: GatewayConfiguration.InvalidUpstream.self) { try GatewayConfiguration.upstreamURL("http://") }
         #expect(throws: GatewayConfiguration.InvalidUpstream.self) { try GatewayConfiguration.upstreamURL("http://x/?a=1") }
     }
+
+    @Test("the Bearer token: any case of the scheme, spaces trimmed, anything else is no token")
+    func bearerToken() {
+        #expect(Gateway.bearerToken("Bearer sk-1") == "sk-1")
+        #expect(Gateway.bearerToken("bearer sk-1") == "sk-1")
+        #expect(Gateway.bearerToken("BEARER sk-1") == "sk-1")
+        #expect(Gateway.bearerToken("  Bearer   sk-1 \t ") == "sk-1")
+        #expect(Gateway.bearerToken("Bearer \u{3000}sk-\u{00E9}\u{00A0}") == "sk-\u{00E9}")
+        #expect(Gateway.bearerToken("Bearer a b") == "a b")
+        #expect(Gateway.bearerToken("Bearer") == nil)
+        #expect(Gateway.bearerToken("Bearer   ") == nil)
+        #expect(Gateway.bearerToken("Bearer \t") == nil)
+        #expect(Gateway.bearerToken("Basic c2stMQ==") == nil)
+        #expect(Gateway.bearerToken("Bearerx sk-1") == nil)
+        #expect(Gateway.bearerToken("Bearer\tsk-1") == nil)
+        #expect(Gateway.bearerToken("") == nil)
+    }
 }
