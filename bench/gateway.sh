@@ -13,6 +13,7 @@
 #
 # Installs nginx and wrk from Debian's packages when missing; builds weir in release.
 # Usage: bench/gateway.sh [seconds per run, default 10] [connections, default 64] [moderate connections, default 8]
+# (WEIR_BINARY=path uses that weir instead of building one.)
 set -euo pipefail
 
 DURATION=${1:-10}
@@ -22,9 +23,11 @@ WARMUP=3
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SCRATCH=${WEIR_BENCH_SCRATCH:-$ROOT/.build-bench}
 WORK=$(mktemp -d /tmp/weir-bench-gateway.XXXXXX)
-UPSTREAM_PORT=18190
-WEIR_PORT=18191
-NGINX_PORT=18192
+# Three consecutive ports from WEIR_BENCH_GATEWAY_PORT (default 18190), so that runs of
+# other benchmarks on the same machine do not collide with this one.
+UPSTREAM_PORT=${WEIR_BENCH_GATEWAY_PORT:-18190}
+WEIR_PORT=$((UPSTREAM_PORT + 1))
+NGINX_PORT=$((UPSTREAM_PORT + 2))
 PROXY_CORE=0
 CLIENT_CORE=1
 source "$ROOT/bench/lib.sh"
