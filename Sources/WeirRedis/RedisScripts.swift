@@ -627,17 +627,15 @@ end
 local function capacity(L) if L.alg == 'g' then return L.burst end return L.limit end
 """#
 
-    /// The acquire script's fast path (see the script for its range); runs before the library.
-    static let fastAcquire = #"""
--- The fast path: requests and tokens each absent or GCRA, no concurrency limit, no lease,
--- every value below 9e15 and every time within about 104 days of `now` (Unix times in
--- ns, as Redis TIME gives). It computes exactly what the general code below computes
--- (the same operations in doubles, under the same guards), so a call that leaves this
--- range at any step breaks out before writing anything, and the general code decides.
-local TIME
-repeat
-  local A, FB = ARGV, 9e15
-  if A[4] ~= '' or A[7] ~= '' then break end
+    /// The fast paths' common part: parses the limits, reads the time and the state hash,
+    /// decodes the TATs (see the comment in the script).
+    static let fastHead = #"""
+-- The fast path's common part, inside `repeat ... until true` (a `break` leaves the path
+-- for the general code), with A = ARGV, FB = 9e15, A[1] the time, A[2], A[3] the
+-- requests and tokens specs. Both limits must be absent or GCRA with every value below
+-- 9e15, and `now` (as Redis TIME gives) more than 104 days from either end of the time
+-- range. Defines the limits (lr, wr, br; lt, wt, bt), TIME, ES, now, nowms, the state
+-- hash's fields SV, the TATs (rtat, ttat: offsets from ES, clamped to now) and `md`.
   local match, sub, fmod, floor = string.match, string.sub, math.fmod, math.floor
   local rs, ts, lr, wr, br, lt, wt, bt = A[2], A[3]
   if rs ~= '' then
@@ -652,8 +650,6 @@ repeat
     lt, wt, bt = tonumber(lt), tonumber(wt), tonumber(bt)
     if not (lt >= 1 and lt < FB and wt >= 1 and wt < FB and bt >= 1 and bt < FB) then break end
   end
-  local units, grace = tonumber(A[6]), tonumber(A[9])
-  if not (units < FB and grace < 1e15) then break end
   -- now: the offset in ns from the epoch ES (the whole second of now); nowms: Redis's
   -- clock in ms, for the state hash's TTL (nil with an injected clock).
   local ES, now, nowms
@@ -725,44 +721,10 @@ repeat
     if up and r > 0 then q = q + 1 end
     return q
   end
-  -- GCRA admission (as gcra_admit): fits, the new TAT, the wait; nil to leave the path.
-  local function admit(cost, t, l, w, b)
-    local debt, room = t - now, b - cost
-    if debt >= FB or room < 0 then return nil end
-    local p, q = debt * l, room * w
-    if not ((p < FB and q < FB) or p < q * 0.9999999999 or p > q * 1.0000000001) then return nil end
-    if p <= q then
-      local inc = md(cost, w, l, true)
-      if inc == nil or t + inc > FB then return nil end
-      return true, t + inc, 0
-    end
-    local slack = md(room, w, l, false)
-    if slack == nil or t - slack < -FB or t - slack - now >= FB then return nil end
-    return false, t, t - slack - now
-  end
-  local reason, retry, admitted = nil, nil, true
-  local rfits, tfits, rwait, twait = true, true, 0, 0
-  if ts ~= '' and units > bt then
-    reason, admitted = 'too_large', false
-  else
-    local nr, nt
-    if rs ~= '' then
-      rfits, nr, rwait = admit(1, rtat, lr, wr, br)
-      if rfits == nil then break end
-    end
-    if ts ~= '' then
-      tfits, nt, twait = admit(units, ttat, lt, wt, bt)
-      if tfits == nil then break end
-    end
-    if not rfits then reason = 'requests' elseif not tfits then reason = 'tokens' end
-    if reason then
-      admitted = false
-      if rwait >= twait then retry = rwait else retry = twait end
-    else
-      if rs ~= '' then rtat = nr end
-      if ts ~= '' then ttat = nt end
-    end
-  end
+"""#
+
+    /// The fast paths' GCRA statuses (limit, remaining, reset) from the TATs.
+    static let fastStatuses = #"""
   -- Statuses (as `status`): limit, remaining, reset.
   local rrem, rres, trem, tres
   if rs ~= '' then
@@ -781,6 +743,63 @@ repeat
       if used >= bt then trem = 0 else trem = bt - used end
     end
   end
+"""#
+
+    /// The acquire script's fast path (see the script for its range); runs before the library.
+    static let fastAcquire = #"""
+-- The acquire fast path: no concurrency limit, no lease, and the common part's range. It
+-- computes exactly what the general code computes (the same operations in doubles, under
+-- the same guards), so a call that leaves this range at any step breaks out before
+-- writing anything, and the general code decides.
+local TIME
+repeat
+  local A, FB = ARGV, 9e15
+  if A[4] ~= '' or A[7] ~= '' then break end
+  local units, grace = tonumber(A[6]), tonumber(A[9])
+  if not (units < FB and grace < 1e15) then break end
+"""# + "\n" + fastHead + "\n" + #"""
+  -- GCRA admission of each limit, as gcra_admit: the TAT (clamped to now) is its start.
+  local reason, retry, admitted = nil, nil, true
+  if ts ~= '' and units > bt then
+    reason, admitted = 'too_large', false
+  else
+    local nr, nt, rwait, twait = rtat, ttat, 0, 0
+    if rs ~= '' then
+      local debt, room = rtat - now, br - 1
+      local p, q = debt * lr, room * wr
+      if debt >= FB or room < 0 or not ((p < FB and q < FB) or p < q * 0.9999999999 or p > q * 1.0000000001) then break end
+      if p <= q then
+        local inc = md(1, wr, lr, true)
+        if inc == nil or rtat + inc > FB then break end
+        nr = rtat + inc
+      else
+        local slack = md(room, wr, lr, false)
+        if slack == nil or rtat - slack < -FB or rtat - slack - now >= FB then break end
+        reason, rwait = 'requests', rtat - slack - now
+      end
+    end
+    if ts ~= '' then
+      local debt, room = ttat - now, bt - units
+      local p, q = debt * lt, room * wt
+      if debt >= FB or room < 0 or not ((p < FB and q < FB) or p < q * 0.9999999999 or p > q * 1.0000000001) then break end
+      if p <= q then
+        local inc = md(units, wt, lt, true)
+        if inc == nil or ttat + inc > FB then break end
+        nt = ttat + inc
+      else
+        local slack = md(room, wt, lt, false)
+        if slack == nil or ttat - slack < -FB or ttat - slack - now >= FB then break end
+        reason, twait = reason or 'tokens', ttat - slack - now
+      end
+    end
+    if reason then
+      admitted = false
+      if rwait >= twait then retry = rwait else retry = twait end
+    else
+      rtat, ttat = nr, nt
+    end
+  end
+"""# + "\n" + fastStatuses + "\n" + #"""
   local allowed, shadowed = 0, 0
   if admitted then allowed = 1 elseif A[5] == '1' then allowed, shadowed = 1, 1 end
   if admitted and (rs ~= '' or ts ~= '') then
@@ -790,40 +809,55 @@ repeat
     local r = fmod(idle, 1e6)
     local ms = (idle - r) / 1e6 + grace
     if r > 0 then ms = ms + 1 end
-    local args, n = {'HSET', KEYS[1]}, 2
-    if rs ~= '' then
-      local ns = fmod(rtat, 1e9)
-      args[3], args[4], n = 'rtat', string.format('%d%09d', ES + (rtat - ns) / 1e9, ns), 4
-    end
-    if ts ~= '' then
-      local ns = fmod(ttat, 1e9)
-      args[n + 1], args[n + 2], n = 'ttat', string.format('%d%09d', ES + (ttat - ns) / 1e9, ns), n + 2
-    end
     local fresh = not (SV[1] or SV[2] or SV[3] or SV[4] or SV[5])
     -- With Redis's clock, field x holds the moment (Redis ms) the hash's TTL runs to;
     -- while that covers the need, no PEXPIRE; else the TTL is set one grace further.
     local target = nil
-    if nowms and (fresh or nowms + ms > (tonumber(SV[5]) or 0)) then
-      target = string.format('%d', nowms + ms + grace)
-      args[n + 1], args[n + 2] = 'x', target
-    end
-    redis.call(unpack(args))
-    local cmd, v, rel = 'PEXPIRE', string.format('%d', ms), ms
-    if target then cmd, v, rel = 'PEXPIREAT', target, ms + grace end
-    if fresh then
-      redis.call(cmd, KEYS[1], v)
-    elseif target or not nowms then
-      local r = redis.pcall(cmd, KEYS[1], v, 'GT')
-      if r ~= 1 then
-        -- GT left it alone: a key without a TTL gets one; before Redis 7 (no GT) the
-        -- TTL is only lengthened.
-        local current = redis.call('PTTL', KEYS[1])
-        if current == -1 or (current >= 0 and type(r) == 'table' and current < rel) then redis.call(cmd, KEYS[1], v) end
+    if nowms and (fresh or nowms + ms > (tonumber(SV[5]) or 0)) then target = string.format('%d', nowms + ms + grace) end
+    local rv, tv
+    if rs ~= '' then local ns = fmod(rtat, 1e9); rv = string.format('%d%09d', ES + (rtat - ns) / 1e9, ns) end
+    if ts ~= '' then local ns = fmod(ttat, 1e9); tv = string.format('%d%09d', ES + (ttat - ns) / 1e9, ns) end
+    if nowms and not target then
+      -- x covers the need (the hash exists: a fresh one gets a target).
+      if rv and tv then redis.call('HSET', KEYS[1], 'rtat', rv, 'ttat', tv)
+      elseif rv then redis.call('HSET', KEYS[1], 'rtat', rv)
+      else redis.call('HSET', KEYS[1], 'ttat', tv) end
+    else
+      local args, n = {'HSET', KEYS[1]}, 2
+      if rv then args[3], args[4], n = 'rtat', rv, 4 end
+      if tv then args[n + 1], args[n + 2], n = 'ttat', tv, n + 2 end
+      if target then args[n + 1], args[n + 2] = 'x', target end
+      redis.call(unpack(args))
+      local cmd, v, rel = 'PEXPIRE', nil, ms
+      if target then cmd, v, rel = 'PEXPIREAT', target, ms + grace else v = string.format('%d', ms) end
+      if fresh then
+        redis.call(cmd, KEYS[1], v)
+      else
+        local r = redis.pcall(cmd, KEYS[1], v, 'GT')
+        if r ~= 1 then
+          -- GT left it alone: a key without a TTL gets one; before Redis 7 (no GT) the
+          -- TTL is only lengthened.
+          local current = redis.call('PTTL', KEYS[1])
+          if current == -1 or (current >= 0 and type(r) == 'table' and current < rel) then redis.call(cmd, KEYS[1], v) end
+        end
       end
     end
   end
   return {allowed, reason or '', retry or '', shadowed, '', 0, 0,
     lr or '', rrem or '', rres or '', lt or '', trem or '', tres or '', '', '', ''}
+until true
+"""#
+
+    /// The status script's fast path; runs before the library.
+    static let fastStatus = #"""
+-- The status fast path: no concurrency limit and the common part's range. GCRA statuses
+-- write nothing (as in the general code: nothing grew, nothing is pruned).
+local TIME
+repeat
+  local A, FB = ARGV, 9e15
+  if A[4] ~= '' then break end
+"""# + "\n" + fastHead + "\n" + fastStatuses + "\n" + #"""
+  return {lr or '', rrem or '', rres or '', lt or '', trem or '', tres or '', '', '', ''}
 until true
 """#
 
@@ -963,7 +997,7 @@ return out
     /// Status. KEYS[1..4] as above. ARGV: [1] now or '', [2] requests spec, [3] tokens
     /// spec, [4] concurrency spec, [5] grace ms. Returns the nine status strings.
     /// Consumes nothing (it only drops log entries and slots that no longer count).
-    static let status = "local TIME\n" + library + "\n" + #"""
+    static let status = fastStatus + "\n" + library + "\n" + #"""
 local now = clock(ARGV[1])
 local LS = limits(ARGV[2], ARGV[3], ARGV[4], '0')
 local out = statuses(LS, now)
