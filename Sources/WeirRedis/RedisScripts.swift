@@ -631,13 +631,13 @@ local function capacity(L) if L.alg == 'g' then return L.burst end return L.limi
     /// decodes the TATs (see the comment in the script).
     static let fastHead = #"""
 -- The fast path's common part, inside `repeat ... until true` (a `break` leaves the path
--- for the general code), with A = ARGV, FB = 9e15, A[1] the time, A[2], A[3] the
--- requests and tokens specs. Both limits must be absent or GCRA with every value below
+-- for the general code), with A = ARGV, FB = 9e15, A[1] the time, rs, ts the requests
+-- and tokens specs. Both limits must be absent or GCRA with every value below
 -- 9e15, and `now` (as Redis TIME gives) more than 104 days from either end of the time
 -- range. Defines the limits (lr, wr, br; lt, wt, bt), TIME, ES, now, nowms, the state
 -- hash's fields SV, the TATs (rtat, ttat: offsets from ES, clamped to now) and `md`.
   local match, sub, fmod, floor = string.match, string.sub, math.fmod, math.floor
-  local rs, ts, lr, wr, br, lt, wt, bt = A[2], A[3]
+  local lr, wr, br, lt, wt, bt
   if rs ~= '' then
     lr, wr, br = match(rs, '^g (%d+) (%d+) (%d+)$')
     if not lr then break end
@@ -745,6 +745,41 @@ local function capacity(L) if L.alg == 'g' then return L.burst end return L.limi
   end
 """#
 
+    /// The fast paths' writes to the state hash and its TTL (see the comment in the script).
+    static let fastWrite = #"""
+    -- The state hash's writes: `sets` (field, value pairs), and its TTL as `expire` sets
+    -- it (never shortened) for the TATs rtat, ttat. With Redis's clock, field x holds the
+    -- moment (Redis ms) the hash's TTL runs to: while that covers the need, no PEXPIRE;
+    -- else the TTL is set one grace further.
+    local idle = rtat - now
+    if ttat - now > idle then idle = ttat - now end
+    local r = fmod(idle, 1e6)
+    local ms = (idle - r) / 1e6 + grace
+    if r > 0 then ms = ms + 1 end
+    local fresh = not (SV[1] or SV[2] or SV[3] or SV[4] or SV[5])
+    local target = nil
+    if nowms and (fresh or nowms + ms > (tonumber(SV[5]) or 0)) then target = string.format('%d', nowms + ms + grace) end
+    if nowms and not target then
+      redis.call('HSET', KEYS[1], unpack(sets))
+    else
+      if target then sets[#sets + 1] = 'x'; sets[#sets + 1] = target end
+      redis.call('HSET', KEYS[1], unpack(sets))
+      local cmd, v, rel = 'PEXPIRE', nil, ms
+      if target then cmd, v, rel = 'PEXPIREAT', target, ms + grace else v = string.format('%d', ms) end
+      if fresh then
+        redis.call(cmd, KEYS[1], v)
+      else
+        local r = redis.pcall(cmd, KEYS[1], v, 'GT')
+        if r ~= 1 then
+          -- GT left it alone: a key without a TTL gets one; before Redis 7 (no GT) the
+          -- TTL is only lengthened.
+          local current = redis.call('PTTL', KEYS[1])
+          if current == -1 or (current >= 0 and type(r) == 'table' and current < rel) then redis.call(cmd, KEYS[1], v) end
+        end
+      end
+    end
+"""#
+
     /// The acquire script's fast path (see the script for its range); runs before the library.
     static let fastAcquire = #"""
 -- The acquire fast path: no concurrency limit, no lease, and the common part's range. It
@@ -757,6 +792,7 @@ repeat
   if A[4] ~= '' or A[7] ~= '' then break end
   local units, grace = tonumber(A[6]), tonumber(A[9])
   if not (units < FB and grace < 1e15) then break end
+  local rs, ts = A[2], A[3]
 """# + "\n" + fastHead + "\n" + #"""
   -- GCRA admission of each limit, as gcra_admit: the TAT (clamped to now) is its start.
   local reason, retry, admitted = nil, nil, true
@@ -803,47 +839,85 @@ repeat
   local allowed, shadowed = 0, 0
   if admitted then allowed = 1 elseif A[5] == '1' then allowed, shadowed = 1, 1 end
   if admitted and (rs ~= '' or ts ~= '') then
-    -- The writes: the new TATs, and the state hash's TTL (as `expire`: never shortened).
-    local idle = rtat - now
-    if ttat - now > idle then idle = ttat - now end
-    local r = fmod(idle, 1e6)
-    local ms = (idle - r) / 1e6 + grace
-    if r > 0 then ms = ms + 1 end
-    local fresh = not (SV[1] or SV[2] or SV[3] or SV[4] or SV[5])
-    -- With Redis's clock, field x holds the moment (Redis ms) the hash's TTL runs to;
-    -- while that covers the need, no PEXPIRE; else the TTL is set one grace further.
-    local target = nil
-    if nowms and (fresh or nowms + ms > (tonumber(SV[5]) or 0)) then target = string.format('%d', nowms + ms + grace) end
-    local rv, tv
-    if rs ~= '' then local ns = fmod(rtat, 1e9); rv = string.format('%d%09d', ES + (rtat - ns) / 1e9, ns) end
-    if ts ~= '' then local ns = fmod(ttat, 1e9); tv = string.format('%d%09d', ES + (ttat - ns) / 1e9, ns) end
-    if nowms and not target then
-      -- x covers the need (the hash exists: a fresh one gets a target).
-      if rv and tv then redis.call('HSET', KEYS[1], 'rtat', rv, 'ttat', tv)
-      elseif rv then redis.call('HSET', KEYS[1], 'rtat', rv)
-      else redis.call('HSET', KEYS[1], 'ttat', tv) end
-    else
-      local args, n = {'HSET', KEYS[1]}, 2
-      if rv then args[3], args[4], n = 'rtat', rv, 4 end
-      if tv then args[n + 1], args[n + 2], n = 'ttat', tv, n + 2 end
-      if target then args[n + 1], args[n + 2] = 'x', target end
-      redis.call(unpack(args))
-      local cmd, v, rel = 'PEXPIRE', nil, ms
-      if target then cmd, v, rel = 'PEXPIREAT', target, ms + grace else v = string.format('%d', ms) end
-      if fresh then
-        redis.call(cmd, KEYS[1], v)
-      else
-        local r = redis.pcall(cmd, KEYS[1], v, 'GT')
-        if r ~= 1 then
-          -- GT left it alone: a key without a TTL gets one; before Redis 7 (no GT) the
-          -- TTL is only lengthened.
-          local current = redis.call('PTTL', KEYS[1])
-          if current == -1 or (current >= 0 and type(r) == 'table' and current < rel) then redis.call(cmd, KEYS[1], v) end
+    local sets = {}
+    if rs ~= '' then local ns = fmod(rtat, 1e9); sets[1], sets[2] = 'rtat', string.format('%d%09d', ES + (rtat - ns) / 1e9, ns) end
+    if ts ~= '' then local ns = fmod(ttat, 1e9); sets[#sets + 1], sets[#sets + 2] = 'ttat', string.format('%d%09d', ES + (ttat - ns) / 1e9, ns) end
+"""# + "\n" + fastWrite + "\n" + #"""
+  end
+  return {allowed, reason or '', retry or '', shadowed, '', 0, 0,
+    lr or '', rrem or '', rres or '', lt or '', trem or '', tres or '', '', '', ''}
+until true
+"""#
+
+    /// The settle script's fast path; runs before the library.
+    static let fastSettle = #"""
+-- The settle fast path: a lease without a concurrency limit (so it holds no slot) and the
+-- common part's range; as the general code, it refuses a missing or settled record
+-- first. Nothing is written before every value is known to be in range.
+local TIME
+repeat
+  local A, FB = ARGV, 9e15
+  local fields = redis.call('HGETALL', KEYS[5])
+  if #fields == 0 then return {'expired'} end
+  local R = {}
+  for i = 1, #fields, 2 do R[fields[i]] = fields[i + 1] end
+  if R.settled == '1' then return {'settled'} end
+  if R.c ~= '' then break end
+  local actual, grace, reserved = tonumber(A[2]), tonumber(A[4]), tonumber(R.reserved)
+  if not (actual < FB and grace < 1e15 and reserved < FB) then break end
+  local rs, ts = R.r, R.t
+"""# + "\n" + fastHead + "\n" + #"""
+  -- The lease's expiry, exactly: expired when not after now.
+  do
+    local e = R.exp
+    local n = #e
+    if n < 10 then return {'expired'} end
+    local ds = tonumber(sub(e, 1, n - 9)) - ES
+    if ds <= -9000000 then return {'expired'} end
+    if ds < 9000000 and ds * 1e9 + tonumber(sub(e, n - 8)) <= now then return {'expired'} end
+  end
+  -- Charge or refund the tokens limit, as the general code (gcra_charge, gcra_refund).
+  local charged, refunded, newt = 0, 0, nil
+  if R.consumed == '1' and ts ~= '' then
+    if actual > reserved then
+      charged = actual - reserved
+      local inc = md(charged, wt, lt, true)
+      if inc == nil or ttat + inc > FB then break end
+      newt = ttat + inc
+    elseif actual < reserved then
+      local credit = reserved - actual
+      if ttat > now then
+        local back = md(credit, wt, lt, false)
+        if back == nil or ttat - back < -FB then break end
+        newt = ttat - back
+        if newt < now then newt = now end
+        if newt ~= ttat then
+          if ttat - newt >= FB then break end
+          local r = md(ttat - newt, lt, wt, false)
+          if r == nil then break end
+          if r < credit then refunded = r else refunded = credit end
         end
+      else
+        -- A TAT not after now stays as it is (written back as stored).
+        newt = false
       end
     end
   end
-  return {allowed, reason or '', retry or '', shadowed, '', 0, 0,
+  local told = ttat
+  if newt then ttat = newt end
+"""# + "\n" + fastStatuses + "\n" + #"""
+  redis.call('HSET', KEYS[5], 'settled', '1')
+  if newt ~= nil then
+    local sets
+    if newt then
+      local ns = fmod(ttat, 1e9)
+      sets = {'ttat', string.format('%d%09d', ES + (ttat - ns) / 1e9, ns)}
+    else
+      sets = {'ttat', SV[2] or '0'}
+    end
+"""# + "\n" + fastWrite + "\n" + #"""
+  end
+  return {'ok', charged, refunded, R.r, R.t, R.c, R.s,
     lr or '', rrem or '', rres or '', lt or '', trem or '', tres or '', '', '', ''}
 until true
 """#
@@ -856,6 +930,7 @@ local TIME
 repeat
   local A, FB = ARGV, 9e15
   if A[4] ~= '' then break end
+  local rs, ts = A[2], A[3]
 """# + "\n" + fastHead + "\n" + fastStatuses + "\n" + #"""
   return {lr or '', rrem or '', rres or '', lt or '', trem or '', tres or '', '', '', ''}
 until true
@@ -945,7 +1020,7 @@ return out
     /// Returns 'expired' or 'settled' alone when refused (a missing record is one that
     /// expired: the caller checked that the lease was issued); else 'ok', charged,
     /// refunded, the four limit specs, then the nine status strings.
-    static let settle = "local TIME\n" + library + "\n" + #"""
+    static let settle = fastSettle + "\n" + library + "\n" + #"""
 local now = clock(ARGV[1])
 local actual, lease, grace = DN(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local fields = redis.call('HGETALL', KEYS[5])
