@@ -782,16 +782,20 @@ local function capacity(L) if L.alg == 'g' then return L.burst end return L.limi
 
     /// The acquire script's fast path (see the script for its range); runs before the library.
     static let fastAcquire = #"""
--- The acquire fast path: no concurrency limit, no lease, and the common part's range. It
--- computes exactly what the general code computes (the same operations in doubles, under
--- the same guards), so a call that leaves this range at any step breaks out before
--- writing anything, and the general code decides.
+-- The acquire fast path: no concurrency limit, a lease TTL (if any) below 9e15, and the
+-- common part's range. It computes exactly what the general code computes (the same
+-- operations in doubles, under the same guards), so a call that leaves this range at any
+-- step breaks out before writing anything, and the general code decides.
 local TIME
 repeat
   local A, FB = ARGV, 9e15
-  if A[4] ~= '' or A[7] ~= '' then break end
-  local units, grace = tonumber(A[6]), tonumber(A[9])
+  if A[4] ~= '' then break end
+  local units, grace, ttl = tonumber(A[6]), tonumber(A[9]), nil
   if not (units < FB and grace < 1e15) then break end
+  if A[7] ~= '' then
+    ttl = tonumber(A[7])
+    if not (ttl < FB) then break end
+  end
   local rs, ts = A[2], A[3]
 """# + "\n" + fastHead + "\n" + #"""
   -- GCRA admission of each limit, as gcra_admit: the TAT (clamped to now) is its start.
@@ -838,13 +842,32 @@ repeat
 """# + "\n" + fastStatuses + "\n" + #"""
   local allowed, shadowed = 0, 0
   if admitted then allowed = 1 elseif A[5] == '1' then allowed, shadowed = 1, 1 end
+  -- The lease (as the general code: only when allowed; it reserves only when admitted).
+  local expiry, reserved = '', 0
+  if ttl and allowed == 1 then
+    local e = now + ttl
+    if e > FB then break end
+    local ns = fmod(e, 1e9)
+    expiry = string.format('%d%09d', ES + (e - ns) / 1e9, ns)
+    if admitted then reserved = units end
+  end
   if admitted and (rs ~= '' or ts ~= '') then
     local sets = {}
     if rs ~= '' then local ns = fmod(rtat, 1e9); sets[1], sets[2] = 'rtat', string.format('%d%09d', ES + (rtat - ns) / 1e9, ns) end
     if ts ~= '' then local ns = fmod(ttat, 1e9); sets[#sets + 1], sets[#sets + 2] = 'ttat', string.format('%d%09d', ES + (ttat - ns) / 1e9, ns) end
 """# + "\n" + fastWrite + "\n" + #"""
   end
-  return {allowed, reason or '', retry or '', shadowed, '', 0, 0,
+  if expiry ~= '' then
+    local consumed = '0'
+    if admitted then consumed = '1' end
+    local r = fmod(ttl, 1e6)
+    local ms = (ttl - r) / 1e6 + grace
+    if r > 0 then ms = ms + 1 end
+    redis.call('HSET', KEYS[5], 'r', rs, 't', ts, 'c', A[4], 's', A[5], 'reserved', string.format('%d', reserved),
+      'logged', string.format('%d%09d', ES, now), 'exp', expiry, 'consumed', consumed, 'settled', '0')
+    redis.call('PEXPIRE', KEYS[5], string.format('%d', ms))
+  end
+  return {allowed, reason or '', retry or '', shadowed, expiry, reserved, 0,
     lr or '', rrem or '', rres or '', lt or '', trem or '', tres or '', '', '', ''}
 until true
 """#
