@@ -1,5 +1,6 @@
-/// The Lua scripts of `RedisStore`: one per operation (acquire, settle, status), each
-/// the library below followed by the operation's body.
+/// The Lua scripts of `RedisStore`: one per operation (acquire, settle, status), each a
+/// fast path for the common case, then the library below followed by the operation's
+/// body (the general code), which runs only when the fast path steps aside.
 ///
 /// **Why scripts, not MULTI/EXEC.** A decision reads state, computes, then writes only
 /// if the call fits. MULTI/EXEC cannot branch on what it reads (WATCH would turn every
@@ -29,8 +30,27 @@
 ///   Every operation falls back to the limbs when its fast guard fails, and a result
 ///   small enough turns back into a number, so a call only pays for its large values.
 ///
+/// **Fast paths: what a call costs.** Redis runs an EVAL script as one function per call,
+/// so every `local function` of the library is a new closure on every call (about 100:
+/// some 13 µs of server time before any work). The common calls never build it:
+/// `fastAcquire` (no concurrency limit; a lease or none), `fastSettle` (a lease without a
+/// concurrency limit) and `fastStatus` (no concurrency limit) handle requests and tokens
+/// limits that are absent or GCRA with every value below 9e15, at a `now` more than 104
+/// days from either end of the time range (as Redis `TIME` gives), with plain doubles and
+/// a handful of locals. They compute exactly what the general code computes: the same
+/// operations in the same order under the same guards (a TAT not after `now` counts as
+/// `now` in every formula that reads it, so it is clamped once). At the first value out
+/// of that range (a product the split arithmetic cannot correct, a time beyond the
+/// offsets), a fast path `break`s out of its `repeat ... until true` before it has
+/// written anything, and the general code decides the call from the start (with the
+/// `TIME` already read). Fewer Redis calls too: the state hash is read by one HMGET and
+/// written by one HSET; an allowed GCRA acquire makes three calls (`TIME`, HMGET,
+/// HSET), rarely a fourth (the TTL, below). Replies carry numbers below 2^53 as RESP
+/// integers (exact) instead of formatted text; `RedisStore` reads either.
+///
 /// **Keys** (all with the hash tag `{account|scope}`, so one call touches one cluster slot):
-/// - KEYS[1] `P{a|s}`        hash: `rtat`, `ttat` (GCRA TATs), `rsum`, `tsum` (log totals)
+/// - KEYS[1] `P{a|s}`        hash: `rtat`, `ttat` (GCRA TATs), `rsum`, `tsum` (log totals),
+///   `x` (the moment, Redis ms, its TTL was last set to by a fast path; see Expiry)
 /// - KEYS[2] `P{a|s}:rlog`   list: the requests sliding-window log, entries `time:cost`, oldest first
 /// - KEYS[3] `P{a|s}:tlog`   list: the tokens sliding-window log
 /// - KEYS[4] `P{a|s}:slots`  hash: lease id -> expiry time of the concurrency slot it holds
@@ -40,10 +60,19 @@
 /// window; concurrency uses the same shape), or the empty string when absent.
 ///
 /// **Expiry.** After a call that added information (a later TAT, a log entry, a slot),
-/// every key of the limit gets a PEXPIRE at the moment it would carry no information any
-/// more (buckets full, logs empty, slots expired), plus a grace, and a TTL is never
-/// shortened; so idle keys vanish and nothing live is lost. A call that only denies,
-/// prunes or frees leaves the TTLs alone: it cannot push that moment later.
+/// the keys it concerns get a TTL reaching the moment they would carry no information any
+/// more (buckets full, logs empty, slots expired), plus a grace: the state hash always,
+/// the logs of its sliding-window limits, the slots when it has a concurrency limit. A
+/// TTL is never shortened (`PEXPIRE ... GT`; a key GT leaves alone for having no TTL yet
+/// gets a plain PEXPIRE; before Redis 7, without GT, the TTL is read and only lengthened),
+/// and the state hash's TTL always covers the logs' (its totals belong to them); so idle
+/// keys vanish and nothing live is lost. A call that only denies, prunes or frees leaves
+/// the TTLs alone: it cannot push that moment later. With Redis's clock, the fast paths
+/// keep the state hash's TTL deadline in its field `x`: while `x` covers what the call
+/// needs, there is no PEXPIRE at all, and when it does not, the TTL is set one grace
+/// further (PEXPIREAT), so a busy key pays for a PEXPIRE about once per grace rather
+/// than on every call, and lives up to one grace longer. `x` never exceeds the key's
+/// real TTL (it is written only with the PEXPIREAT that sets it, and TTLs only grow).
 ///
 /// **Time.** ARGV[1] is the time in nanoseconds, or empty for Redis's own clock
 /// (`TIME`, microseconds, scaled to nanoseconds).
