@@ -993,7 +993,8 @@ until true
     /// [5] shadow '1'/'0', [6] units, [7] lease TTL in ns or '' (no lease), [8] lease id,
     /// [9] grace ms.
     /// Returns: allowed, reason, retry ns or '', shadowed, lease expiry or '', reserved,
-    /// holds slot, then the nine status strings.
+    /// holds slot, then the nine status values ('' for an absent limit). Each value is a
+    /// RESP integer or text (a number at or above 2^53, a time); `RedisStore` reads both.
     static let acquire = fastAcquire + "\n" + library + "\n" + #"""
 local now = clock(ARGV[1])
 local LS = limits(ARGV[2], ARGV[3], ARGV[4], ARGV[5])
@@ -1071,7 +1072,7 @@ return out
     /// ARGV: [1] now or '', [2] actual units, [3] lease id, [4] grace ms.
     /// Returns 'expired' or 'settled' alone when refused (a missing record is one that
     /// expired: the caller checked that the lease was issued); else 'ok', charged,
-    /// refunded, the four limit specs, then the nine status strings.
+    /// refunded, the four limit specs, then the nine status values (integers or text, as acquire's).
     static let settle = fastSettle + "\n" + library + "\n" + #"""
 local now = clock(ARGV[1])
 local actual, lease, grace = DN(ARGV[2]), ARGV[3], tonumber(ARGV[4])
@@ -1122,7 +1123,7 @@ return out
 """#
 
     /// Status. KEYS[1..4] as above. ARGV: [1] now or '', [2] requests spec, [3] tokens
-    /// spec, [4] concurrency spec, [5] grace ms. Returns the nine status strings.
+    /// spec, [4] concurrency spec, [5] grace ms. Returns the nine status values (as acquire's).
     /// Consumes nothing (it only drops log entries and slots that no longer count).
     static let status = fastStatus + "\n" + library + "\n" + #"""
 local now = clock(ARGV[1])
