@@ -9,7 +9,8 @@ struct RESPRequest: Sendable {
     var timeout: TimeAmount
 }
 
-/// Pipelining over one connection: requests are written as they come and their
+/// Pipelining over one connection: requests are written as they come, flushed once per
+/// event-loop tick (so concurrent callers' commands share a system call), and their
 /// replies matched first in, first out (Redis answers in order on a connection).
 ///
 /// A request that times out fails at once; its replies, when they arrive, are
@@ -46,6 +47,9 @@ final class RESPChannelHandler: ChannelDuplexHandler {
 
     private var queue = CircularBuffer<Pending>()
     private var received: ByteBuffer?
+    /// Whether a flush is already due at the end of this event-loop tick: requests written
+    /// in one tick (from many concurrent callers) leave in one system call.
+    private var flushScheduled = false
     private let endpoint: String
 
     init(endpoint: String) {
@@ -78,6 +82,20 @@ final class RESPChannelHandler: ChannelDuplexHandler {
         }
         if let promise { written.futureResult.cascade(to: promise) }
         context.write(wrapOutboundOut(buffer), promise: written)
+        scheduleFlush(context: context)
+    }
+
+    /// Flushes once the event loop has run the tasks already queued, which include the
+    /// writes other callers made meanwhile.
+    private func scheduleFlush(context: ChannelHandlerContext) {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            let (handler, context) = bound.value
+            handler.flushScheduled = false
+            context.flush()
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

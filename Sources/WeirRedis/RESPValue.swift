@@ -40,17 +40,44 @@ public enum RESPValue: Sendable, Hashable {
 
 /// RESP2 encoding of commands and incremental decoding of replies.
 enum RESPCoding {
-    /// Appends `arguments` as one command (an array of bulk strings) to `buffer`.
+    /// Appends `arguments` as one command (an array of bulk strings) to `buffer`, in one
+    /// write of the buffer (its capacity reserved once, the bytes copied by pointer).
     static func encode(_ arguments: [String], into buffer: inout ByteBuffer) {
-        buffer.writeStaticString("*")
-        buffer.writeString(String(arguments.count))
-        buffer.writeStaticString("\r\n")
-        for argument in arguments {
-            buffer.writeStaticString("$")
-            buffer.writeString(String(argument.utf8.count))
-            buffer.writeStaticString("\r\n")
-            buffer.writeString(argument)
-            buffer.writeStaticString("\r\n")
+        // Each header: a type byte, at most 20 digits, CRLF; each argument: its bytes, CRLF.
+        var size = 23
+        for argument in arguments { size += 25 + argument.utf8.count }
+        _ = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { raw in
+            var at = 0
+            func header(_ type: UInt8, _ value: Int) {
+                raw[at] = type
+                var digits = 1
+                var rest = value / 10
+                while rest > 0 { digits += 1; rest /= 10 }
+                var number = value
+                for index in stride(from: at + digits, to: at, by: -1) {
+                    raw[index] = UInt8(truncatingIfNeeded: 48 + number % 10)
+                    number /= 10
+                }
+                at += digits + 1
+                raw[at] = 13
+                raw[at + 1] = 10
+                at += 2
+            }
+            header(42, arguments.count)
+            for argument in arguments {
+                var text = argument
+                text.withUTF8 { bytes in
+                    header(36, bytes.count)
+                    if let base = bytes.baseAddress {
+                        (raw.baseAddress! + at).copyMemory(from: base, byteCount: bytes.count)
+                    }
+                    at += bytes.count
+                }
+                raw[at] = 13
+                raw[at + 1] = 10
+                at += 2
+            }
+            return at
         }
     }
 

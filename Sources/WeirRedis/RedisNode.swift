@@ -60,10 +60,11 @@ final class RedisNode: Sendable {
     }
 
     /// Sends `commands` in one write on one connection and returns their replies, in order.
+    /// The handler flushes at the end of the event loop's tick, with other callers' writes.
     func send(_ commands: [[String]]) async throws -> [RESPValue] {
         let channel = try await connection()
         let promise = channel.eventLoop.makePromise(of: [RESPValue].self)
-        channel.writeAndFlush(
+        channel.write(
             RESPRequest(commands: commands, promise: promise, timeout: configuration.commandTimeout), promise: nil)
         return try await promise.futureResult.get()
     }

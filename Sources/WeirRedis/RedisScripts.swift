@@ -1,5 +1,6 @@
-/// The Lua scripts of `RedisStore`: one per operation (acquire, settle, status), each
-/// the library below followed by the operation's body.
+/// The Lua scripts of `RedisStore`: one per operation (acquire, settle, status), each a
+/// fast path for the common case, then the library below followed by the operation's
+/// body (the general code), which runs only when the fast path steps aside.
 ///
 /// **Why scripts, not MULTI/EXEC.** A decision reads state, computes, then writes only
 /// if the call fits. MULTI/EXEC cannot branch on what it reads (WATCH would turn every
@@ -29,8 +30,27 @@
 ///   Every operation falls back to the limbs when its fast guard fails, and a result
 ///   small enough turns back into a number, so a call only pays for its large values.
 ///
+/// **Fast paths: what a call costs.** Redis runs an EVAL script as one function per call,
+/// so every `local function` of the library is a new closure on every call (about 100:
+/// some 13 µs of server time before any work). The common calls never build it:
+/// `fastAcquire` (no concurrency limit; a lease or none), `fastSettle` (a lease without a
+/// concurrency limit) and `fastStatus` (no concurrency limit) handle requests and tokens
+/// limits that are absent or GCRA with every value below 9e15, at a `now` more than 104
+/// days from either end of the time range (as Redis `TIME` gives), with plain doubles and
+/// a handful of locals. They compute exactly what the general code computes: the same
+/// operations in the same order under the same guards (a TAT not after `now` counts as
+/// `now` in every formula that reads it, so it is clamped once). At the first value out
+/// of that range (a product the split arithmetic cannot correct, a time beyond the
+/// offsets), a fast path `break`s out of its `repeat ... until true` before it has
+/// written anything, and the general code decides the call from the start (with the
+/// `TIME` already read). Fewer Redis calls too: the state hash is read by one HMGET and
+/// written by one HSET; an allowed GCRA acquire makes three calls (`TIME`, HMGET,
+/// HSET), rarely a fourth (the TTL, below). Replies carry numbers below 2^53 as RESP
+/// integers (exact) instead of formatted text; `RedisStore` reads either.
+///
 /// **Keys** (all with the hash tag `{account|scope}`, so one call touches one cluster slot):
-/// - KEYS[1] `P{a|s}`        hash: `rtat`, `ttat` (GCRA TATs), `rsum`, `tsum` (log totals)
+/// - KEYS[1] `P{a|s}`        hash: `rtat`, `ttat` (GCRA TATs), `rsum`, `tsum` (log totals),
+///   `x` (the moment, Redis ms, its TTL was last set to by a fast path; see Expiry)
 /// - KEYS[2] `P{a|s}:rlog`   list: the requests sliding-window log, entries `time:cost`, oldest first
 /// - KEYS[3] `P{a|s}:tlog`   list: the tokens sliding-window log
 /// - KEYS[4] `P{a|s}:slots`  hash: lease id -> expiry time of the concurrency slot it holds
@@ -40,10 +60,19 @@
 /// window; concurrency uses the same shape), or the empty string when absent.
 ///
 /// **Expiry.** After a call that added information (a later TAT, a log entry, a slot),
-/// every key of the limit gets a PEXPIRE at the moment it would carry no information any
-/// more (buckets full, logs empty, slots expired), plus a grace, and a TTL is never
-/// shortened; so idle keys vanish and nothing live is lost. A call that only denies,
-/// prunes or frees leaves the TTLs alone: it cannot push that moment later.
+/// the keys it concerns get a TTL reaching the moment they would carry no information any
+/// more (buckets full, logs empty, slots expired), plus a grace: the state hash always,
+/// the logs of its sliding-window limits, the slots when it has a concurrency limit. A
+/// TTL is never shortened (`PEXPIRE ... GT`; a key GT leaves alone for having no TTL yet
+/// gets a plain PEXPIRE; before Redis 7, without GT, the TTL is read and only lengthened),
+/// and the state hash's TTL always covers the logs' (its totals belong to them); so idle
+/// keys vanish and nothing live is lost. A call that only denies, prunes or frees leaves
+/// the TTLs alone: it cannot push that moment later. With Redis's clock, the fast paths
+/// keep the state hash's TTL deadline in its field `x`: while `x` covers what the call
+/// needs, there is no PEXPIRE at all, and when it does not, the TTL is set one grace
+/// further (PEXPIREAT), so a busy key pays for a PEXPIRE about once per grace rather
+/// than on every call, and lives up to one grace longer. `x` never exceeds the key's
+/// real TTL (it is written only with the PEXPIREAT that sets it, and TTLs only grow).
 ///
 /// **Time.** ARGV[1] is the time in nanoseconds, or empty for Redis's own clock
 /// (`TIME`, microseconds, scaled to nanoseconds).
@@ -176,9 +205,11 @@ local function dnorm(L)
   if top < 90 then return (L[1] or 0) + (L[2] or 0) * B + top * 1e14 end
   return L
 end
-local function dabs(x) if type(x) == 'number' then return N(string.format('%.0f', x)) end return x end
+local function dabs(x) if type(x) == 'number' then return N(string.format('%d', x)) end return x end
 local function DN(s) if #s <= 15 then return tonumber(s) end return dnorm(N(s)) end
-local function DS(x) if type(x) == 'number' then return string.format('%.0f', x) end return S(x) end
+local function DS(x) if type(x) == 'number' then return string.format('%d', x) end return S(x) end
+-- A value in a reply: a number is exact as a RESP integer (below 2^53), limbs as text.
+local function DR(x) if type(x) == 'number' then return x end return S(x) end
 local function dcmp(a, b)
   local na, nb = type(a) == 'number', type(b) == 'number'
   if na and nb then
@@ -365,7 +396,7 @@ local function clock(arg)
   if arg ~= '' then
     if #arg > 9 then sec = tonumber(string.sub(arg, 1, -10)); ns = tonumber(string.sub(arg, -9)) else sec = 0; ns = tonumber(arg) end
   else
-    local t = redis.call('TIME')
+    local t = TIME or redis.call('TIME')
     sec = tonumber(t[1]); ns = tonumber(t[2]) * 1000
   end
   epoch(sec)
@@ -384,10 +415,24 @@ local K_STATE, K_RLOG, K_TLOG, K_SLOTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 -- Whether this call added information (a later TAT, a log entry, a slot): only then can
 -- the keys need to live longer (pruning and freeing only shorten what they hold).
 local grew = false
+-- The state hash: read once (one HMGET of every field), written once at the end (`flush`).
+local SV, dirty = nil, {}
+local FIELD = {rtat = 1, ttat = 2, rsum = 3, tsum = 4}
+local function field(name)
+  if SV == nil then SV = redis.call('HMGET', K_STATE, 'rtat', 'ttat', 'rsum', 'tsum') end
+  return SV[FIELD[name]]
+end
+local function setfield(name, value) dirty[name] = value end
+local function flush()
+  local args, n = {'HSET', K_STATE}, 2
+  for f, v in pairs(dirty) do args[n + 1] = f; args[n + 2] = v; n = n + 2 end
+  if n > 2 then redis.call(unpack(args)) end
+  dirty = {}
+end
 local tats = {}
 local function tat(d)
   if tats[d] == nil then
-    local v = redis.call('HGET', K_STATE, d .. 'tat')
+    local v = field(d .. 'tat')
     if v then tats[d] = TN(v) else tats[d] = TN('0') end
   end
   return tats[d]
@@ -395,7 +440,7 @@ end
 local function settat(d, v)
   tats[d] = v
   grew = true
-  redis.call('HSET', K_STATE, d .. 'tat', TS(v))
+  setfield(d .. 'tat', TS(v))
 end
 
 -- GCRA, as in GCRA.swift.
@@ -429,14 +474,14 @@ local function entry(raw)
 end
 local function total(lg)
   if lg.total == nil then
-    local v = redis.call('HGET', K_STATE, lg.field)
+    local v = field(lg.field)
     if v then lg.total = DN(v) else lg.total = 0 end
   end
   return lg.total
 end
 local function settotal(lg, v)
   lg.total = v
-  redis.call('HSET', K_STATE, lg.field, DS(v))
+  setfield(lg.field, DS(v))
 end
 -- The newest entry's time (nil when the log is empty), read once per call and kept
 -- up to date by `append` and `prune`.
@@ -555,15 +600,15 @@ local function release(lease)
   held, latest = nil, nil
 end
 
--- Statuses, as KeyState.statuses: nine strings (limit, remaining, reset) x (requests, tokens, concurrency).
+-- Statuses, as KeyState.statuses: nine values (limit, remaining, reset) x (requests, tokens, concurrency).
 local function status(d, L, now)
   if L.alg == 'g' then
     local t = tat(d)
-    return {DS(L.limit), DS(gcra_remaining(t, now, L)), DS(tdiffsat(t, now))}
+    return {DR(L.limit), DR(gcra_remaining(t, now, L)), DR(tdiffsat(t, now))}
   end
   local lg = logs[d]
   prune(lg, effective(lg, now), L.window)
-  return {DS(L.limit), DS(dsubsat(L.limit, total(lg))), DS(logreset(lg, L.window, now))}
+  return {DR(L.limit), DR(dsubsat(L.limit, total(lg))), DR(logreset(lg, L.window, now))}
 end
 local function statuses(LS, now)
   local out = {'', '', '', '', '', '', '', '', ''}
@@ -571,31 +616,376 @@ local function statuses(LS, now)
   if LS.t then local s = status('t', LS.t, now); out[4], out[5], out[6] = s[1], s[2], s[3] end
   if LS.c then
     local n = slots(now)
-    out[7], out[8], out[9] = DS(LS.c.limit), DS(dsubsat(LS.c.limit, n)), '0'
+    out[7], out[8], out[9] = DR(LS.c.limit), DR(dsubsat(LS.c.limit, n)), 0
   end
   return out
 end
 
--- Expiry: every key lives until it carries no information, plus `grace` ms; never shortened.
+-- Expiry: the keys this call wrote information into live until it is gone, plus `grace`
+-- ms; a TTL is never shortened (PEXPIRE ... GT). A key that GT leaves alone because it
+-- has no TTL yet (made by this call) gets a plain PEXPIRE; before Redis 7 (no GT), the
+-- TTL is read and only lengthened.
 local function extend(key, ms)
+  local text = string.format('%.0f', ms)
+  local r = redis.pcall('PEXPIRE', key, text, 'GT')
+  if r == 1 then return end
   local current = redis.call('PTTL', key)
-  if current == -2 then return end
-  if current == -1 or current < ms then redis.call('PEXPIRE', key, string.format('%.0f', ms)) end
+  if current == -1 or (current >= 0 and type(r) == 'table' and current < ms) then redis.call('PEXPIRE', key, text) end
 end
+-- Flushes the state hash; after a call that added information, extends the state hash,
+-- the logs of sliding-window limits and, with a concurrency limit, the slots.
 local function expire(LS, now, grace)
+  flush()
   if not grew then return end
   local idle = dmax(tdiffsat(tat('r'), now), tdiffsat(tat('t'), now))
   for d, lg in pairs(logs) do
     local L = LS[d]
     if L and L.alg == 's' then idle = dmax(idle, logreset(lg, L.window, now)) end
   end
-  local n, last = slots(now)
+  local n, last = 0, nil
+  if LS.c or held ~= nil then n, last = slots(now) end
   if n > 0 then idle = dmax(idle, tdiffsat(last, now)) end
   local ms = msceil(idle) + grace
-  for _, key in ipairs({K_STATE, K_RLOG, K_TLOG, K_SLOTS}) do extend(key, ms) end
-  return ms
+  extend(K_STATE, ms)
+  for d, lg in pairs(logs) do
+    local L = LS[d]
+    if L and L.alg == 's' then extend(lg.key, ms) end
+  end
+  if LS.c or held ~= nil then extend(K_SLOTS, ms) end
 end
 local function capacity(L) if L.alg == 'g' then return L.burst end return L.limit end
+"""#
+
+    /// The fast paths' common part: parses the limits, reads the time and the state hash,
+    /// decodes the TATs (see the comment in the script).
+    static let fastHead = #"""
+-- The fast path's common part, inside `repeat ... until true` (a `break` leaves the path
+-- for the general code), with A = ARGV, FB = 9e15, A[1] the time, rs, ts the requests
+-- and tokens specs. Both limits must be absent or GCRA with every value below
+-- 9e15, and `now` (as Redis TIME gives) more than 104 days from either end of the time
+-- range. Defines the limits (lr, wr, br; lt, wt, bt), TIME, ES, now, nowms, the state
+-- hash's fields SV, the TATs (rtat, ttat: offsets from ES, clamped to now) and `md`.
+  local match, sub, fmod, floor = string.match, string.sub, math.fmod, math.floor
+  local lr, wr, br, lt, wt, bt
+  if rs ~= '' then
+    lr, wr, br = match(rs, '^g (%d+) (%d+) (%d+)$')
+    if not lr then break end
+    lr, wr, br = tonumber(lr), tonumber(wr), tonumber(br)
+    if not (lr >= 1 and lr < FB and wr >= 1 and wr < FB and br >= 1 and br < FB) then break end
+  end
+  if ts ~= '' then
+    lt, wt, bt = match(ts, '^g (%d+) (%d+) (%d+)$')
+    if not lt then break end
+    lt, wt, bt = tonumber(lt), tonumber(wt), tonumber(bt)
+    if not (lt >= 1 and lt < FB and wt >= 1 and wt < FB and bt >= 1 and bt < FB) then break end
+  end
+  -- now: the offset in ns from the epoch ES (the whole second of now); nowms: Redis's
+  -- clock in ms, for the state hash's TTL (nil with an injected clock).
+  local ES, now, nowms
+  if A[1] == '' then
+    TIME = redis.call('TIME')
+    ES = tonumber(TIME[1])
+    local us = tonumber(TIME[2])
+    now, nowms = us * 1000, ES * 1000 + floor(us / 1000)
+  else
+    local a = A[1]
+    local n = #a
+    if n < 10 then break end
+    ES, now = tonumber(sub(a, 1, n - 9)), tonumber(sub(a, n - 8))
+  end
+  if ES < 9000000 or ES > 18438744073 then break end
+  local SV = redis.call('HMGET', KEYS[1], 'rtat', 'ttat', 'rsum', 'tsum', 'x')
+  -- A stored TAT as an offset, or now when it is not later than now (every use below
+  -- treats such a TAT as now); nil when it is beyond the offsets' range.
+  local function tat(s)
+    if not s then return now end
+    local n = #s
+    if n < 10 then return now end
+    local ds = tonumber(sub(s, 1, n - 9)) - ES
+    if ds > -9000000 and ds < 9000000 then
+      local x = ds * 1e9 + tonumber(sub(s, n - 8))
+      if x >= -FB and x <= FB then
+        if x > now then return x end
+        return now
+      end
+    end
+    if ds < 0 then return now end
+    return nil
+  end
+  local rtat, ttat = tat(SV[1]), tat(SV[2])
+  if not (rtat and ttat) then break end
+  -- floor(a * b / c), or the ceiling when `up` (a, b < 9e15, c >= 1), as `muldiv`; nil
+  -- where `muldiv` would leave the doubles.
+  local function md(a, b, c, up)
+    local p = a * b
+    if p < FB then
+      local r = fmod(p, c)
+      local q = (p - r) / c
+      if up and r > 0 then q = q + 1 end
+      return q
+    end
+    if c >= 1e15 then return nil end
+    local q = floor(p / c)
+    if q >= 4e15 then return nil end
+    local T18 = 262144
+    local function prod(a, b)
+      local a0 = fmod(a, T18); a = (a - a0) / T18
+      local a1 = fmod(a, T18); local a2 = (a - a1) / T18
+      local b0 = fmod(b, T18); b = (b - b0) / T18
+      local b1 = fmod(b, T18); local b2 = (b - b1) / T18
+      local c0, c1 = a0 * b0, a0 * b1 + a1 * b0
+      local c2, c3, c4 = a0 * b2 + a1 * b1 + a2 * b0, a1 * b2 + a2 * b1, a2 * b2
+      local r0 = fmod(c0, T18); c1 = c1 + (c0 - r0) / T18
+      local r1 = fmod(c1, T18); c2 = c2 + (c1 - r1) / T18
+      local r2 = fmod(c2, T18); c3 = c3 + (c2 - r2) / T18
+      local r3 = fmod(c3, T18); c4 = c4 + (c3 - r3) / T18
+      local r4 = fmod(c4, T18)
+      return r0, r1, r2, r3, r4, (c4 - r4) / T18
+    end
+    local p0, p1, p2, p3, p4, p5 = prod(a, b)
+    local q0, q1, q2, q3, q4, q5 = prod(q, c)
+    local r = (((((p5 - q5) * T18 + (p4 - q4)) * T18 + (p3 - q3)) * T18 + (p2 - q2)) * T18 + (p1 - q1)) * T18 + (p0 - q0)
+    while r < 0 do q = q - 1; r = r + c end
+    while r >= c do q = q + 1; r = r - c end
+    if up and r > 0 then q = q + 1 end
+    return q
+  end
+"""#
+
+    /// The fast paths' GCRA statuses (limit, remaining, reset) from the TATs.
+    static let fastStatuses = #"""
+  -- Statuses (as `status`): limit, remaining, reset.
+  local rrem, rres, trem, tres
+  if rs ~= '' then
+    rrem, rres = br, rtat - now
+    if rtat > now then
+      local used = md(rtat - now, lr, wr, true)
+      if used == nil or rtat - now >= FB then break end
+      if used >= br then rrem = 0 else rrem = br - used end
+    end
+  end
+  if ts ~= '' then
+    trem, tres = bt, ttat - now
+    if ttat > now then
+      local used = md(ttat - now, lt, wt, true)
+      if used == nil or ttat - now >= FB then break end
+      if used >= bt then trem = 0 else trem = bt - used end
+    end
+  end
+"""#
+
+    /// The fast paths' writes to the state hash and its TTL (see the comment in the script).
+    static let fastWrite = #"""
+    -- The state hash's writes: `sets` (field, value pairs), and its TTL as `expire` sets
+    -- it (never shortened) for the TATs rtat, ttat. With Redis's clock, field x holds the
+    -- moment (Redis ms) the hash's TTL runs to: while that covers the need, no PEXPIRE;
+    -- else the TTL is set one grace further.
+    local idle = rtat - now
+    if ttat - now > idle then idle = ttat - now end
+    local r = fmod(idle, 1e6)
+    local ms = (idle - r) / 1e6 + grace
+    if r > 0 then ms = ms + 1 end
+    local fresh = not (SV[1] or SV[2] or SV[3] or SV[4] or SV[5])
+    local target = nil
+    if nowms and (fresh or nowms + ms > (tonumber(SV[5]) or 0)) then target = string.format('%d', nowms + ms + grace) end
+    if nowms and not target then
+      redis.call('HSET', KEYS[1], unpack(sets))
+    else
+      if target then sets[#sets + 1] = 'x'; sets[#sets + 1] = target end
+      redis.call('HSET', KEYS[1], unpack(sets))
+      local cmd, v, rel = 'PEXPIRE', nil, ms
+      if target then cmd, v, rel = 'PEXPIREAT', target, ms + grace else v = string.format('%d', ms) end
+      if fresh then
+        redis.call(cmd, KEYS[1], v)
+      else
+        local r = redis.pcall(cmd, KEYS[1], v, 'GT')
+        if r ~= 1 then
+          -- GT left it alone: a key without a TTL gets one; before Redis 7 (no GT) the
+          -- TTL is only lengthened.
+          local current = redis.call('PTTL', KEYS[1])
+          if current == -1 or (current >= 0 and type(r) == 'table' and current < rel) then redis.call(cmd, KEYS[1], v) end
+        end
+      end
+    end
+"""#
+
+    /// The acquire script's fast path (see the script for its range); runs before the library.
+    static let fastAcquire = #"""
+-- The acquire fast path: no concurrency limit, a lease TTL (if any) below 9e15, and the
+-- common part's range. It computes exactly what the general code computes (the same
+-- operations in doubles, under the same guards), so a call that leaves this range at any
+-- step breaks out before writing anything, and the general code decides.
+local TIME
+repeat
+  local A, FB = ARGV, 9e15
+  if A[4] ~= '' then break end
+  local units, grace, ttl = tonumber(A[6]), tonumber(A[9]), nil
+  if not (units < FB and grace < 1e15) then break end
+  if A[7] ~= '' then
+    ttl = tonumber(A[7])
+    if not (ttl < FB) then break end
+  end
+  local rs, ts = A[2], A[3]
+"""# + "\n" + fastHead + "\n" + #"""
+  -- GCRA admission of each limit, as gcra_admit: the TAT (clamped to now) is its start.
+  local reason, retry, admitted = nil, nil, true
+  if ts ~= '' and units > bt then
+    reason, admitted = 'too_large', false
+  else
+    local nr, nt, rwait, twait = rtat, ttat, 0, 0
+    if rs ~= '' then
+      local debt, room = rtat - now, br - 1
+      local p, q = debt * lr, room * wr
+      if debt >= FB or room < 0 or not ((p < FB and q < FB) or p < q * 0.9999999999 or p > q * 1.0000000001) then break end
+      if p <= q then
+        local inc = md(1, wr, lr, true)
+        if inc == nil or rtat + inc > FB then break end
+        nr = rtat + inc
+      else
+        local slack = md(room, wr, lr, false)
+        if slack == nil or rtat - slack < -FB or rtat - slack - now >= FB then break end
+        reason, rwait = 'requests', rtat - slack - now
+      end
+    end
+    if ts ~= '' then
+      local debt, room = ttat - now, bt - units
+      local p, q = debt * lt, room * wt
+      if debt >= FB or room < 0 or not ((p < FB and q < FB) or p < q * 0.9999999999 or p > q * 1.0000000001) then break end
+      if p <= q then
+        local inc = md(units, wt, lt, true)
+        if inc == nil or ttat + inc > FB then break end
+        nt = ttat + inc
+      else
+        local slack = md(room, wt, lt, false)
+        if slack == nil or ttat - slack < -FB or ttat - slack - now >= FB then break end
+        reason, twait = reason or 'tokens', ttat - slack - now
+      end
+    end
+    if reason then
+      admitted = false
+      if rwait >= twait then retry = rwait else retry = twait end
+    else
+      rtat, ttat = nr, nt
+    end
+  end
+"""# + "\n" + fastStatuses + "\n" + #"""
+  local allowed, shadowed = 0, 0
+  if admitted then allowed = 1 elseif A[5] == '1' then allowed, shadowed = 1, 1 end
+  -- The lease (as the general code: only when allowed; it reserves only when admitted).
+  local expiry, reserved = '', 0
+  if ttl and allowed == 1 then
+    local e = now + ttl
+    if e > FB then break end
+    local ns = fmod(e, 1e9)
+    expiry = string.format('%d%09d', ES + (e - ns) / 1e9, ns)
+    if admitted then reserved = units end
+  end
+  if admitted and (rs ~= '' or ts ~= '') then
+    local sets = {}
+    if rs ~= '' then local ns = fmod(rtat, 1e9); sets[1], sets[2] = 'rtat', string.format('%d%09d', ES + (rtat - ns) / 1e9, ns) end
+    if ts ~= '' then local ns = fmod(ttat, 1e9); sets[#sets + 1], sets[#sets + 2] = 'ttat', string.format('%d%09d', ES + (ttat - ns) / 1e9, ns) end
+"""# + "\n" + fastWrite + "\n" + #"""
+  end
+  if expiry ~= '' then
+    local consumed = '0'
+    if admitted then consumed = '1' end
+    local r = fmod(ttl, 1e6)
+    local ms = (ttl - r) / 1e6 + grace
+    if r > 0 then ms = ms + 1 end
+    redis.call('HSET', KEYS[5], 'r', rs, 't', ts, 'c', A[4], 's', A[5], 'reserved', string.format('%d', reserved),
+      'logged', string.format('%d%09d', ES, now), 'exp', expiry, 'consumed', consumed, 'settled', '0')
+    redis.call('PEXPIRE', KEYS[5], string.format('%d', ms))
+  end
+  return {allowed, reason or '', retry or '', shadowed, expiry, reserved, 0,
+    lr or '', rrem or '', rres or '', lt or '', trem or '', tres or '', '', '', ''}
+until true
+"""#
+
+    /// The settle script's fast path; runs before the library.
+    static let fastSettle = #"""
+-- The settle fast path: a lease without a concurrency limit (so it holds no slot) and the
+-- common part's range; as the general code, it refuses a missing or settled record
+-- first. Nothing is written before every value is known to be in range.
+local TIME
+repeat
+  local A, FB = ARGV, 9e15
+  local fields = redis.call('HGETALL', KEYS[5])
+  if #fields == 0 then return {'expired'} end
+  local R = {}
+  for i = 1, #fields, 2 do R[fields[i]] = fields[i + 1] end
+  if R.settled == '1' then return {'settled'} end
+  if R.c ~= '' then break end
+  local actual, grace, reserved = tonumber(A[2]), tonumber(A[4]), tonumber(R.reserved)
+  if not (actual < FB and grace < 1e15 and reserved < FB) then break end
+  local rs, ts = R.r, R.t
+"""# + "\n" + fastHead + "\n" + #"""
+  -- The lease's expiry, exactly: expired when not after now.
+  do
+    local e = R.exp
+    local n = #e
+    if n < 10 then return {'expired'} end
+    local ds = tonumber(sub(e, 1, n - 9)) - ES
+    if ds <= -9000000 then return {'expired'} end
+    if ds < 9000000 and ds * 1e9 + tonumber(sub(e, n - 8)) <= now then return {'expired'} end
+  end
+  -- Charge or refund the tokens limit, as the general code (gcra_charge, gcra_refund).
+  local charged, refunded, newt = 0, 0, nil
+  if R.consumed == '1' and ts ~= '' then
+    if actual > reserved then
+      charged = actual - reserved
+      local inc = md(charged, wt, lt, true)
+      if inc == nil or ttat + inc > FB then break end
+      newt = ttat + inc
+    elseif actual < reserved then
+      local credit = reserved - actual
+      if ttat > now then
+        local back = md(credit, wt, lt, false)
+        if back == nil or ttat - back < -FB then break end
+        newt = ttat - back
+        if newt < now then newt = now end
+        if newt ~= ttat then
+          if ttat - newt >= FB then break end
+          local r = md(ttat - newt, lt, wt, false)
+          if r == nil then break end
+          if r < credit then refunded = r else refunded = credit end
+        end
+      else
+        -- A TAT not after now stays as it is (written back as stored).
+        newt = false
+      end
+    end
+  end
+  local told = ttat
+  if newt then ttat = newt end
+"""# + "\n" + fastStatuses + "\n" + #"""
+  redis.call('HSET', KEYS[5], 'settled', '1')
+  if newt ~= nil then
+    local sets
+    if newt then
+      local ns = fmod(ttat, 1e9)
+      sets = {'ttat', string.format('%d%09d', ES + (ttat - ns) / 1e9, ns)}
+    else
+      sets = {'ttat', SV[2] or '0'}
+    end
+"""# + "\n" + fastWrite + "\n" + #"""
+  end
+  return {'ok', charged, refunded, R.r, R.t, R.c, R.s,
+    lr or '', rrem or '', rres or '', lt or '', trem or '', tres or '', '', '', ''}
+until true
+"""#
+
+    /// The status script's fast path; runs before the library.
+    static let fastStatus = #"""
+-- The status fast path: no concurrency limit and the common part's range. GCRA statuses
+-- write nothing (as in the general code: nothing grew, nothing is pruned).
+local TIME
+repeat
+  local A, FB = ARGV, 9e15
+  if A[4] ~= '' then break end
+  local rs, ts = A[2], A[3]
+"""# + "\n" + fastHead + "\n" + fastStatuses + "\n" + #"""
+  return {lr or '', rrem or '', rres or '', lt or '', trem or '', tres or '', '', '', ''}
+until true
 """#
 
     /// Acquire. KEYS[1..5] as above (KEYS[5]: the record of the lease this call would get).
@@ -603,8 +993,9 @@ local function capacity(L) if L.alg == 'g' then return L.burst end return L.limi
     /// [5] shadow '1'/'0', [6] units, [7] lease TTL in ns or '' (no lease), [8] lease id,
     /// [9] grace ms.
     /// Returns: allowed, reason, retry ns or '', shadowed, lease expiry or '', reserved,
-    /// holds slot, then the nine status strings.
-    static let acquire = library + "\n" + #"""
+    /// holds slot, then the nine status values ('' for an absent limit). Each value is a
+    /// RESP integer or text (a number at or above 2^53, a time); `RedisStore` reads both.
+    static let acquire = fastAcquire + "\n" + library + "\n" + #"""
 local now = clock(ARGV[1])
 local LS = limits(ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 local units = DN(ARGV[6])
@@ -671,7 +1062,7 @@ local shadowed = '0'
 if not admitted and LS.shadow then shadowed = '1' end
 local out = {'0', reason or '', '', shadowed, expiry, reserved, slot}
 if allowed then out[1] = '1' end
-if retry then out[3] = DS(retry) end
+if retry then out[3] = DR(retry) end
 for _, s in ipairs(statuses(LS, now)) do out[#out + 1] = s end
 expire(LS, now, grace)
 return out
@@ -681,8 +1072,8 @@ return out
     /// ARGV: [1] now or '', [2] actual units, [3] lease id, [4] grace ms.
     /// Returns 'expired' or 'settled' alone when refused (a missing record is one that
     /// expired: the caller checked that the lease was issued); else 'ok', charged,
-    /// refunded, the four limit specs, then the nine status strings.
-    static let settle = library + "\n" + #"""
+    /// refunded, the four limit specs, then the nine status values (integers or text, as acquire's).
+    static let settle = fastSettle + "\n" + library + "\n" + #"""
 local now = clock(ARGV[1])
 local actual, lease, grace = DN(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local fields = redis.call('HGETALL', KEYS[5])
@@ -725,16 +1116,16 @@ if R.consumed == '1' then
   end
   release(lease)
 end
-local out = {'ok', DS(charged), DS(refunded), R.r, R.t, R.c, R.s}
+local out = {'ok', DR(charged), DR(refunded), R.r, R.t, R.c, R.s}
 for _, s in ipairs(statuses(LS, now)) do out[#out + 1] = s end
 expire(LS, now, grace)
 return out
 """#
 
     /// Status. KEYS[1..4] as above. ARGV: [1] now or '', [2] requests spec, [3] tokens
-    /// spec, [4] concurrency spec, [5] grace ms. Returns the nine status strings.
+    /// spec, [4] concurrency spec, [5] grace ms. Returns the nine status values (as acquire's).
     /// Consumes nothing (it only drops log entries and slots that no longer count).
-    static let status = library + "\n" + #"""
+    static let status = fastStatus + "\n" + library + "\n" + #"""
 local now = clock(ARGV[1])
 local LS = limits(ARGV[2], ARGV[3], ARGV[4], '0')
 local out = statuses(LS, now)

@@ -13,7 +13,8 @@ import WeirCore
 /// **Keys.** `<prefix>{account|scope}` and its `:rlog`, `:tlog`, `:slots`, `:lease:<id>`
 /// companions: one hash tag per limit key, so a call's keys share a Redis Cluster slot.
 /// `|`, `{`, `}` and `%` in account and scope are percent-encoded, so distinct keys never
-/// share a tag's text. Keys expire once they carry no information (plus `idleGrace`).
+/// share a tag's text. Keys expire once they carry no information, plus `idleGrace` (the
+/// state hash up to one grace more: see `RedisScripts`, Expiry).
 ///
 /// **Leases.** Lease ids have bit 63 set (never an `InMemoryStore` id). A lease's record lives with its limit key; settling only has the lease id,
 /// so an index key `<prefix>{lease:<id>}` -> `account|scope` is written in the same
@@ -55,8 +56,8 @@ public final class RedisStore: RateLimitStore {
     ///   - keyPrefix: prepended to every key (e.g. `weir:`).
     ///   - clock: nil in production (Redis `TIME`); a clock whose time is passed to the
     ///     scripts, for tests and simulation.
-    ///   - idleGraceMilliseconds: how long keys outlive the moment they go idle, and lease
-    ///     indexes their records. Must exceed the largest difference between the store's
+    ///   - idleGraceMilliseconds: how long keys outlive the moment they go idle (at least;
+    ///     the state hash up to twice as long), and lease indexes their records. Must exceed the largest difference between the store's
     ///     clock and Redis's while a key is in use (only with an injected clock).
     public init(
         client: RedisClient, keyPrefix: String = "weir:", clock: (any NanosecondClock)? = nil,

@@ -35,5 +35,13 @@ struct RESPCodingTests {
         var buffer = ByteBuffer()
         RESPCoding.encode(["SET", "k", "é\r\n"], into: &buffer)
         #expect(String(buffer: buffer) == "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\né\r\n\r\n")
+        // Empty arguments, multi-digit lengths and counts, appended after what is there.
+        let long = String(repeating: "a", count: 1_234)
+        RESPCoding.encode([""] + Array(repeating: long, count: 10) + ["x"], into: &buffer)
+        let expected = "*12\r\n$0\r\n\r\n" + String(repeating: "$1234\r\n" + long + "\r\n", count: 10) + "$1\r\nx\r\n"
+        #expect(String(buffer: buffer) == "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\né\r\n\r\n" + expected)
+        var empty = ByteBuffer()
+        RESPCoding.encode([], into: &empty)
+        #expect(String(buffer: empty) == "*0\r\n")
     }
 }

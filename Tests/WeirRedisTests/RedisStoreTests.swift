@@ -62,6 +62,69 @@ struct RedisStoreTests {
         }
     }
 
+    @Test("with Redis's clock, TTLs reach the idle moment plus the grace, only grow, and every key has one")
+    func expiryOnRedisClock() async throws {
+        try await withRedisServer { server in
+            let client = server.client()
+            defer { Task { await client.close() } }
+            let store = RedisStore(client: client, keyPrefix: "ttl:", idleGraceMilliseconds: 1_000)
+            let minute = 60 * Nanoseconds.perSecond
+            let limits = LimitSet(
+                requests: Limit(algorithm: .gcra, limit: 6_000, window: minute),
+                tokens: Limit(algorithm: .gcra, limit: 1_000_000, window: minute))
+            let key = LimitKey(account: "a", scope: "s")
+            let state = "ttl:{a|s}"
+            func pttl(_ name: String) async throws -> Int64 {
+                guard case .integer(let ttl) = try await client.command("PTTL", name) else { return -3 }
+                return ttl
+            }
+            /// The state hash's field x, the moment (Redis ms) its TTL runs to by PTTL and
+            /// Redis's TIME read back to back, and its latest TAT in ms (rounded up).
+            func expiry() async throws -> (x: Int64, deadline: Int64, tat: Int64) {
+                let replies = try await client.pipeline([["HMGET", state, "x", "rtat", "ttat"], ["TIME"], ["PTTL", state]])
+                guard case .array(let fields?) = replies[0], case .array(let time?) = replies[1],
+                      case .integer(let ttl) = replies[2], let x = fields[0].string.flatMap({ Int64($0) }),
+                      let seconds = time[0].string.flatMap({ Int64($0) }), let micros = time[1].string.flatMap({ Int64($0) })
+                else { throw StoreError("unexpected replies \(replies)", isTransient: false) }
+                let tat = fields[1...].compactMap { $0.string.flatMap { UInt64($0) } }.max() ?? 0
+                return (x, seconds * 1_000 + micros / 1_000 + ttl, Int64((tat + 999_999) / 1_000_000))
+            }
+            // A new state hash: its TTL reaches the idle moment (the latest TAT) plus one
+            // grace, set one grace further; field x is exactly that deadline.
+            #expect(try await store.acquire(AdmissionRequest(key: key, limits: limits, units: 100)).isAllowed)
+            let first = try await expiry()
+            #expect(abs(first.deadline - first.x) <= 5, "x is the TTL's deadline: \(first)")
+            #expect(first.x >= first.tat + 1_000 - 1 && first.x <= first.tat + 2_000 + 1, "\(first)")
+            // 5 x 100,000 tokens put the tokens TAT 30 s ahead: the TTL grows past it.
+            for _ in 0..<5 { #expect(try await store.acquire(AdmissionRequest(key: key, limits: limits, units: 100_000)).isAllowed) }
+            let grown = try await expiry()
+            #expect(grown.tat >= first.tat + 29_000, "\(grown)")
+            #expect(abs(grown.deadline - grown.x) <= 5 && grown.x >= grown.tat + 1_000 - 1 && grown.x <= grown.tat + 2_000 + 1, "\(grown)")
+            // A call that needs less leaves the TTL (and x) as they are: never shortened.
+            #expect(try await store.acquire(AdmissionRequest(key: key, limits: limits, units: 1)).isAllowed)
+            let after = try await expiry()
+            #expect(after.x == grown.x && abs(after.deadline - grown.deadline) <= 5, "\(after) after \(grown)")
+            // The general code's keys (sliding-window logs, slots, lease records) all carry a TTL too.
+            let other = LimitSet(
+                requests: .perMinute(10), tokens: Limit(algorithm: .slidingWindow, limit: 1_000, window: minute),
+                concurrency: .concurrent(2))
+            let leased = try await store.acquire(AdmissionRequest(
+                key: LimitKey(account: "b", scope: "s"), limits: other, units: 10, leaseTTL: 30 * Nanoseconds.perSecond))
+            #expect(leased.isAllowed)
+            _ = try await store.settle(leased.lease!.id, actualUnits: 20)
+            guard case .array(let names?) = try await client.command("KEYS", "ttl:*") else {
+                Issue.record("KEYS gave no array")
+                return
+            }
+            // The settle freed the only slot, so the slots hash is gone.
+            #expect(names.count == 6, "two state hashes, two logs, a lease record and its index: \(names)")
+            for name in names.compactMap(\.string) {
+                let ttl = try await pttl(name)
+                #expect(ttl > 0, "\(name) has a TTL, got \(ttl)")
+            }
+        }
+    }
+
     @Test("reloads its scripts after SCRIPT FLUSH (NOSCRIPT)")
     func noscript() async throws {
         try await withRedisServer { server in

@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Server-side cost of the Redis store's Lua scripts: Redis's own `INFO commandstats`
+usec_per_call of EVALSHA (time inside the script, without network I/O), which is robust
+on a busy machine where throughput figures are not.
+
+The scripts are read from Sources/WeirRedis/RedisScripts.swift (no Swift build needed),
+of the working tree or of a git revision (--rev), so that two versions can be measured in
+one go:
+
+    bench/redis_script_cost.py [--rev REV] [--calls 20000] [--reps 3]
+
+One private redis-server on a free port (stopped by its PID at the end), on an empty
+database per measurement:
+- floor: `return 1` with the arguments of the acquire call below;
+- acquire: redis-benchmark -c 64 EVALSHA with exactly the arguments bench/redis.sh uses
+  (Redis TIME, requests GCRA 6,000/min, tokens GCRA 1,000,000/min, 100 units, no lease,
+  1,000 random accounts); the same with sliding-window limits;
+- with leases (a pipelined client, calls/10 of each): acquire with a 60 s lease, settle
+  of each lease (actual units 50..149 against 100 reserved: refunds and charges), status;
+  the same with a concurrency limit.
+Each figure is the minimum over --reps runs. Needs redis-server, redis-benchmark and the
+`redis` Python package (bench/redis.sh installs them).
+"""
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+try:
+    import redis
+except ImportError:
+    sys.exit("redis_script_cost.py: the `redis` Python package is missing (python3 -m pip install redis)")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SOURCE = "Sources/WeirRedis/RedisScripts.swift"
+
+
+def scripts(text):
+    """The acquire, settle and status scripts: each `static let NAME = ...` is a `+` chain of
+    raw string literals, "\\n" literals and other such names."""
+    defs = {}
+    for m in re.finditer(r"static let (\w+) = ", text):
+        pos, parts = m.end(), []
+        while True:
+            rest = text[pos:]
+            if rest.startswith('#"""\n'):
+                end = rest.index('\n"""#')
+                parts.append(("lit", rest[5:end]))
+                pos += end + 5
+            elif rest.startswith('"'):
+                end = rest.index('"', 1)
+                parts.append(("lit", rest[1:end].replace("\\n", "\n")))
+                pos += end + 1
+            else:
+                ident = re.match(r"\w+", rest).group(0)
+                parts.append(("ref", ident))
+                pos += len(ident)
+            more = re.match(r"\s*\+\s*", text[pos:])
+            if not more:
+                break
+            pos += more.end()
+        defs[m.group(1)] = parts
+
+    def value(name):
+        return "".join(v if kind == "lit" else value(v) for kind, v in defs[name])
+
+    return {name: value(name) for name in ("acquire", "settle", "status")}
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+KEY = "rb:{acct__rand_int__|chat}"
+GCRA = ["g 6000 60000000000 6000", "g 1000000 60000000000 1000000"]
+SLIDING = ["s 6000 60000000000 6000", "s 1000000 60000000000 1000000"]
+
+
+def acquire_args(limits):
+    # ARGV as RedisStore sends them (see bench/redis.sh): now '' (Redis TIME), requests,
+    # tokens, concurrency, shadow, units, lease TTL '' (none), lease id, grace ms.
+    return ["", limits[0], limits[1], "", "0", "100", "", "-", "1000"]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rev", help="git revision whose scripts to measure (default: the working tree)")
+    parser.add_argument("--calls", type=int, default=20000)
+    parser.add_argument("--reps", type=int, default=3)
+    options = parser.parse_args()
+    if options.rev:
+        text = subprocess.check_output(["git", "-C", ROOT, "show", f"{options.rev}:{SOURCE}"], text=True)
+    else:
+        text = open(os.path.join(ROOT, SOURCE)).read()
+    source = scripts(text)
+    for tool in ("redis-server", "redis-benchmark"):
+        if not shutil.which(tool):
+            sys.exit(f"redis_script_cost.py: {tool} is missing (bench/redis.sh installs it)")
+
+    work = tempfile.mkdtemp(prefix="weir-script-cost.")
+    port = free_port()
+    subprocess.check_call(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                           "--daemonize", "yes", "--pidfile", f"{work}/pid", "--dir", work, "--logfile", f"{work}/log"])
+    client = redis.Redis(port=port, decode_responses=True)
+    deadline = time.time() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.exceptions.ConnectionError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.05)
+    try:
+        shas = {name: client.script_load(text) for name, text in source.items()}
+        shas["floor"] = client.script_load("return 1")
+
+        def usec():
+            return client.info("commandstats")["cmdstat_evalsha"]["usec_per_call"]
+
+        def benchmark(sha, args):
+            client.flushall()
+            client.config_resetstat()
+            subprocess.run(["timeout", "300", "redis-benchmark", "-p", str(port), "-c", "64", "-n", str(options.calls),
+                            "-r", "1000", "-q", "EVALSHA", sha, "5", KEY, KEY + ":rlog", KEY + ":tlog", KEY + ":slots",
+                            KEY + ":lease:-"] + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            return usec()
+
+        def leases(concurrency):
+            """usec_per_call of acquire with a lease, settle, status (pipelined, 500 a batch)."""
+            count = max(1000, options.calls // 10)
+            limits = GCRA + [concurrency]
+            client.flushall()
+            pipe = client.pipeline(transaction=False)
+            out = {}
+
+            def keys(i, lease):
+                base = f"rb:{{acct{i % 1000}|chat}}"
+                return [base, base + ":rlog", base + ":tlog", base + ":slots"] + ([base + ":lease:" + lease] if lease else [])
+
+            for name, call in (
+                ("acquire", lambda i: pipe.evalsha(shas["acquire"], 5, *keys(i, f"L{i}"), "", *limits, "0", "100",
+                                                   "60000000000", f"L{i}", "1000")),
+                ("settle", lambda i: pipe.evalsha(shas["settle"], 5, *keys(i, f"L{i}"), "", str(50 + i % 100), f"L{i}", "1000")),
+                ("status", lambda i: pipe.evalsha(shas["status"], 4, *keys(i, None), "", *limits, "1000")),
+            ):
+                client.config_resetstat()
+                for i in range(count):
+                    call(i)
+                    if len(pipe) >= 500:
+                        pipe.execute()
+                pipe.execute()
+                out[name] = usec()
+            return out
+
+        rows = {}
+
+        def keep(label, value):
+            rows[label] = min(rows.get(label, float("inf")), value)
+
+        for _ in range(options.reps):
+            keep("floor: `return 1`, same arguments", benchmark(shas["floor"], acquire_args(GCRA)))
+            keep("acquire, GCRA, no lease (bench/redis.sh's call)", benchmark(shas["acquire"], acquire_args(GCRA)))
+            keep("acquire, sliding window, no lease", benchmark(shas["acquire"], acquire_args(SLIDING)))
+            for concurrency, suffix in (("", ""), ("g 1000000 1 1000000", ", with a concurrency limit")):
+                figures = leases(concurrency)
+                keep(f"acquire, GCRA, 60 s lease{suffix}", figures["acquire"])
+                keep(f"settle{suffix}", figures["settle"])
+                keep(f"status{suffix}", figures["status"])
+        version = options.rev or "working tree"
+        print(f"| script call ({version}) | usec_per_call |")
+        print("| --- | --- |")
+        for label, value in rows.items():
+            print(f"| {label} | {value:.2f} |")
+    finally:
+        os.kill(int(open(f"{work}/pid").read()), 15)
+
+
+if __name__ == "__main__":
+    main()
