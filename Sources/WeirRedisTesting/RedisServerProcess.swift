@@ -15,7 +15,8 @@ import Glibc
 public final class RedisServerProcess: @unchecked Sendable {
     // @unchecked Sendable: `process` is replaced only by `start()`, `kill()` and `stop()`,
     // which each test calls from one task at a time.
-    public let port: Int
+    /// Fixed once `init` returns.
+    public private(set) var port: Int
     /// Arguments added to the defaults (cluster mode, AOF...).
     public let extraArguments: [String]
     private var process: Process?
@@ -32,10 +33,20 @@ public final class RedisServerProcess: @unchecked Sendable {
     }
 
     /// Starts a server on a free port, with `arguments` added to the defaults.
+    ///
+    /// The port is free when chosen but not held, so another process can take it before
+    /// the server binds it; then the server is started again on another port (5 tries).
     public init(arguments: [String] = []) async throws {
         port = try await Self.freePort()
         extraArguments = arguments
-        try start()
+        for attempt in 1...5 {
+            do {
+                try start()
+                return
+            } catch let error as TestSetupError where attempt < 5 && error.description.contains("Address already in use") {
+                port = try await Self.freePort()
+            }
+        }
     }
 
     /// Starts a server on `port`.
