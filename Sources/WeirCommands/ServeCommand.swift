@@ -59,6 +59,7 @@ public struct ServeCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("registry-refresh-ms"), help: "With Redis: how often (milliseconds) each instance looks for registry changes made elsewhere.")
     var registryRefresh = 250
+
     @Option(name: .customLong("grpc-port"), help: "Serve Envoy's rate limit service (gRPC envoy.service.ratelimit.v3) on this port (0 picks a free one). Default: not served.")
     var grpcPort: Int?
 
@@ -70,6 +71,7 @@ public struct ServeCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("envoy-unknown"), help: "Answer to descriptors that name no Weir call: allow or deny.")
     var envoyUnknown: UnknownDescriptorAnswer = .allow
+
     @Option(help: "Gateway mode: proxy the model API's paths to this upstream (e.g. https://api.minimax.io).")
     var upstream: String?
 

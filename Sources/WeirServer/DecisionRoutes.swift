@@ -172,10 +172,7 @@ extension WeirService {
     func answer(_ prepared: PreparedAcquire, decision: Decision) -> DecisionAnswer {
         let resolution = prepared.resolution
         let limited = LimitedDecision(decision: decision, resolution: resolution, units: prepared.request.units)
-        metrics.record(
-            api: resolution.rule.api, model: ServerMetrics.modelLabel(rule: resolution.rule, model: prepared.model),
-            decision: decision)
-        if !decision.isAllowed { refusals.record(account: prepared.request.key.account, reason: decision.reason ?? .requests) }
+        record(decision, resolution: resolution, model: prepared.model)
 
         var json = JSONWriter(capacity: 384)
         json.beginObject()

@@ -129,9 +129,7 @@ final class Gateway: Sendable {
             AdmissionRequest(
                 key: resolution.key, limits: resolution.limits, units: estimate.total, leaseTTL: configuration.leaseTTL))
         let limited = LimitedDecision(decision: decision, resolution: resolution, units: estimate.total)
-        service.metrics.record(
-            api: resolution.rule.api, model: ServerMetrics.modelLabel(rule: resolution.rule, model: model), decision: decision)
-        if !decision.isAllowed { service.refusals.record(account: resolution.key.account, reason: decision.reason ?? .requests) }
+        service.record(decision, resolution: resolution, model: model)
         guard decision.isAllowed else { return GatewayErrors.denied(limited, dialect: route.dialect) }
         let lease = decision.lease.map { GatewayLease(id: $0.id, service: service, fallbackUnits: estimate.total) }
 

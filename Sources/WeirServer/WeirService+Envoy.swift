@@ -15,14 +15,7 @@ extension WeirService {
             limiter: limiter,
             configuration: envoy,
             accountForAPIKey: { [self] key in account(forAPIKey: key) },
-            recordDecision: { [metrics, refusals] resolution, model, decision in
-                metrics.record(
-                    api: resolution.rule.api, model: ServerMetrics.modelLabel(rule: resolution.rule, model: model),
-                    decision: decision)
-                if !decision.isAllowed {
-                    refusals.record(account: resolution.key.account, reason: decision.reason ?? .requests)
-                }
-            },
+            recordDecision: { [self] resolution, model, decision in record(decision, resolution: resolution, model: model) },
             metricsFactory: PrometheusMetricsFactory(registry: configuration.metricsRegistry),
             logger: configuration.logger)
         return EnvoyRateLimitServer(

@@ -194,6 +194,16 @@ final class WeirService: Sendable {
 
     // MARK: - Accounts by key
 
+    /// Counts `decision` in `weir_decisions_total` (labels from the rule, never from the
+    /// request) and, when it refuses, in the dashboard's refusal history. Every path that
+    /// decides (the decision API, the gateway, the Envoy service) calls this once per
+    /// decision. Never blocks beyond a metric's or the history's lock.
+    func record(_ decision: Decision, resolution: Resolution, model: String) {
+        metrics.record(
+            api: resolution.rule.api, model: ServerMetrics.modelLabel(rule: resolution.rule, model: model), decision: decision)
+        if !decision.isAllowed { refusals.record(account: resolution.key.account, reason: decision.reason ?? .requests) }
+    }
+
     /// The account owning `apiKey`, from the registry or the config file's hashes.
     func account(forAPIKey apiKey: String) -> String? {
         let hash = APIKeys.hash(apiKey)

@@ -19,6 +19,8 @@ final class EnvoyProcess: @unchecked Sendable {
     let logPath: String
     private(set) var adminPort = 0
     private(set) var listenerPorts: [String: Int] = [:]
+    /// Signalled once, when Envoy exits.
+    private let exited = DispatchSemaphore(value: 0)
 
     /// Where the Envoy binary is: `$WEIR_ENVOY_BINARY`, else the `envoy` package of
     /// the Python that `python3` runs, else the usual site-packages locations.
@@ -64,6 +66,8 @@ final class EnvoyProcess: @unchecked Sendable {
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         process.standardOutput = log
         process.standardError = log
+        let exited = exited
+        process.terminationHandler = { _ in exited.signal() }
         try process.run()
         do {
             try await waitUntilReady(addressPath: addressPath)
@@ -125,9 +129,8 @@ final class EnvoyProcess: @unchecked Sendable {
     func stop() {
         guard process.isRunning else { return }
         kill(process.processIdentifier, SIGTERM)
-        let deadline = Date().addingTimeInterval(10)
-        while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        // Waits for the exit itself (the termination handler), bounded.
+        if exited.wait(timeout: .now() + 10) == .timedOut { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
     }
 

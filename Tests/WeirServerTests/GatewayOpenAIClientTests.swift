@@ -6,18 +6,7 @@ import WeirCore
 /// against the gateway's OpenAI-compatible path, streaming and not, limited and not.
 @Suite("Gateway mode with the official OpenAI client", .serialized, .timeLimit(.minutes(2)))
 struct GatewayOpenAIClientTests {
-    static let config = """
-        tiers:
-          - name: free
-            recharge_threshold: 0
-        rules:
-          - name: chat
-            api: text
-            models: [MiniMax-M2]
-            meter: tokens
-            limits:
-              all: {requests: 4, tokens: 1000000}
-        """
+    static let config = GatewayHarness.chatConfig(requests: 4, tokens: 1_000_000)
 
     /// Four calls (plain, raw, streamed, streamed with usage), then a fifth that the
     /// limit of 4 requests per minute refuses. Prints what the client saw, as JSON.

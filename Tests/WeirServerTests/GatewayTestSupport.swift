@@ -22,6 +22,23 @@ struct GatewayHarness: Sendable {
 
     static let silent = Logger(label: "weir-test", factory: { _ in SwiftLogNoOpLogHandler() })
 
+    /// A catalogue of one rule, `chat`: MiniMax-M2, metered in tokens, `requests` and
+    /// `tokens` per minute for every tier.
+    static func chatConfig(requests: Int, tokens: Int) -> String {
+        """
+        tiers:
+          - name: free
+            recharge_threshold: 0
+        rules:
+          - name: chat
+            api: text
+            models: [MiniMax-M2]
+            meter: tokens
+            limits:
+              all: {requests: \(requests), tokens: \(tokens)}
+        """
+    }
+
     /// A catalogue for gateway tests: text with concurrency 1 (so a slot that is not
     /// freed shows at once), the built-in music rule, t2a.
     static let config = """

@@ -326,18 +326,7 @@ struct GatewayTests {
         }
     }
 
-    static let budgetConfig = """
-        tiers:
-          - name: free
-            recharge_threshold: 0
-        rules:
-          - name: chat
-            api: text
-            models: [MiniMax-M2]
-            meter: tokens
-            limits:
-              all: {requests: 100000, tokens: 1000000}
-        """
+    static let budgetConfig = GatewayHarness.chatConfig(requests: 100_000, tokens: 1_000_000)
 
     @Test("50 concurrent streams against a 1,000,000 TPM budget never let more than the budget through")
     func noOverAdmission() async throws {
