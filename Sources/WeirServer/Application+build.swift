@@ -31,17 +31,20 @@ public func buildApplication(configuration: ServerConfiguration) async throws ->
     if configuration.reloadOnHangup { services.append(HangupReloadService(service: service)) }
     if let envoy = configuration.envoy { services.append(service.envoyServer(envoy, configuration: configuration)) }
     var gatewayDescription = ""
+    var gateway: Gateway?
     if let gatewayConfiguration = configuration.gateway {
-        let gateway = Gateway(
+        let made = Gateway(
             service: service, configuration: gatewayConfiguration,
             eventLoopGroup: configuration.eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton)
-        gateway.addRoutes(to: router)
-        services.append(GatewayClientService(client: gateway.client))
+        made.addRoutes(to: router)
+        services.append(GatewayClientService(client: made.client))
+        gateway = made
         gatewayDescription = "; gateway to \(gatewayConfiguration.upstream.absoluteString)"
             + (gatewayConfiguration.forwardUnknown ? " (forwarding unknown paths)" : "")
     }
 
     let gatewayLine = gatewayDescription
+    let fastGateway = gateway
     let logger = configuration.logger
     let catalogue = service.limiter.catalogue
     let configDescription = configuration.configPath.map { "\($0) (\(catalogue.rules.count) rules)" }
@@ -65,7 +68,7 @@ public func buildApplication(configuration: ServerConfiguration) async throws ->
     if frameworkLogger.logLevel > .debug { frameworkLogger.logLevel = max(frameworkLogger.logLevel, .warning) }
     return Application(
         router: router,
-        server: HTTPServerBuilder { responder in DecisionChannel(responder: responder, service: service) },
+        server: HTTPServerBuilder { responder in DecisionChannel(responder: responder, service: service, gateway: fastGateway) },
         configuration: ApplicationConfiguration(address: .hostname(configuration.host, port: configuration.port)),
         services: services,
         onServerRunning: { channel in

@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import HummingbirdCore
 import Logging
 import NIOCore
@@ -20,6 +21,8 @@ struct DecisionChannel: ServerChildChannel, HTTPChannelHandler {
 
     let responder: Responder
     let service: WeirService
+    /// The gateway (`--upstream`), whose non-streaming calls the fast path answers too.
+    var gateway: Gateway?
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
@@ -27,7 +30,7 @@ struct DecisionChannel: ServerChildChannel, HTTPChannelHandler {
             // up (no pipelining assistance, no error handling, no outbound header
             // validation: Hummingbird's choices), but apart, so that the fast path sits
             // between them: it reads decoded requests and writes encoded bytes.
-            let fastPath = DecisionFastPath(service: service)
+            let fastPath = DecisionFastPath(service: service, gateway: gateway)
             try channel.pipeline.syncOperations.addHandlers([
                 ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)),
                 fastPath,
@@ -59,6 +62,16 @@ struct DecisionChannel: ServerChildChannel, HTTPChannelHandler {
 /// to Hummingbird unchanged, and the decision routes stay registered there too: both
 /// call the same `WeirService.acquire` / `settle`, so answers are identical.
 ///
+/// **Gateway.** With `--upstream`, a call on a path of the gateway's table that does not
+/// ask for a stream is answered here too: prepared, decided and admitted with the same
+/// steps as the gateway's route (`Gateway.prepare`, `admit`), sent upstream with
+/// AsyncHTTPClient on this channel's event loop (`Gateway.send`), its lease settled
+/// from the response, and the response written back, all without leaving the loop. A
+/// streaming call (`stream: true`), a body over the limit and a path with a query go to
+/// Hummingbird, whose route streams and words every error the same way. While a call
+/// is upstream, whatever else arrives on the connection (HTTP pipelining) waits, and is
+/// handled in order once the answer is written.
+///
 /// **Shared store.** With `--store redis://` a decision waits on Redis, so the fast path
 /// forwards every request to Hummingbird, whose async routes await the store.
 ///
@@ -82,6 +95,7 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private enum Route {
         case acquire
         case settle
+        case gateway(GatewayRoute)
     }
 
     private enum State {
@@ -94,35 +108,61 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         case closing
         /// Passing a request on to Hummingbird, up to its end.
         case forwarding
+        /// A gateway call is upstream; what arrives meanwhile waits in `queued`.
+        case upstream
     }
 
     private let service: WeirService
+    private let gateway: Gateway?
+    /// The gateway's table by path (empty without a gateway).
+    private let gatewayRoutes: [String: GatewayRoute]
     private var state = State.idle
+    /// Request parts that arrived while a gateway call was upstream, oldest first.
+    private var queued: [HTTPServerRequestPart] = []
     /// Requests forwarded to Hummingbird whose response has not ended yet.
     private var forwarded = 0
     /// Whether answers were written since the last flush.
     private var needsFlush = false
 
-    init(service: WeirService) {
+    init(service: WeirService, gateway: Gateway?) {
         self.service = service
+        self.gateway = gateway
+        var routes: [String: GatewayRoute] = [:]
+        if gateway != nil {
+            for route in GatewayRoute.all { routes[route.path] = route }
+        }
+        self.gatewayRoutes = routes
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
+        let part = unwrapInboundIn(data)
+        if case .upstream = state {
+            queued.append(part)
+            return
+        }
+        handle(part, context: context)
+    }
+
+    private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        switch part {
         case .head(let head):
             if case .closing = state { return }
             guard case .idle = state else {
                 preconditionFailure("a request head arrived before the previous request ended")
             }
-            guard forwarded == 0, service.sharedStore == nil, head.method == .POST, let route = Self.route(head.uri) else {
+            guard forwarded == 0, service.sharedStore == nil, head.method == .POST, let route = route(head.uri) else {
                 forwarded += 1
                 state = .forwarding
-                context.fireChannelRead(data)
+                context.fireChannelRead(wrapInboundOut(part))
                 return
             }
             let length = head.headers.first(name: "content-length").flatMap { Int($0) }
             if let length, length > service.maxBodySize {
-                refuseTooLarge(context: context, head: head)
+                if case .gateway = route {
+                    forward(head, body: nil, context: context)
+                } else {
+                    refuseTooLarge(context: context, head: head)
+                }
             } else {
                 let buffer = context.channel.allocator.buffer(capacity: min(length ?? 512, service.maxBodySize))
                 state = .collecting(route, buffer, head)
@@ -131,7 +171,12 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             switch state {
             case .collecting(let route, var body, let head):
                 if body.readableBytes + chunk.readableBytes > service.maxBodySize {
-                    refuseTooLarge(context: context, head: head)
+                    if case .gateway = route {
+                        forward(head, body: body, context: context)
+                        context.fireChannelRead(wrapInboundOut(part))
+                    } else {
+                        refuseTooLarge(context: context, head: head)
+                    }
                 } else {
                     state = .idle  // drop the enum's reference, so appending does not copy
                     body.writeBuffer(&chunk)
@@ -140,8 +185,8 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             case .closing:
                 break
             case .forwarding:
-                context.fireChannelRead(data)
-            case .idle:
+                context.fireChannelRead(wrapInboundOut(part))
+            case .idle, .upstream:
                 preconditionFailure("a body part arrived outside a request")
             }
         case .end:
@@ -149,14 +194,17 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             case .collecting(let route, var body, let head):
                 state = .idle
                 let bytes = body.readBytes(length: body.readableBytes) ?? []
-                let answer = route == .acquire ? service.acquire(bytes) : service.settle(bytes)
-                write(answer, context: context, head: head)
+                switch route {
+                case .acquire: write(service.acquire(bytes), context: context, head: head)
+                case .settle: write(service.settle(bytes), context: context, head: head)
+                case .gateway(let gatewayRoute): call(gatewayRoute, head: head, bytes: bytes, context: context)
+                }
             case .closing:
                 break
             case .forwarding:
                 state = .idle
-                context.fireChannelRead(data)
-            case .idle:
+                context.fireChannelRead(wrapInboundOut(part))
+            case .idle, .upstream:
                 preconditionFailure("a request end arrived outside a request")
             }
         }
@@ -176,12 +224,81 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         forwarded -= 1
     }
 
-    private static func route(_ uri: String) -> Route? {
+    private func route(_ uri: String) -> Route? {
         switch uri {
         case "/v1/acquire": .acquire
         case "/v1/settle": .settle
-        default: nil
+        default: gatewayRoutes[uri].map { .gateway($0) }
         }
+    }
+
+    /// Hands a request to Hummingbird after all: its head, then the body read so far
+    /// (the rest follows as it arrives).
+    private func forward(_ head: HTTPRequestHead, body: ByteBuffer?, context: ChannelHandlerContext) {
+        forwarded += 1
+        state = .forwarding
+        context.fireChannelRead(wrapInboundOut(.head(head)))
+        if let body, body.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(.body(body))) }
+    }
+
+    // MARK: - Gateway calls
+
+    /// A gateway call whose body has been read: answered at once when it is refused or
+    /// malformed; otherwise sent upstream, and answered when the upstream has.
+    private func call(_ route: GatewayRoute, head: HTTPRequestHead, bytes: [UInt8], context: ChannelHandlerContext) {
+        guard let gateway else { return }
+        let prepared: Gateway.PreparedCall
+        do {
+            prepared = try gateway.prepare(
+                authorization: head.headers.first(name: "authorization"), bytes: bytes, route: route)
+        } catch {
+            write(GatewayErrors.response(error, dialect: route.dialect), context: context, head: head)
+            return
+        }
+        if prepared.streaming {
+            forward(head, body: ByteBuffer(bytes: bytes), context: context)
+            state = .idle
+            context.fireChannelRead(wrapInboundOut(.end(nil)))
+            return
+        }
+        let admitted: Gateway.AdmittedCall
+        switch gateway.admit(prepared, decision: service.memoryStore.acquire(prepared.request)) {
+        case .admitted(let call): admitted = call
+        case .denied(let answer):
+            write(answer, context: context, head: head)
+            return
+        }
+        state = .upstream
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        gateway.send(admitted, path: route.path, headers: head.headers, dialect: route.dialect, on: context.eventLoop)
+            .whenSuccess { outcome in
+                let (handler, context) = loopBound.value
+                handler.state = .idle
+                switch outcome {
+                case .upstream(let response, let headers):
+                    handler.write(response, headers: headers, limited: admitted.limited, context: context, head: head)
+                case .failed(let answer):
+                    handler.write(answer, context: context, head: head)
+                }
+                if handler.needsFlush {
+                    handler.needsFlush = false
+                    context.flush()
+                }
+                handler.replayQueued(context: context)
+            }
+    }
+
+    /// Handles the parts that waited while a gateway call was upstream, until they are
+    /// done or another call goes upstream.
+    private func replayQueued(context: ChannelHandlerContext) {
+        guard !queued.isEmpty else { return }
+        while !queued.isEmpty {
+            if case .upstream = state { break }
+            handle(queued.removeFirst(), context: context)
+        }
+        // As after a read from the socket: flushes the answers, and lets Hummingbird's
+        // channel hand on what was forwarded to it.
+        channelReadComplete(context: context)
     }
 
     private func refuseTooLarge(context: ChannelHandlerContext, head: HTTPRequestHead) {
@@ -190,17 +307,64 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func write(_ answer: DecisionAnswer, context: ChannelHandlerContext, head: HTTPRequestHead, close: Bool = false) {
-        let close = close || !head.isKeepAlive
+        var bytes = Self.statusLine(code: answer.status.code, reason: answer.status.reasonPhrase, head: head)
+        answer.appendHTTP1Headers(to: &bytes)
+        bytes.append(contentsOf: "Content-Type: application/json\r\n".utf8)
+        write(bytes, body: answer.body, context: context, head: head, close: close)
+    }
+
+    /// Writes a gateway answer of its own (an error, a denial).
+    private func write(_ answer: GatewayAnswer, context: ChannelHandlerContext, head: HTTPRequestHead) {
+        var bytes = Self.statusLine(code: answer.status.code, reason: answer.status.reasonPhrase, head: head)
+        Self.append(answer.headers, to: &bytes)
+        bytes.append(contentsOf: "Content-Type: application/json\r\n".utf8)
+        write(bytes, body: Array(answer.body.utf8), context: context, head: head)
+    }
+
+    /// Writes the upstream's answer to a gateway call: its status, `headers` (the
+    /// upstream's, less hop-by-hop and rate limit ones), the decision's rate limit
+    /// headers, and the body.
+    private func write(
+        _ response: UpstreamResponse, headers: HTTPFields, limited: LimitedDecision, context: ChannelHandlerContext,
+        head: HTTPRequestHead
+    ) {
+        var bytes = Self.statusLine(code: Int(response.head.status.code), reason: response.head.status.reasonPhrase, head: head)
+        Self.append(headers, to: &bytes)
+        limited.appendHTTP1Headers(to: &bytes)
+        write(bytes, body: response.body.readableBytesView, context: context, head: head)
+    }
+
+    private static func statusLine(code: Int, reason: String, head: HTTPRequestHead) -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(640)
         bytes.append(contentsOf: head.version.major == 1 && head.version.minor == 0 ? "HTTP/1.0 ".utf8 : "HTTP/1.1 ".utf8)
-        JSONWriter.appendDecimal(UInt64(answer.status.code), to: &bytes)
+        JSONWriter.appendDecimal(UInt64(code), to: &bytes)
         bytes.append(UInt8(ascii: " "))
-        bytes.append(contentsOf: answer.status.reasonPhrase.utf8)
+        bytes.append(contentsOf: reason.utf8)
         bytes.append(contentsOf: "\r\n".utf8)
-        answer.appendHTTP1Headers(to: &bytes)
-        bytes.append(contentsOf: "Content-Type: application/json\r\nContent-Length: ".utf8)
-        JSONWriter.appendDecimal(UInt64(answer.body.count), to: &bytes)
+        return bytes
+    }
+
+    private static func append(_ fields: HTTPFields, to bytes: inout [UInt8]) {
+        for field in fields {
+            bytes.append(contentsOf: field.name.rawName.utf8)
+            bytes.append(contentsOf: ": ".utf8)
+            bytes.append(contentsOf: field.value.utf8)
+            bytes.append(contentsOf: "\r\n".utf8)
+        }
+    }
+
+    /// Ends the head begun in `bytes` (`Content-Length`, `Date`, `Connection`) and
+    /// writes it with `body`; closes the connection after it when `close` or when the
+    /// request was not keep-alive.
+    private func write(
+        _ bytes: [UInt8], body: some Collection<UInt8>, context: ChannelHandlerContext, head: HTTPRequestHead,
+        close: Bool = false
+    ) {
+        var bytes = bytes
+        let close = close || !head.isKeepAlive
+        bytes.append(contentsOf: "Content-Length: ".utf8)
+        JSONWriter.appendDecimal(UInt64(body.count), to: &bytes)
         bytes.append(contentsOf: "\r\nDate: ".utf8)
         bytes.append(contentsOf: HTTPDate.now().utf8)
         if close {
@@ -209,9 +373,9 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             bytes.append(contentsOf: "\r\nConnection: keep-alive".utf8)
         }
         bytes.append(contentsOf: "\r\n\r\n".utf8)
-        var buffer = context.channel.allocator.buffer(capacity: bytes.count + answer.body.count)
+        var buffer = context.channel.allocator.buffer(capacity: bytes.count + body.count)
         buffer.writeBytes(bytes)
-        buffer.writeBytes(answer.body)
+        buffer.writeBytes(body)
         if close {
             context.writeAndFlush(wrapOutboundOut(.byteBuffer(buffer))).whenComplete { _ in context.close(promise: nil) }
         } else {

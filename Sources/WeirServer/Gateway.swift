@@ -47,7 +47,8 @@ final class Gateway: Sendable {
     let service: WeirService
     let configuration: GatewayConfiguration
     let client: HTTPClient
-    private let base: String
+    /// The upstream URL without a trailing `/`; a call goes to `base + path`.
+    let base: String
     private let timeoutText: String
 
     init(service: WeirService, configuration: GatewayConfiguration, eventLoopGroup: any EventLoopGroup) {
@@ -96,16 +97,108 @@ final class Gateway: Sendable {
         do {
             return try await proxy(request, route: route)
         } catch let error as APIError {
-            return GatewayErrors.response(error, dialect: route.dialect)
+            return GatewayErrors.response(error, dialect: route.dialect).response
         } catch {
             service.logger.error("gateway: unexpected failure", metadata: ["path": "\(route.path)", "error": "\(error)"])
-            return GatewayErrors.response(GatewayErrors.upstreamFailed("internal error"), dialect: route.dialect)
+            return GatewayErrors.response(GatewayErrors.upstreamFailed("internal error"), dialect: route.dialect).response
         }
     }
 
     private func proxy(_ request: Request, route: GatewayRoute) async throws -> Response {
-        let account = try identify(request)
-        let bytes = try await service.body(of: request)
+        let call = try prepare(
+            authorization: request.headers[.authorization], bytes: try await service.body(of: request), route: route)
+        let admitted: AdmittedCall
+        switch admit(call, decision: try await service.decide(call.request)) {
+        case .admitted(let call): admitted = call
+        case .denied(let denial): return denial.response
+        }
+
+        var upstreamRequest = HTTPClientRequest(url: base + (request.head.path ?? route.path))
+        upstreamRequest.method = .POST
+        upstreamRequest.headers = forwardedHeaders(request.headers)
+        upstreamRequest.body = .bytes(ByteBuffer(bytes: admitted.forwarded))
+
+        let response: HTTPClientResponse
+        do {
+            response = try await client.execute(
+                upstreamRequest, deadline: .now() + .nanoseconds(Int64(clamping: configuration.timeout)))
+        } catch {
+            throw failed(admitted, error)
+        }
+
+        var headers = responseHeaders(response.headers)
+        admitted.limited.addHeaders(to: &headers)
+        let status = HTTPResponse.Status(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase)
+        if Self.isEventStream(response.headers) && response.status.code < 400 {
+            return Response(status: status, headers: headers, body: ResponseBody { writer in
+                try await Self.stream(
+                    response.body, to: &writer, meter: admitted.meter, lease: admitted.lease, stripUsage: admitted.stripUsage)
+            })
+        }
+
+        // Non-streaming: read the whole body for its usage, settle, answer.
+        var collected = ByteBuffer()
+        do {
+            for try await chunk in response.body {
+                guard collected.readableBytes + chunk.readableBytes <= configuration.maxResponseSize else {
+                    throw ResponseTooLarge()
+                }
+                collected.writeImmutableBuffer(chunk)
+            }
+        } catch {
+            throw failed(admitted, error)
+        }
+        settle(admitted, statusCode: Int(response.status.code), body: collected)
+        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: collected))
+    }
+
+    // MARK: - The steps of a call
+
+    /// A call on a path of the table, identified, parsed and resolved; not decided yet.
+    struct PreparedCall: Sendable {
+        var route: GatewayRoute
+        var bytes: [UInt8]
+        var body: JSONValue
+        var model: String
+        /// Whether the client asked for a stream (`stream: true`).
+        var streaming: Bool
+        var resolution: Resolution
+        var estimate: UsageEstimate
+        /// The acquire to decide: the estimate, with a lease of `leaseTTL`.
+        var request: AdmissionRequest
+    }
+
+    /// An admitted call: what goes upstream, and how its lease is settled.
+    struct AdmittedCall: Sendable {
+        var limited: LimitedDecision
+        var lease: GatewayLease?
+        var meter: UsageMeter
+        /// The body for the upstream (with `stream_options.include_usage` added when
+        /// the gateway asks for usage itself).
+        var forwarded: [UInt8]
+        /// Whether the usage-only chunk is the gateway's, to be kept from the client.
+        var stripUsage: Bool
+
+        var estimate: UInt64 { meter.estimate.total }
+    }
+
+    /// What a decision makes of a call.
+    enum Admission {
+        case admitted(AdmittedCall)
+        /// The 429 to answer.
+        case denied(GatewayAnswer)
+    }
+
+    /// The upstream's body was larger than `maxResponseSize`.
+    struct ResponseTooLarge: Error {}
+
+    /// Identifies the caller (`authorization` is the header's value), parses the body
+    /// and resolves its rule: everything before the decision, synchronous.
+    ///
+    /// - Throws: `APIError` (401 for a missing or unknown key, 400 naming the field, 404
+    ///   for an unknown model).
+    func prepare(authorization: String?, bytes: [UInt8], route: GatewayRoute) throws(APIError) -> PreparedCall {
+        let account = try identify(authorization: authorization)
         let body = try WeirService.parseObject(bytes)
         let model = route.modelFromBody ? try JSONValue.string(body["model"], "model") : ""
         let streaming: Bool
@@ -114,7 +207,6 @@ final class Gateway: Sendable {
         case .bool(true)?: streaming = true
         case let other?: throw APIError.badRequest(field: "stream", "must be a boolean, got \(other.kind)")
         }
-
         let catalogue = service.limiter.catalogue
         let resolution: Resolution
         do {
@@ -125,18 +217,24 @@ final class Gateway: Sendable {
             throw WeirService.apiError(error)
         }
         let estimate = try UsageEstimate.of(body, metering: route.metering, rule: resolution.rule)
-        let decision = try await service.decide(
-            AdmissionRequest(
+        return PreparedCall(
+            route: route, bytes: bytes, body: body, model: model, streaming: streaming, resolution: resolution,
+            estimate: estimate,
+            request: AdmissionRequest(
                 key: resolution.key, limits: resolution.limits, units: estimate.total, leaseTTL: configuration.leaseTTL))
-        let limited = LimitedDecision(decision: decision, resolution: resolution, units: estimate.total)
-        service.record(decision, resolution: resolution, model: model)
-        guard decision.isAllowed else { return GatewayErrors.denied(limited, dialect: route.dialect) }
-        let lease = decision.lease.map { GatewayLease(id: $0.id, service: service, fallbackUnits: estimate.total) }
+    }
 
-        // The request for the upstream.
-        var forwarded = bytes
+    /// Counts the decision, then gives the denial to answer, or the admitted call with
+    /// its lease and the body for the upstream.
+    func admit(_ call: PreparedCall, decision: Decision) -> Admission {
+        let limited = LimitedDecision(decision: decision, resolution: call.resolution, units: call.estimate.total)
+        service.record(decision, resolution: call.resolution, model: call.model)
+        guard decision.isAllowed else { return .denied(GatewayErrors.denied(limited, dialect: call.route.dialect)) }
+        let lease = decision.lease.map { GatewayLease(id: $0.id, service: service, fallbackUnits: call.estimate.total) }
+        var forwarded = call.bytes
         var stripUsage = false
-        if route.dialect == .openAI, streaming, body["stream_options"]?["include_usage"] != .bool(true) {
+        let body = call.body
+        if call.route.dialect == .openAI, call.streaming, body["stream_options"]?["include_usage"] != .bool(true) {
             let options = (body["stream_options"].flatMap { $0.setting("include_usage", to: .bool(true)) })
                 ?? .object([("include_usage", .bool(true))])
             if let rewritten = body.setting("stream_options", to: options) {
@@ -144,56 +242,51 @@ final class Gateway: Sendable {
                 stripUsage = true
             }
         }
-        var upstreamRequest = HTTPClientRequest(url: base + (request.head.path ?? route.path))
-        upstreamRequest.method = .POST
-        upstreamRequest.headers = forwardedHeaders(request.headers)
-        upstreamRequest.body = .bytes(ByteBuffer(bytes: forwarded))
+        return .admitted(AdmittedCall(
+            limited: limited, lease: lease, meter: UsageMeter(metering: call.route.metering, estimate: call.estimate),
+            forwarded: forwarded, stripUsage: stripUsage))
+    }
 
-        let response: HTTPClientResponse
-        do {
-            response = try await client.execute(
-                upstreamRequest, deadline: .now() + .nanoseconds(Int64(clamping: configuration.timeout)))
-        } catch {
-            lease?.settle(Self.neverSent(error) ? 0 : estimate.total)
-            throw upstreamError(error)
-        }
-
-        var headers = responseHeaders(response.headers)
-        limited.addHeaders(to: &headers)
-        let status = HTTPResponse.Status(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase)
-        let meter = UsageMeter(metering: route.metering, estimate: estimate)
-        let isEventStream = response.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") ?? false
-        if isEventStream && response.status.code < 400 {
-            let stripUsage = stripUsage
-            return Response(status: status, headers: headers, body: ResponseBody { writer in
-                try await Self.stream(response.body, to: &writer, meter: meter, lease: lease, stripUsage: stripUsage)
-            })
-        }
-
-        // Non-streaming: read the whole body for its usage, settle, answer.
-        var collected = ByteBuffer()
-        do {
-            for try await chunk in response.body {
-                guard collected.readableBytes + chunk.readableBytes <= configuration.maxResponseSize else {
-                    lease?.settle(estimate.total)
-                    throw GatewayErrors.upstreamFailed("response larger than \(configuration.maxResponseSize) bytes")
-                }
-                collected.writeImmutableBuffer(chunk)
-            }
-        } catch let error as APIError {
-            throw error
-        } catch {
-            lease?.settle(estimate.total)
-            throw upstreamError(error)
-        }
-        var usage = meter
-        var failed = response.status.code >= 400
-        if let document = try? JSONParser.parse(Array(collected.readableBytesView)) {
+    /// Settles a call whose whole response body was read: with the usage it reports;
+    /// an error (4xx, 5xx, a MiniMax `base_resp.status_code` other than 0) without
+    /// usage, 0.
+    func settle(_ call: AdmittedCall, statusCode: Int, body: ByteBuffer) {
+        var usage = call.meter
+        var failed = statusCode >= 400
+        if let document = try? JSONParser.parse(Array(body.readableBytesView)) {
             usage.observe(document)
             if let code = document["base_resp"]?["status_code"], code != .number("0"), code != .null { failed = true }
         }
-        lease?.settle(failed ? (usage.reported ?? 0) : usage.completedUnits)
-        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: collected))
+        call.lease?.settle(failed ? (usage.reported ?? 0) : usage.completedUnits)
+    }
+
+    /// Settles a call whose upstream exchange failed (0 when the request never left,
+    /// else the estimate) and gives the error to answer.
+    func failed(_ call: AdmittedCall, _ error: any Error) -> APIError {
+        if error is ResponseTooLarge {
+            call.lease?.settle(call.estimate)
+            return GatewayErrors.upstreamFailed("response larger than \(configuration.maxResponseSize) bytes")
+        }
+        call.lease?.settle(Self.neverSent(error) ? 0 : call.estimate)
+        return upstreamError(error)
+    }
+
+    /// Whether a response is a stream of server-sent events.
+    static func isEventStream(_ headers: HTTPHeaders) -> Bool {
+        headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") ?? false
+    }
+
+    /// Passes `events` into `out`, reading usage into `meter` as they go by and leaving
+    /// out the usage-only chunk when `stripUsage`.
+    static func pass(_ events: [SSEParser.Event], into out: inout ByteBuffer, meter: inout UsageMeter, stripUsage: Bool) {
+        for event in events {
+            var keep = true
+            if let data = event.data, !data.elementsEqual(doneMarker), let document = try? JSONParser.parse(data) {
+                meter.observe(document)
+                if stripUsage, isUsageOnly(document) { keep = false }
+            }
+            if keep { out.writeBytes(event.raw) }
+        }
     }
 
     /// Forwards an SSE body event by event, reading usage as it goes, and settles.
@@ -208,14 +301,7 @@ final class Gateway: Sendable {
                 let events = parser.feed(chunk.readableBytesView)
                 guard !events.isEmpty else { continue }
                 var out = ByteBuffer()
-                for event in events {
-                    var keep = true
-                    if let data = event.data, !data.elementsEqual(doneMarker), let document = try? JSONParser.parse(data) {
-                        meter.observe(document)
-                        if stripUsage, isUsageOnly(document) { keep = false }
-                    }
-                    if keep { out.writeBytes(event.raw) }
-                }
+                pass(events, into: &out, meter: &meter, stripUsage: stripUsage)
                 lease?.updateFallback(meter.interruptedUnits)
                 if out.readableBytes > 0 { try await writer.write(out) }
             }
@@ -245,8 +331,8 @@ final class Gateway: Sendable {
     // MARK: - Identity
 
     /// The account of the `Authorization: Bearer` key (401 when missing or unknown).
-    private func identify(_ request: Request) throws(APIError) -> String {
-        guard let authorization = request.headers[.authorization], let key = Self.bearerToken(authorization) else {
+    private func identify(authorization: String?) throws(APIError) -> String {
+        guard let authorization, let key = Self.bearerToken(authorization) else {
             throw GatewayErrors.missingAPIKey()
         }
         guard let account = service.account(forAPIKey: key) else { throw APIError.unknownAPIKey() }
@@ -312,14 +398,30 @@ final class Gateway: Sendable {
     func forwardedHeaders(_ fields: HTTPFields) -> HTTPHeaders {
         let named = Self.connectionOptions(fields[values: .connection])
         var headers = HTTPHeaders()
-        for field in fields {
-            let name = field.name.canonicalName
-            if Self.requestHeadersNotForwarded.contains(name) || named.contains(name) { continue }
-            if name == "authorization", configuration.upstreamKey != nil { continue }
+        for field in fields where forwards(field.name.canonicalName, named: named) {
             headers.add(name: field.name.rawName, value: field.value)
         }
         if let key = configuration.upstreamKey { headers.add(name: "Authorization", value: "Bearer \(key)") }
         return headers
+    }
+
+    /// `forwardedHeaders(_:)` for a request head as NIO's HTTP/1 decoder gives it.
+    func forwardedHeaders(_ fields: HTTPHeaders) -> HTTPHeaders {
+        let named = Self.connectionOptions(fields["connection"])
+        var headers = HTTPHeaders()
+        for (name, value) in fields where forwards(name.lowercased(), named: named) {
+            headers.add(name: name, value: value)
+        }
+        if let key = configuration.upstreamKey { headers.add(name: "Authorization", value: "Bearer \(key)") }
+        return headers
+    }
+
+    /// Whether a request header (its lowercased name) goes on to the upstream: not
+    /// hop-by-hop, not named by `Connection`, not the client's key when the gateway
+    /// sends its own.
+    private func forwards(_ name: String, named: Set<String>) -> Bool {
+        if Self.requestHeadersNotForwarded.contains(name) || named.contains(name) { return false }
+        return !(name == "authorization" && configuration.upstreamKey != nil)
     }
 
     /// The upstream's response headers for the client: hop-by-hop ones dropped, and the
@@ -378,7 +480,7 @@ final class Gateway: Sendable {
             response = try await client.execute(
                 upstreamRequest, deadline: .now() + .nanoseconds(Int64(clamping: configuration.timeout)))
         } catch {
-            return GatewayErrors.response(upstreamError(error), dialect: .openAI)
+            return GatewayErrors.response(upstreamError(error), dialect: .openAI).response
         }
         let status = HTTPResponse.Status(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase)
         return Response(

@@ -15,9 +15,11 @@ import WeirHummingbird
 ///   `type` the dimension that refused (`requests`, `tokens`, `concurrency`).
 ///
 /// Denials carry the rate limit headers of the decision API (`Retry-After` included).
+/// Each answer is a `GatewayAnswer`, which the Hummingbird routes send as a `Response`
+/// and `DecisionFastPath` writes as HTTP/1.1 bytes.
 enum GatewayErrors {
     /// HTTP 429 for a refused call.
-    static func denied(_ limited: LimitedDecision, dialect: GatewayRoute.Dialect) -> Response {
+    static func denied(_ limited: LimitedDecision, dialect: GatewayRoute.Dialect) -> GatewayAnswer {
         let message = limited.message ?? "rate limit exceeded"
         let reason = limited.decision.reason ?? .requests
         let type = reason == .tooLarge ? "tokens" : reason.rawValue
@@ -44,16 +46,16 @@ enum GatewayErrors {
         json.field("retry_after_ms", optional: limited.decision.retryAfter.map(Nanoseconds.millisecondsRoundedUp))
         json.endObject()
         json.endObject()
-        return Response.json(status: .tooManyRequests, json.text, headers: limited.headers)
+        return GatewayAnswer(status: .tooManyRequests, headers: limited.headers, body: json.text)
     }
 
     /// An error answer (bad input, bad key, upstream failure) in the path's dialect.
-    static func response(_ error: APIError, dialect: GatewayRoute.Dialect) -> Response {
+    static func response(_ error: APIError, dialect: GatewayRoute.Dialect) -> GatewayAnswer {
         switch dialect {
         case .miniMax:
             var error = error
             if error.miniMaxCode == nil { error.miniMaxCode = miniMaxCode(error.status) }
-            return Response.json(status: error.status, error.json)
+            return GatewayAnswer(status: error.status, body: error.json)
         case .openAI:
             var json = JSONWriter(capacity: 256)
             json.beginObject()
@@ -65,7 +67,7 @@ enum GatewayErrors {
             json.field("code", error.code)
             json.endObject()
             json.endObject()
-            return Response.json(status: error.status, json.text)
+            return GatewayAnswer(status: error.status, body: json.text)
         }
     }
 
@@ -94,4 +96,15 @@ enum GatewayErrors {
     static func upstreamFailed(_ detail: String) -> APIError {
         APIError(status: .badGateway, code: "upstream_unavailable", message: "the upstream failed: \(detail)", miniMaxCode: 1000)
     }
+}
+
+/// An answer the gateway gives itself: a status, headers (the rate limit headers of a
+/// denial) and a JSON body. `Content-Type: application/json` is implied.
+struct GatewayAnswer: Sendable {
+    var status: HTTPResponse.Status
+    var headers = HTTPFields()
+    var body: String
+
+    /// The answer for a Hummingbird route.
+    var response: Response { Response.json(status: status, body, headers: headers) }
 }

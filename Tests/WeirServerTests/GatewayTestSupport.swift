@@ -86,6 +86,7 @@ struct GatewayHarness: Sendable {
         timeout: UInt64 = 10 * Nanoseconds.perSecond,
         upstreamKey: String? = nil,
         forwardUnknown: Bool = false,
+        maxResponseSize: Int = 64 << 20,
         mock: MockUpstreamConfiguration = MockUpstreamConfiguration(port: 0, logger: GatewayHarness.silent),
         upstreamPortOverride: Int? = nil,
         _ body: @Sendable (GatewayHarness) async throws -> Void
@@ -104,7 +105,7 @@ struct GatewayHarness: Sendable {
             var configuration = testConfiguration(clock: clock, configPath: configPath, dataDirectory: directory)
             configuration.gateway = GatewayConfiguration(
                 upstream: URL(string: "http://127.0.0.1:\(upstreamPortOverride ?? upstreamPort)")!,
-                upstreamKey: upstreamKey, timeout: timeout, forwardUnknown: forwardUnknown)
+                upstreamKey: upstreamKey, timeout: timeout, forwardUnknown: forwardUnknown, maxResponseSize: maxResponseSize)
             let app = try await buildApplication(configuration: configuration)
             try await app.test(.live) { client in
                 var clientConfiguration = HTTPClient.Configuration()

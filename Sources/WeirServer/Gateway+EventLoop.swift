@@ -1,0 +1,57 @@
+import AsyncHTTPClient
+import HTTPTypes
+import NIOCore
+import NIOHTTP1
+
+/// The gateway's non-streaming calls on the event loop: `DecisionFastPath` prepares,
+/// decides (in-memory store) and admits a call with the same steps as the Hummingbird
+/// route (`prepare`, `admit`), then sends it here with AsyncHTTPClient's
+/// delegate API on the client connection's own event loop, so that the upstream
+/// exchange and the answer never leave that thread.
+extension Gateway {
+    /// What a call ends with: the upstream's response, its headers for the client
+    /// (rate limit headers not yet added) and the body to send; or an error answer.
+    enum Outcome {
+        case upstream(UpstreamResponse, headers: HTTPFields)
+        case failed(GatewayAnswer)
+    }
+
+    /// Sends an admitted call to the upstream (`path`, the request's `headers` less
+    /// hop-by-hop ones) and settles its lease from the response, whatever happens.
+    /// The future completes on `loop`.
+    func send(_ call: AdmittedCall, path: String, headers: HTTPHeaders, dialect: GatewayRoute.Dialect, on loop: any EventLoop)
+        -> EventLoopFuture<Outcome>
+    {
+        let request: HTTPClient.Request
+        do {
+            request = try HTTPClient.Request(
+                url: base + path, method: .POST, headers: forwardedHeaders(headers),
+                body: .byteBuffer(ByteBuffer(bytes: call.forwarded)))
+        } catch {
+            return loop.makeSucceededFuture(.failed(GatewayErrors.response(failed(call, error), dialect: dialect)))
+        }
+        let task = client.execute(
+            request: request, delegate: UpstreamCollector(limit: configuration.maxResponseSize),
+            eventLoop: .delegate(on: loop),
+            deadline: .now() + .nanoseconds(Int64(clamping: configuration.timeout)))
+        return task.futureResult.hop(to: loop).map { response -> Outcome in
+            var response = response
+            if Self.isEventStream(response.head.headers) && response.head.status.code < 400 {
+                // A stream the client did not ask for, read whole: its usage as the
+                // streaming route reads it, event by event.
+                var meter = call.meter
+                var parser = SSEParser()
+                var out = ByteBuffer()
+                Self.pass(parser.feed(response.body.readableBytesView), into: &out, meter: &meter, stripUsage: call.stripUsage)
+                out.writeBytes(parser.pendingBytes)
+                call.lease?.settle(meter.completedUnits)
+                response.body = out
+            } else {
+                self.settle(call, statusCode: Int(response.head.status.code), body: response.body)
+            }
+            return .upstream(response, headers: self.responseHeaders(response.head.headers))
+        }.recover { error in
+            .failed(GatewayErrors.response(self.failed(call, error), dialect: dialect))
+        }
+    }
+}

@@ -1,0 +1,81 @@
+import Foundation
+import Testing
+import WeirCore
+import WeirServer
+
+/// The gateway's non-streaming calls answered on the event loop (`DecisionFastPath`
+/// with `Gateway.send`): what only that path does. Everything else about these calls
+/// (headers, usage, settlement, failures) is in `GatewayTests`, which runs over real
+/// sockets and so through this path as well.
+@Suite("Gateway calls on the event loop", .serialized, .timeLimit(.minutes(2)))
+struct GatewayFastPathTests {
+    static let chat = GatewayTests.chat
+    static let chatEstimate = GatewayTests.chatEstimate
+
+    @Test("requests pipelined behind an upstream call wait for its answer and are answered in order")
+    func pipeliningBehindAnUpstreamCall() async throws {
+        try await GatewayHarness.run { gateway in
+            let key = try await gateway.key(for: "acme")
+            // Another account: the acquire's lease would hold acme's only concurrency slot.
+            let acquire = #"{"account":"other","api":"text","model":"MiniMax-M2"}"#
+            let chat = Self.chat
+            // The upstream takes 200 ms to answer: the acquire and the health check
+            // arrive long before, and must still come after the chat's answer.
+            let requests =
+                "POST /v1/text/chatcompletion_v2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(key)\r\n"
+                + "x-mock-stall-ms: 200\r\nx-mock-completion-tokens: 10\r\nContent-Length: \(chat.utf8.count)\r\n\r\n\(chat)"
+                + "POST /v1/acquire HTTP/1.1\r\nHost: x\r\nContent-Length: \(acquire.utf8.count)\r\n\r\n\(acquire)"
+                + "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                + "POST /v1/text/chatcompletion_v2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(key)\r\nConnection: close\r\n"
+                + "x-mock-completion-tokens: 10\r\nContent-Length: \(chat.utf8.count)\r\n\r\n\(chat)"
+            let text = try await RawHTTP.exchange(port: gateway.port, request: requests)
+            let statusLines = text.components(separatedBy: "HTTP/1.1 ").dropFirst()
+                .map { "HTTP/1.1 " + ($0.components(separatedBy: "\r\n").first ?? "") }
+            #expect(statusLines == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK"])
+            let usage = try #require(text.range(of: #""total_tokens""#)?.lowerBound)
+            let allowed = try #require(text.range(of: #""allowed":true"#)?.lowerBound)
+            let healthy = try #require(text.range(of: #"{"status":"ok"}"#)?.lowerBound)
+            let secondUsage = try #require(text.range(of: #""total_tokens""#, range: healthy..<text.endIndex)?.lowerBound)
+            #expect(usage < allowed && allowed < healthy && healthy < secondUsage)
+            // Both calls of acme were admitted and settled: its slot is free again.
+            #expect(text.components(separatedBy: "x-ratelimit-remaining-requests: 999").count == 3)
+            #expect(text.contains("x-ratelimit-remaining-requests: 998"))
+            // Only the acquire's lease is held: both gateway calls settled theirs.
+            #expect(try await gateway.activeLeases() == 1)
+            #expect(try await gateway.used("acme", rule: "chat", dimension: "concurrency") == 0)
+        }
+    }
+
+    @Test("an upstream body over the size limit: 502 naming the limit, the estimate charged, the slot freed")
+    func responseTooLarge() async throws {
+        try await GatewayHarness.run(maxResponseSize: 64) { gateway in
+            let key = try await gateway.key(for: "acme")
+            let answer = try await gateway.send(
+                "/v1/text/chatcompletion_v2", body: Self.chat, key: key, headers: ["x-mock-completion-tokens": "10"])
+            #expect(answer.status == 502)
+            #expect(answer.miniMaxCode == 1000)
+            #expect(answer.body.contains("response larger than 64 bytes"))
+            #expect(try await gateway.used("acme", rule: "chat", dimension: "tokens") == Self.chatEstimate)
+            #expect(try await gateway.used("acme", rule: "chat", dimension: "concurrency") == 0)
+            #expect(try await gateway.activeLeases() == 0)
+        }
+    }
+
+    @Test("a streaming call still streams (Hummingbird's route), and one with a query string goes there too")
+    func streamingAndQueriesGoToTheRouter() async throws {
+        try await GatewayHarness.run { gateway in
+            let key = try await gateway.key(for: "acme")
+            let stream = #"{"model": "MiniMax-M2", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 100, "stream": true}"#
+            let streamed = try await gateway.send(
+                "/v1/text/chatcompletion_v2", body: stream, key: key, headers: ["x-mock-completion-tokens": "3"])
+            #expect(streamed.status == 200)
+            #expect(streamed.header("content-type")?.hasPrefix("text/event-stream") == true)
+            #expect(streamed.body.contains("data: "))
+            let queried = try await gateway.send(
+                "/v1/text/chatcompletion_v2?trace=1", body: Self.chat, key: key, headers: ["x-mock-completion-tokens": "10"])
+            #expect(queried.status == 200)
+            #expect(gateway.control.requestsReceived.last?.path.hasPrefix("/v1/text/chatcompletion_v2") == true)
+            #expect(try await gateway.activeLeases() == 0)
+        }
+    }
+}
