@@ -50,30 +50,19 @@ public final class RedisClusterProcess: @unchecked Sendable {
         }
     }
 
-    /// Runs `redis-cli` and waits (at most 60 s) for it to succeed.
+    /// Runs `redis-cli` and waits (at most 60 s, then kills it) for it to succeed.
     private static func run(_ executable: String, _ arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let deadline = Date().addingTimeInterval(60)
-        var log = Data()
-        let handle = output.fileHandleForReading
-        while true {
-            let chunk = handle.availableData
-            if chunk.isEmpty { break }
-            log.append(chunk)
-            if Date() > deadline {
-                _ = Glibc.kill(process.processIdentifier, SIGKILL)
-                break
-            }
-        }
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw TestSetupError(description: "redis-cli \(arguments.joined(separator: " ")) failed: \(String(decoding: log, as: UTF8.self))")
+        let logPath = FileManager.default.temporaryDirectory
+            .appendingPathComponent("weir-redis-cli-\(UInt32.random(in: 0...UInt32.max)).log").path
+        defer { try? FileManager.default.removeItem(atPath: logPath) }
+        let process = try ChildProcess(executable: executable, arguments: arguments, outputPath: logPath)
+        let deadline = ContinuousClock.now + .seconds(60)
+        while process.isRunning && ContinuousClock.now < deadline { usleep(10_000) }
+        process.signal(SIGKILL)
+        let status = process.wait()
+        guard status == 0 else {
+            let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+            throw TestSetupError(description: "redis-cli \(arguments.joined(separator: " ")) failed (\(status)): \(log)")
         }
     }
 

@@ -10,8 +10,7 @@ import Glibc
 /// A `redis-server` a test starts on a free 127.0.0.1 port and stops by its PID, for
 /// the tests of the Redis store and of `weir serve --store redis://`. Without
 /// persistence unless the arguments ask for it (`appendOnlyDirectory:`). Readiness is
-/// read from the server's own log line ("Ready to accept connections"), not waited for
-/// with a sleep.
+/// read from the server's own log line ("Ready to accept connections").
 public final class RedisServerProcess: @unchecked Sendable {
     // @unchecked Sendable: `process` is replaced only by `start()`, `kill()` and `stop()`,
     // which each test calls from one task at a time.
@@ -19,7 +18,9 @@ public final class RedisServerProcess: @unchecked Sendable {
     public private(set) var port: Int
     /// Arguments added to the defaults (cluster mode, AOF...).
     public let extraArguments: [String]
-    private var process: Process?
+    private var process: ChildProcess?
+    /// The running server's log file (its standard output and error).
+    private var logPath: String?
 
     public static var executable: String? {
         ["/usr/bin/redis-server", "/usr/local/bin/redis-server", "/usr/sbin/redis-server"]
@@ -67,53 +68,50 @@ public final class RedisServerProcess: @unchecked Sendable {
     }
 
     /// Starts (or restarts) the server on `port` and returns once it accepts connections.
+    ///
+    /// The server's output goes to a log file (`ChildProcess`), read until it says "Ready
+    /// to accept connections" or exits, checked every 10 ms for at most 30 s.
     public func start() throws {
         guard let executable = Self.executable else {
             throw TestSetupError(description: "redis-server is not installed (scripts/install-deps --tests)")
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = [
-            "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--protected-mode", "no", "--loglevel", "notice",
-        ] + extraArguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
+        let logPath = FileManager.default.temporaryDirectory
+            .appendingPathComponent("weir-redis-\(port)-\(UInt32.random(in: 0...UInt32.max)).log").path
+        let process = try ChildProcess(
+            executable: executable,
+            arguments: [
+                "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--protected-mode", "no", "--loglevel", "notice",
+            ] + extraArguments,
+            outputPath: logPath)
         self.process = process
-        // Read the log until the server says it is ready (or exits); keep draining afterwards
-        // so that the server never blocks on a full pipe.
-        let handle = output.fileHandleForReading
-        var log = Data()
-        while !String(decoding: log, as: UTF8.self).contains("Ready to accept connections") {
-            let chunk = handle.availableData
-            if chunk.isEmpty {
-                throw TestSetupError(description: "redis-server exited: \(String(decoding: log, as: UTF8.self))")
+        self.logPath = logPath
+        let deadline = ContinuousClock.now + .seconds(30)
+        while true {
+            let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+            if log.contains("Ready to accept connections") { return }
+            if !process.isRunning || ContinuousClock.now > deadline {
+                stop()
+                throw TestSetupError(description: "redis-server did not start: \(log)")
             }
-            log.append(chunk)
-        }
-        Thread.detachNewThread {
-            while !handle.availableData.isEmpty {}
+            usleep(10_000)
         }
     }
 
     /// Kills the server abruptly (SIGKILL), as a crash would.
     public func kill() {
-        guard let process else { return }
-        _ = Glibc.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-        self.process = nil
+        stop()
     }
 
-    /// Stops the server and waits for it to exit. SIGKILL, because a process spawned from
-    /// a Swift concurrency or NIO thread inherits that thread's blocked signals (SIGTERM
-    /// among them), and the server keeps nothing worth a clean shutdown.
+    /// Stops the server (SIGKILL) and waits for it to exit. SIGKILL: the server keeps
+    /// nothing worth a clean shutdown (its AOF is written with `appendfsync always`).
     public func stop() {
         guard let process else { return }
-        _ = Glibc.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        process.signal(SIGKILL)
+        process.wait()
         self.process = nil
+        if let logPath { try? FileManager.default.removeItem(atPath: logPath) }
+        logPath = nil
     }
 
     deinit { stop() }

@@ -123,6 +123,8 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private var forwarded = 0
     /// Whether answers were written since the last flush.
     private var needsFlush = false
+    /// Whether a flush is scheduled for the end of the event loop's round.
+    private var flushScheduled = false
 
     init(service: WeirService, gateway: Gateway?) {
         self.service = service
@@ -211,10 +213,7 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        if needsFlush {
-            needsFlush = false
-            context.flush()
-        }
+        flushAfterThisTick(context: context)
         context.fireChannelReadComplete()
     }
 
@@ -280,12 +279,29 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 case .failed(let answer):
                     handler.write(answer, context: context, head: head)
                 }
-                if handler.needsFlush {
-                    handler.needsFlush = false
-                    context.flush()
+                if handler.queued.isEmpty {
+                    handler.flushAfterThisTick(context: context)
+                } else {
+                    handler.replayQueued(context: context)
                 }
-                handler.replayQueued(context: context)
             }
+    }
+
+    /// Flushes once the event loop has handled every event of this round: answers
+    /// completed in the same round leave together, so the client's process is woken
+    /// once for them rather than once each.
+    private func flushAfterThisTick(context: ChannelHandlerContext) {
+        guard needsFlush, !flushScheduled else { return }
+        flushScheduled = true
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            let (handler, context) = loopBound.value
+            handler.flushScheduled = false
+            if handler.needsFlush {
+                handler.needsFlush = false
+                context.flush()
+            }
+        }
     }
 
     /// Handles the parts that waited while a gateway call was upstream, until they are

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Foundation
 import HTTPTypes
 import NIOCore
 import NIOHTTP1
@@ -24,9 +25,10 @@ extension Gateway {
     {
         let request: HTTPClient.Request
         do {
+            guard let url = routeURLs[path] else { throw HTTPClientError.invalidURL }
             request = try HTTPClient.Request(
-                url: base + path, method: .POST, headers: forwardedHeaders(headers),
-                body: .byteBuffer(ByteBuffer(bytes: call.forwarded)))
+                url: url, method: .POST, headers: forwardedHeaders(headers),
+                body: .byteBuffer(ByteBuffer(bytes: call.forwarded)), tlsConfiguration: nil)
         } catch {
             return loop.makeSucceededFuture(.failed(GatewayErrors.response(failed(call, error), dialect: dialect)))
         }

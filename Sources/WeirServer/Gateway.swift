@@ -49,6 +49,8 @@ final class Gateway: Sendable {
     let client: HTTPClient
     /// The upstream URL without a trailing `/`; a call goes to `base + path`.
     let base: String
+    /// `base + path` for each path of the table, parsed once.
+    let routeURLs: [String: URL]
     private let timeoutText: String
 
     init(service: WeirService, configuration: GatewayConfiguration, eventLoopGroup: any EventLoopGroup) {
@@ -57,6 +59,9 @@ final class Gateway: Sendable {
         var base = configuration.upstream.absoluteString
         while base.hasSuffix("/") { base.removeLast() }
         self.base = base
+        var routeURLs: [String: URL] = [:]
+        for route in GatewayRoute.all { routeURLs[route.path] = URL(string: base + route.path) }
+        self.routeURLs = routeURLs
         var timeoutBytes: [UInt8] = []
         GoDuration.append(nanoseconds: configuration.timeout, to: &timeoutBytes)
         self.timeoutText = String(decoding: timeoutBytes, as: UTF8.self)
