@@ -66,7 +66,13 @@ enum RawHTTP {
         }
     }
 
-    private static func blockingExchange(port: Int, request: String) throws -> String {
+    /// Sends `request` and closes the connection at once, without reading an answer:
+    /// a client that goes away.
+    static func sendAndClose(port: Int, request: String) throws {
+        _ = try blockingExchange(port: port, request: request, read: false)
+    }
+
+    private static func blockingExchange(port: Int, request: String, read: Bool = true) throws -> String {
         let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard socket >= 0 else { throw TestFailure("socket() failed") }
         defer { close(socket) }
@@ -87,6 +93,7 @@ enum RawHTTP {
             guard count > 0 else { throw TestFailure("send() failed") }
             sent += count
         }
+        guard read else { return "" }
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {

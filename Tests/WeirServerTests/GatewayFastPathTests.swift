@@ -61,6 +61,27 @@ struct GatewayFastPathTests {
         }
     }
 
+    @Test("a client that goes away during a call: the call runs to its end upstream, then its lease is settled and its slot freed")
+    func clientGoesAway() async throws {
+        try await GatewayHarness.run { gateway in
+            let key = try await gateway.key(for: "acme")
+            gateway.control.hold()
+            let body = #"{"model": "Music-2.0", "prompt": "calm piano"}"#
+            try RawHTTP.sendAndClose(
+                port: gateway.port,
+                request: "POST /v1/music_generation HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(key)\r\n"
+                    + "x-mock-duration-ms: 0\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+            try await gateway.eventually("the call runs upstream") { gateway.control.callsInFlight == 1 }
+            #expect(try await gateway.used("acme", rule: "music", dimension: "concurrency") == 1)
+            gateway.control.release()
+            try await gateway.eventually("the slot is freed") {
+                try await gateway.used("acme", rule: "music", dimension: "concurrency") == 0
+            }
+            #expect(try await gateway.activeLeases() == 0)
+            #expect(try await gateway.send("/v1/music_generation", body: body, key: key, headers: ["x-mock-duration-ms": "0"]).status == 200)
+        }
+    }
+
     @Test("a streaming call still streams (Hummingbird's route), and one with a query string goes there too")
     func streamingAndQueriesGoToTheRouter() async throws {
         try await GatewayHarness.run { gateway in
