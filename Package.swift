@@ -123,7 +123,8 @@ let package = Package(
             ]
         ),
         // Test support: a real redis-server on a free loopback port, for the tests of the
-        // Redis store and of `weir serve --store redis://`.
+        // Redis store and of `weir serve --store redis://`; and `ChildProcess`, with which
+        // every test starts the programs it needs (posix_spawn, not Foundation's Process).
         .target(
             name: "WeirRedisTesting",
             dependencies: [
@@ -152,7 +153,7 @@ let package = Package(
         .testTarget(
             name: "WeirEnvoyTests",
             dependencies: [
-                "WeirEnvoy", "WeirServer", "WeirHummingbird", "WeirPolicy", "WeirCore",
+                "WeirEnvoy", "WeirServer", "WeirHummingbird", "WeirPolicy", "WeirCore", "WeirRedisTesting",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -189,7 +190,7 @@ let package = Package(
         ),
         .testTarget(
             name: "WeirCommandsTests",
-            dependencies: ["WeirCommands", "WeirPolicy", "WeirCore"]
+            dependencies: ["WeirCommands", "WeirPolicy", "WeirCore", "WeirRedisTesting"]
         ),
         .testTarget(
             name: "WeirServerTests",

@@ -248,8 +248,12 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         guard let gateway else { return }
         let prepared: Gateway.PreparedCall
         do {
+            // Several `Authorization` fields read as one value, joined as HTTPFields
+            // joins them for the Hummingbird route (which makes no valid key).
+            let authorization = head.headers["authorization"]
             prepared = try gateway.prepare(
-                authorization: head.headers.first(name: "authorization"), bytes: bytes, route: route)
+                authorization: authorization.isEmpty ? nil : authorization.joined(separator: ", "), bytes: bytes,
+                route: route)
         } catch {
             write(GatewayErrors.response(error, dialect: route.dialect), context: context, head: head)
             return

@@ -42,6 +42,11 @@ import WeirPolicy
 /// `Accept-Encoding` is dropped so that the usage can be read; the upstream's own
 /// `x-ratelimit-*` / `RateLimit*` headers are replaced by Weir's.
 ///
+/// **Two ways in, the same steps.** The Hummingbird routes below serve every call; with
+/// the in-memory store, `DecisionFastPath` answers the non-streaming ones on the event
+/// loop first, through the same `prepare`, `admit` and `settle` and the delegate-based
+/// `send` (`Gateway+EventLoop.swift`).
+///
 /// Concurrency: thread-safe; one instance per application, shared by every request.
 final class Gateway: Sendable {
     let service: WeirService

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import WeirPolicy
+import WeirRedisTesting
 
 /// The `weir` binary itself, run as a user would: exit codes, standard output and error.
 @Suite("weir command line")
@@ -24,20 +25,8 @@ struct CommandLineTests {
     }()
 
     func weir(_ arguments: String...) throws -> Run {
-        let process = Process()
-        process.executableURL = Self.binary
-        process.arguments = arguments
-        let output = Pipe()
-        let error = Pipe()
-        process.standardOutput = output
-        process.standardError = error
-        try process.run()
-        let outData = output.fileHandleForReading.readDataToEndOfFile()
-        let errData = error.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Run(status: process.terminationStatus,
-                   output: String(decoding: outData, as: UTF8.self),
-                   error: String(decoding: errData, as: UTF8.self))
+        let run = try ChildProcess.run(Self.binary.path, arguments)
+        return Run(status: run.status, output: run.output, error: run.error)
     }
 
     func temporaryFile(_ contents: String, suffix: String = ".yaml") throws -> String {

@@ -6,6 +6,7 @@ import Logging
 import Testing
 import WeirCore
 import WeirEnvoy
+import WeirRedisTesting
 
 /// A real, unmodified Envoy with `envoy.filters.http.ratelimit` pointed at Weir's gRPC
 /// service, in front of a small upstream, all on 127.0.0.1 and free ports. Checked
@@ -201,16 +202,10 @@ struct EnvoyIntegrationTests {
         #expect(yaml.contains("envoy.filters.http.ratelimit"))
         let path = scratchDirectory() + "/readme.yaml"
         try yaml.write(toFile: path, atomically: true, encoding: .utf8)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try EnvoyProcess.binary())
-        process.arguments = ["--mode", "validate", "-c", path, "--log-level", "error"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "\(output)")
+        let run = try ChildProcess.run(
+            try EnvoyProcess.binary(), ["--mode", "validate", "-c", path, "--log-level", "error"])
+        let output = run.output + run.error
+        #expect(run.status == 0, "\(output)")
         #expect(output.contains("OK"))
     }
 }

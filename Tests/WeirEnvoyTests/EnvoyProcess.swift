@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import WeirRedisTesting
 
 #if canImport(Glibc)
 import Glibc
@@ -12,15 +13,14 @@ import Glibc
 /// test writes: admin and listeners on port 0, the bound ports read back from the
 /// admin API. Stopped by its PID with SIGTERM (SIGKILL if it lingers).
 final class EnvoyProcess: @unchecked Sendable {
-    // @unchecked: `process` is only started in `init` and signalled in `stop`; the
-    // ports are written once in `start` before the instance is handed out.
-    let process: Process
+    // @unchecked: the ports are written once in `init` before the instance is handed out.
+    /// Started with `ChildProcess` (posix_spawn), not Foundation's `Process`, whose
+    /// teardown crashed a test run in libdispatch.
+    let process: ChildProcess
     let directory: String
     let logPath: String
     private(set) var adminPort = 0
     private(set) var listenerPorts: [String: Int] = [:]
-    /// Signalled once, when Envoy exits.
-    private let exited = DispatchSemaphore(value: 0)
 
     /// Where the Envoy binary is: `$WEIR_ENVOY_BINARY`, else the `envoy` package of
     /// the Python that `python3` runs, else the usual site-packages locations.
@@ -29,17 +29,12 @@ final class EnvoyProcess: @unchecked Sendable {
         if let path = ProcessInfo.processInfo.environment["WEIR_ENVOY_BINARY"], fileManager.isExecutableFile(atPath: path) {
             return path
         }
-        let probe = Process()
-        probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        probe.arguments = ["python3", "-c", "import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), '_bin', 'envoy'))"]
-        let pipe = Pipe()
-        probe.standardOutput = pipe
-        probe.standardError = FileHandle.nullDevice
-        if (try? probe.run()) != nil {
-            let output = pipe.fileHandleForReading.readDataToEndOfFile()
-            probe.waitUntilExit()
-            let path = String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            if probe.terminationStatus == 0, fileManager.isExecutableFile(atPath: path) { return path }
+        if let probe = try? ChildProcess.run(
+            "/usr/bin/env",
+            ["python3", "-c", "import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), '_bin', 'envoy'))"])
+        {
+            let path = probe.output.trimmingCharacters(in: .whitespacesAndNewlines)
+            if probe.status == 0, fileManager.isExecutableFile(atPath: path) { return path }
         }
         for candidate in ["/usr/local/lib/python3/dist-packages/envoy/_bin/envoy", "/usr/lib/python3/dist-packages/envoy/_bin/envoy"]
         where fileManager.isExecutableFile(atPath: candidate) {
@@ -56,19 +51,13 @@ final class EnvoyProcess: @unchecked Sendable {
         let configPath = directory + "/envoy.yaml"
         let addressPath = directory + "/admin-address"
         try config.write(toFile: configPath, atomically: true, encoding: .utf8)
-        FileManager.default.createFile(atPath: logPath, contents: nil)
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: try Self.binary())
-        process.arguments = [
-            "-c", configPath, "--concurrency", String(concurrency), "--disable-hot-restart",
-            "--log-level", "warning", "--admin-address-path", addressPath,
-        ]
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        process.standardOutput = log
-        process.standardError = log
-        let exited = exited
-        process.terminationHandler = { _ in exited.signal() }
-        try process.run()
+        process = try ChildProcess(
+            executable: try Self.binary(),
+            arguments: [
+                "-c", configPath, "--concurrency", String(concurrency), "--disable-hot-restart",
+                "--log-level", "warning", "--admin-address-path", addressPath,
+            ],
+            outputPath: logPath)
         do {
             try await waitUntilReady(addressPath: addressPath)
         } catch {
@@ -83,7 +72,7 @@ final class EnvoyProcess: @unchecked Sendable {
     private func waitUntilReady(addressPath: String) async throws {
         let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline {
-            guard process.isRunning else { throw HarnessError("Envoy exited (\(process.terminationStatus)):\n\(log)") }
+            guard process.isRunning else { throw HarnessError("Envoy exited (\(process.wait())):\n\(log)") }
             if adminPort == 0, let text = try? String(contentsOfFile: addressPath, encoding: .utf8),
                 let port = Int(text.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ":").last ?? "")
             {
@@ -128,10 +117,12 @@ final class EnvoyProcess: @unchecked Sendable {
     /// SIGTERM, then SIGKILL if Envoy has not exited within 10 seconds.
     func stop() {
         guard process.isRunning else { return }
-        kill(process.processIdentifier, SIGTERM)
-        // Waits for the exit itself (the termination handler), bounded.
-        if exited.wait(timeout: .now() + 10) == .timedOut { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
+        process.signal(SIGTERM)
+        // Waits for the exit itself, bounded.
+        if process.wait(timeout: .seconds(10)) == nil {
+            process.signal(SIGKILL)
+            process.wait()
+        }
     }
 
     deinit { stop() }

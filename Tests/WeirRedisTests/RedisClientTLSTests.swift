@@ -54,18 +54,12 @@ struct RedisClientTLSTests {
         guard let openssl = ["/usr/bin/openssl", "/usr/local/bin/openssl"].first(where: {
             FileManager.default.isExecutableFile(atPath: $0)
         }) else { throw TestSetupError(description: "openssl is not installed (scripts/install-deps --tests)") }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: openssl)
-        process.arguments = [
+        let run = try ChildProcess.run(openssl, [
             "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
             "-keyout", key, "-out", certificate, "-days", "1", "-subj", "/CN=localhost",
             "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw TestSetupError(description: "openssl req failed") }
+        ])
+        guard run.status == 0 else { throw TestSetupError(description: "openssl req failed: \(run.error)") }
         return (certificate, key)
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WeirRedisTesting
 
 /// The dashboard in a real browser: `weir serve` started from the built binary, and
 /// `tests/browser/dashboard_test.py` driving headless Chromium through chromedriver
@@ -55,47 +56,13 @@ struct DashboardBrowserTests {
                 Self.repository + "/tests/browser/dashboard_test.py", "--base-url", "http://127.0.0.1:\(port)",
                 "--chromium", chromium, "--chromedriver", chromedriver, "--screenshot", screenshot,
             ],
-            environment: ["WEIR_DASHBOARD_TOKEN": token])
-        #expect(run.status == 0, "the browser checks failed:\n\(run.output)")
+            environment: ProcessInfo.processInfo.environment.merging(["WEIR_DASHBOARD_TOKEN": token]) { $1 })
+        #expect(run.status == 0, "the browser checks failed:\n\(run.output)\(run.error)")
         #expect(run.output.contains("all checks passed"))
         #expect(FileManager.default.fileExists(atPath: screenshot), "no screenshot at \(screenshot)")
         #expect(!server.output.contains(token), "the admin token must never be logged")
 
         server.signal(SIGTERM)
         #expect(await server.exitStatus() == 0)
-    }
-}
-
-/// A child process run to its end, its standard output and error collected together
-/// in a file (not a pipe: a grandchild that keeps the pipe open, such as a browser
-/// helper, must not keep the wait going).
-enum ChildProcess {
-    struct Result {
-        var status: Int32
-        var output: String
-    }
-
-    static func run(_ executable: String, _ arguments: [String], environment extra: [String: String]) async throws -> Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(extra) { $1 }
-        let log = scratchDirectory() + "/output.log"
-        _ = FileManager.default.createFile(atPath: log, contents: nil)
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        process.standardOutput = handle
-        process.standardError = handle
-        // Event-driven: the termination handler resumes the wait, no polling.
-        let status: Int32 = try await withCheckedThrowingContinuation { continuation in
-            process.terminationHandler = { process in continuation.resume(returning: process.terminationStatus) }
-            do {
-                try process.run()
-            } catch {
-                process.terminationHandler = nil
-                continuation.resume(throwing: error)
-            }
-        }
-        try? handle.close()
-        return Result(status: status, output: (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import WeirCore
+import WeirRedisTesting
 
 /// The official `openai` Python package (installed by `scripts/install-deps --tests`)
 /// against the gateway's OpenAI-compatible path, streaming and not, limited and not.
@@ -105,35 +106,10 @@ struct GatewayOpenAIClientTests {
 /// `python3` from PATH, run to its end; its standard output.
 enum Python {
     static func run(_ arguments: [String]) async throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3"] + arguments
-        let output = Pipe()
-        let errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-        // Read both pipes to their ends off the cooperative pool, then wait for exit.
-        let (stdout, stderr) = await withCheckedContinuation { continuation in
-            DispatchQueue.global().async {
-                let errorData = Locked(Data())
-                let group = DispatchGroup()
-                group.enter()
-                DispatchQueue.global().async {
-                    let data = errors.fileHandleForReading.readDataToEndOfFile()
-                    errorData.value.withLock { $0 = data }
-                    group.leave()
-                }
-                let data = output.fileHandleForReading.readDataToEndOfFile()
-                group.wait()
-                process.waitUntilExit()
-                continuation.resume(returning: (
-                    String(decoding: data, as: UTF8.self), String(decoding: errorData.value.withLock { $0 }, as: UTF8.self)))
-            }
+        let run = try await ChildProcess.run("/usr/bin/env", ["python3"] + arguments)
+        guard run.status == 0 else {
+            throw TestFailure("python3 exited \(run.status) (is the openai package installed? scripts/install-deps --tests installs it):\n\(run.error)")
         }
-        guard process.terminationStatus == 0 else {
-            throw TestFailure("python3 exited \(process.terminationStatus) (is the openai package installed? scripts/install-deps --tests installs it):\n\(stderr)")
-        }
-        return stdout
+        return run.output
     }
 }

@@ -5,6 +5,7 @@ import HummingbirdTesting
 import Testing
 import WeirCore
 import WeirServer
+import WeirRedisTesting
 
 @Suite("Health, readiness, metrics, reload")
 struct OperationsTests {
@@ -126,16 +127,6 @@ struct OperationsTests {
 
 /// SHA-256 through the system's sha256sum, independent of the server's own code.
 func sha256Hex(_ text: String) -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
-    let input = Pipe()
-    let output = Pipe()
-    process.standardInput = input
-    process.standardOutput = output
-    try? process.run()
-    input.fileHandleForWriting.write(Data(text.utf8))
-    try? input.fileHandleForWriting.close()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return String(decoding: data, as: UTF8.self).split(separator: " ").first.map(String.init) ?? ""
+    let output = (try? ChildProcess.run("/usr/bin/sha256sum", [], input: text))?.output ?? ""
+    return output.split(separator: " ").first.map(String.init) ?? ""
 }

@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import Synchronization
 import Testing
+import WeirRedisTesting
 
 /// `weir serve` as a real process: started from the built binary, driven over HTTP
 /// with AsyncHTTPClient, stopped with signals (including `kill -9`).
@@ -25,7 +26,7 @@ struct ServeProcessTests {
         #expect(recharged.status == 200)
         #expect(recharged.json["tier"] as? String == "paid")
         first.signal(SIGKILL)
-        #expect(await first.exitStatus() == SIGKILL)
+        #expect(await first.exitStatus() == 128 + SIGKILL)
 
         let second = try ServerProcess(arguments: arguments)
         let client2 = HTTPTestClient(port: try await second.port(), adminToken: "s3cret-admin")
@@ -90,19 +91,18 @@ struct ServeProcessTests {
     }
 }
 
-/// A child `weir` process whose standard error (the log) is collected.
+/// A `weir` process (the built binary), its output collected as it comes.
 ///
-/// `@unchecked Sendable`: `Process` is used only to start the child, signal it and
-/// read its status, which Foundation allows from any thread; the collected output is
-/// behind a `Mutex`.
-final class ServerProcess: @unchecked Sendable {
-    private let process = Process()
+/// Started with `ChildProcess` (posix_spawn, a reader thread, a waiter thread), not
+/// Foundation's `Process`, whose pipes' readability handlers crashed a test run in
+/// libdispatch as processes came and went. Waiting is event-driven: output and the exit
+/// each signal `changes`; a test that waits forever is ended by the suite's time limit.
+final class ServerProcess: Sendable {
+    private let child: ChildProcess
     private let collected = Locked("")
     private let exited = Locked<Int32?>(nil)
-    /// Whether the output pipe reached its end (after the exit, its last bytes may still come).
+    /// Whether the output reached its end (after the exit, its last bytes may still come).
     private let drained = Locked(false)
-    /// Signalled whenever output arrives or the process exits: waiting is event-driven,
-    /// with no polling. A test that waits forever is ended by the suite's time limit.
     private let changes: AsyncStream<Void>
     private let changed: AsyncStream<Void>.Continuation
 
@@ -113,41 +113,35 @@ final class ServerProcess: @unchecked Sendable {
     }
 
     init(arguments: [String]) throws {
-        (changes, changed) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = arguments
+        let (changes, changed) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        (self.changes, self.changed) = (changes, changed)
         var environment = ProcessInfo.processInfo.environment
         environment["WEIR_ADMIN_TOKEN"] = nil
-        process.environment = environment
-        let pipe = Pipe()
-        process.standardError = pipe
-        process.standardOutput = pipe
-        pipe.fileHandleForReading.readabilityHandler = { [collected, drained, changed] handle in
-            let data = handle.availableData
-            guard !data.isEmpty else {
-                handle.readabilityHandler = nil
-                drained.value.withLock { $0 = true }
+        let (collected, drained, exited) = (self.collected, self.drained, self.exited)
+        child = try ChildProcess(
+            executable: Self.binary, arguments: arguments, environment: environment,
+            onOutput: { bytes in
+                if bytes.isEmpty {
+                    drained.value.withLock { $0 = true }
+                } else {
+                    collected.value.withLock { $0 += String(decoding: bytes, as: UTF8.self) }
+                }
                 changed.yield()
-                return
-            }
-            collected.value.withLock { $0 += String(decoding: data, as: UTF8.self) }
-            changed.yield()
-        }
-        process.terminationHandler = { [exited, changed] process in
-            exited.value.withLock { $0 = process.terminationStatus }
-            changed.yield()
-        }
-        try process.run()
+            },
+            onExit: { status in
+                exited.value.withLock { $0 = status }
+                changed.yield()
+            })
     }
 
     deinit {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        child.signal(SIGKILL)
     }
 
     var output: String { collected.value.withLock { $0 } }
 
     func signal(_ signal: Int32) {
-        kill(process.processIdentifier, signal)
+        child.signal(signal)
     }
 
     /// Waits until the log contains `text`; fails if the process exits (and its output
@@ -172,7 +166,7 @@ final class ServerProcess: @unchecked Sendable {
         return port
     }
 
-    /// The exit status (or the signal that ended it), once the process has exited.
+    /// The exit code (128 + the signal when a signal ended it), once the process has exited.
     func exitStatus() async -> Int32 {
         var iterator = changes.makeAsyncIterator()
         while true {
