@@ -97,14 +97,3 @@ enum GatewayErrors {
         APIError(status: .badGateway, code: "upstream_unavailable", message: "the upstream failed: \(detail)", miniMaxCode: 1000)
     }
 }
-
-/// An answer the gateway gives itself: a status, headers (the rate limit headers of a
-/// denial) and a JSON body. `Content-Type: application/json` is implied.
-struct GatewayAnswer: Sendable {
-    var status: HTTPResponse.Status
-    var headers = HTTPFields()
-    var body: String
-
-    /// The answer for a Hummingbird route.
-    var response: Response { Response.json(status: status, body, headers: headers) }
-}
