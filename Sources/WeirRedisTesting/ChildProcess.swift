@@ -29,7 +29,7 @@ public final class ChildProcess: Sendable {
         /// Signalled when `status` is set (and again by each waiter, for the next).
         let exited = DispatchSemaphore(value: 0)
     }
-    private let exit = ExitState()
+    private let exitState = ExitState()
 
     /// Starts `executable` with `arguments`.
     ///
@@ -49,6 +49,9 @@ public final class ChildProcess: Sendable {
         errorPath: String? = nil, inputPath: String? = nil,
         onOutput: (@Sendable ([UInt8]) -> Void)? = nil, onExit: (@Sendable (Int32) -> Void)? = nil
     ) throws {
+        guard let closeFrom = Self.addCloseFrom else {
+            throw TestSetupError(description: "posix_spawn_file_actions_addclosefrom_np is missing (glibc 2.34 or later)")
+        }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -73,9 +76,6 @@ public final class ChildProcess: Sendable {
         }
         // Nothing else of the test process: an inherited socket would keep its port
         // bound in the child after the test closed it.
-        guard let closeFrom = Self.addCloseFrom else {
-            throw TestSetupError(description: "posix_spawn_file_actions_addclosefrom_np is missing (glibc 2.34 or later)")
-        }
         _ = closeFrom(&actions, 3)
 
         var attributes = posix_spawnattr_t()
@@ -121,13 +121,13 @@ public final class ChildProcess: Sendable {
                 onOutput([])
             }
         }
-        let exit = self.exit
+        let exitState = self.exitState
         let child = pid
         Thread.detachNewThread {
             var raw: Int32 = 0
             while waitpid(child, &raw, 0) == -1 && errno == EINTR {}
-            exit.status.withLock { $0 = raw }
-            exit.exited.signal()
+            exitState.status.withLock { $0 = raw }
+            exitState.exited.signal()
             onExit?(Self.exitCode(raw))
         }
     }
@@ -143,11 +143,11 @@ public final class ChildProcess: Sendable {
     }()
 
     /// Whether the child has not exited yet.
-    public var isRunning: Bool { exit.status.withLock { $0 == nil } }
+    public var isRunning: Bool { exitState.status.withLock { $0 == nil } }
 
     /// Sends `signal` to the child (nothing once it has exited).
     public func signal(_ signal: Int32) {
-        exit.status.withLock { status in
+        exitState.status.withLock { status in
             // Not once the exit is recorded (the PID may be reused then; between the
             // reaping and the recording is a window of microseconds).
             if status == nil { _ = Glibc.kill(pid, signal) }
@@ -158,20 +158,20 @@ public final class ChildProcess: Sendable {
     /// signal ended it). Blocks the calling thread.
     @discardableResult
     public func wait() -> Int32 {
-        if let raw = exit.status.withLock({ $0 }) { return Self.exitCode(raw) }
-        exit.exited.wait()
-        exit.exited.signal()  // for the next caller
-        return Self.exitCode(exit.status.withLock { $0 } ?? 0)
+        if let raw = exitState.status.withLock({ $0 }) { return Self.exitCode(raw) }
+        exitState.exited.wait()
+        exitState.exited.signal()  // for the next caller
+        return Self.exitCode(exitState.status.withLock { $0 } ?? 0)
     }
 
     /// Waits at most `timeout` for the child to exit; its exit code, or nil when it is
     /// still running. Blocks the calling thread.
     public func wait(timeout: Duration) -> Int32? {
-        if let raw = exit.status.withLock({ $0 }) { return Self.exitCode(raw) }
+        if let raw = exitState.status.withLock({ $0 }) { return Self.exitCode(raw) }
         let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
-        guard exit.exited.wait(timeout: .now() + .nanoseconds(Int(nanoseconds))) == .success else { return nil }
-        exit.exited.signal()
-        return Self.exitCode(exit.status.withLock { $0 } ?? 0)
+        guard exitState.exited.wait(timeout: .now() + .nanoseconds(Int(nanoseconds))) == .success else { return nil }
+        exitState.exited.signal()
+        return Self.exitCode(exitState.status.withLock { $0 } ?? 0)
     }
 
     /// What a program run to its end printed, and how it ended.
