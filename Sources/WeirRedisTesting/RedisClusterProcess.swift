@@ -56,13 +56,14 @@ public final class RedisClusterProcess: @unchecked Sendable {
             .appendingPathComponent("weir-redis-cli-\(UInt32.random(in: 0...UInt32.max)).log").path
         defer { try? FileManager.default.removeItem(atPath: logPath) }
         let process = try ChildProcess(executable: executable, arguments: arguments, outputPath: logPath)
-        let deadline = ContinuousClock.now + .seconds(60)
-        while process.isRunning && ContinuousClock.now < deadline { usleep(10_000) }
-        process.signal(SIGKILL)
-        let status = process.wait()
+        var status = process.wait(timeout: .seconds(60))
+        if status == nil {
+            process.signal(SIGKILL)
+            status = process.wait()
+        }
         guard status == 0 else {
             let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
-            throw TestSetupError(description: "redis-cli \(arguments.joined(separator: " ")) failed (\(status)): \(log)")
+            throw TestSetupError(description: "redis-cli \(arguments.joined(separator: " ")) failed (\(status ?? -1)): \(log)")
         }
     }
 

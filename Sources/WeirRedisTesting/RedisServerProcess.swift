@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import NIOCore
 import NIOPosix
 import WeirRedis
@@ -19,8 +20,6 @@ public final class RedisServerProcess: @unchecked Sendable {
     /// Arguments added to the defaults (cluster mode, AOF...).
     public let extraArguments: [String]
     private var process: ChildProcess?
-    /// The running server's log file (its standard output and error).
-    private var logPath: String?
 
     public static var executable: String? {
         ["/usr/bin/redis-server", "/usr/local/bin/redis-server", "/usr/sbin/redis-server"]
@@ -69,32 +68,46 @@ public final class RedisServerProcess: @unchecked Sendable {
 
     /// Starts (or restarts) the server on `port` and returns once it accepts connections.
     ///
-    /// The server's output goes to a log file (`ChildProcess`), read until it says "Ready
-    /// to accept connections" or exits, checked every 10 ms for at most 30 s.
+    /// The server's output is read as it comes (`ChildProcess`) until it says "Ready to
+    /// accept connections"; the wait wakes on each piece of output and ends with an
+    /// error if the output ends first or after 30 s.
     public func start() throws {
         guard let executable = Self.executable else {
             throw TestSetupError(description: "redis-server is not installed (scripts/install-deps --tests)")
         }
-        let logPath = FileManager.default.temporaryDirectory
-            .appendingPathComponent("weir-redis-\(port)-\(UInt32.random(in: 0...UInt32.max)).log").path
+        let log = ServerLog()
         let process = try ChildProcess(
             executable: executable,
             arguments: [
                 "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--protected-mode", "no", "--loglevel", "notice",
             ] + extraArguments,
-            outputPath: logPath)
+            onOutput: { log.append($0) })
         self.process = process
-        self.logPath = logPath
-        let deadline = ContinuousClock.now + .seconds(30)
+        let deadline = DispatchTime.now() + .seconds(30)
         while true {
-            let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
-            if log.contains("Ready to accept connections") { return }
-            if !process.isRunning || ContinuousClock.now > deadline {
+            let (text, ended) = log.state
+            if text.contains("Ready to accept connections") { return }
+            if ended || log.changed.wait(timeout: deadline) == .timedOut {
                 stop()
-                throw TestSetupError(description: "redis-server did not start: \(log)")
+                throw TestSetupError(description: "redis-server did not start: \(log.state.text)")
             }
-            usleep(10_000)
+        }
+    }
+
+    /// A server's output as it arrives, and a semaphore signalled at each piece.
+    private final class ServerLog: Sendable {
+        private let content = Mutex<(text: String, ended: Bool)>(("", false))
+        let changed = DispatchSemaphore(value: 0)
+
+        var state: (text: String, ended: Bool) { content.withLock { $0 } }
+
+        /// A piece of output, or its end (empty).
+        func append(_ bytes: [UInt8]) {
+            content.withLock { content in
+                if bytes.isEmpty { content.ended = true } else { content.text += String(decoding: bytes, as: UTF8.self) }
+            }
+            changed.signal()
         }
     }
 
@@ -110,8 +123,6 @@ public final class RedisServerProcess: @unchecked Sendable {
         process.signal(SIGKILL)
         process.wait()
         self.process = nil
-        if let logPath { try? FileManager.default.removeItem(atPath: logPath) }
-        logPath = nil
     }
 
     deinit { stop() }
