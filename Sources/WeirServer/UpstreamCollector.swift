@@ -16,7 +16,7 @@ struct UpstreamResponse: Sendable {
 /// stops reading and closes the connection); any other failure is AsyncHTTPClient's.
 ///
 /// Concurrency: AsyncHTTPClient calls a delegate on one event loop only (the one given
-/// with `.delegateAndChannel(on:)`), one call at a time, so the state needs no lock.
+/// with `.delegate(on:)`), one call at a time, so the state needs no lock.
 final class UpstreamCollector: HTTPClientResponseDelegate, @unchecked Sendable {
     typealias Response = UpstreamResponse
 
