@@ -75,39 +75,18 @@ public final class RedisServerProcess: @unchecked Sendable {
         guard let executable = Self.executable else {
             throw TestSetupError(description: "redis-server is not installed (scripts/install-deps --tests)")
         }
-        let log = ServerLog()
+        let output = ChildOutput()
         let process = try ChildProcess(
             executable: executable,
             arguments: [
                 "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--protected-mode", "no", "--loglevel", "notice",
             ] + extraArguments,
-            onOutput: { log.append($0) })
+            onOutput: { output.append($0) })
         self.process = process
-        let deadline = DispatchTime.now() + .seconds(30)
-        while true {
-            let (text, ended) = log.state
-            if text.contains("Ready to accept connections") { return }
-            if ended || log.changed.wait(timeout: deadline) == .timedOut {
-                stop()
-                throw TestSetupError(description: "redis-server did not start: \(log.state.text)")
-            }
-        }
-    }
-
-    /// A server's output as it arrives, and a semaphore signalled at each piece.
-    private final class ServerLog: Sendable {
-        private let content = Mutex<(text: String, ended: Bool)>(("", false))
-        let changed = DispatchSemaphore(value: 0)
-
-        var state: (text: String, ended: Bool) { content.withLock { $0 } }
-
-        /// A piece of output, or its end (empty).
-        func append(_ bytes: [UInt8]) {
-            content.withLock { content in
-                if bytes.isEmpty { content.ended = true } else { content.text += String(decoding: bytes, as: UTF8.self) }
-            }
-            changed.signal()
+        guard output.wait(for: "Ready to accept connections", timeout: .seconds(30)) else {
+            stop()
+            throw TestSetupError(description: "redis-server did not start: \(output.text)")
         }
     }
 

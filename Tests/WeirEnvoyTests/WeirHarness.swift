@@ -28,7 +28,8 @@ func scratchDirectory() -> String {
 }
 
 /// Receives the port the gRPC service reports once it listens; `port()` waits for
-/// that report (event-driven, bounded by `timeout`), for one waiting test.
+/// that report (event-driven; the suite's time limit ends a wait that never ends), for
+/// one waiting test.
 final class PortBox: Sendable {
     private let reports: AsyncStream<Int>
     private let continuation: AsyncStream<Int>.Continuation
@@ -39,21 +40,10 @@ final class PortBox: Sendable {
 
     func set(_ port: Int) { continuation.yield(port) }
 
-    /// The port, once reported; an error if none comes within `timeout`.
-    func port(timeout: Duration = .seconds(30)) async throws -> Int {
-        let reports = self.reports
-        return try await withThrowingTaskGroup(of: Int.self) { group in
-            group.addTask {
-                for await port in reports { return port }
-                throw HarnessError("the gRPC service ended without reporting a port")
-            }
-            group.addTask {
-                try await Task.sleep(for: timeout)  // a bound on the wait, not time passing
-                throw HarnessError("the gRPC service did not report a port within \(timeout)")
-            }
-            defer { group.cancelAll() }
-            return try await group.next()!
-        }
+    /// The port, once reported (a wait ended by the suite's time limit if none comes).
+    func port() async throws -> Int {
+        for await port in reports { return port }
+        throw HarnessError("the gRPC service ended without reporting a port")
     }
 }
 
