@@ -57,7 +57,7 @@ KEY='rb:{acct__rand_int__|chat}'
 run_benchmark() {
   timeout 120 taskset -c "$CLIENT_CORE" redis-benchmark -p "$PORT" -c "$CONCURRENCY" -n "$1" \
     -r "$ACCOUNTS" -q EVALSHA "$SHA" 5 "$KEY" "$KEY:rlog" "$KEY:tlog" "$KEY:slots" "$KEY:lease:-" \
-    "" "g 6000 60000000000 6000" "g 1000000 60000000000 1000000" "" 0 "$UNITS" "" - 1000 \
+    "" 1000 "g 6000 60000000000 6000" "g 1000000 60000000000 1000000" "" 0 "$UNITS" "" - \
     | tr '\r' '\n' | grep 'requests per second' | tail -1 \
     | sed -E 's/.*: ([0-9.]+) requests per second, p50=([0-9.]+) msec.*/\1 \2/'
 }

@@ -86,9 +86,10 @@ SLIDING = ["s 6000 60000000000 6000", "s 1000000 60000000000 1000000"]
 
 
 def acquire_args(limits):
-    # ARGV as RedisStore sends them (see bench/redis.sh): now '' (Redis TIME), requests,
-    # tokens, concurrency, shadow, units, lease TTL '' (none), lease id, grace ms.
-    return ["", limits[0], limits[1], "", "0", "100", "", "-", "1000"]
+    # ARGV as RedisStore sends them for a batch of one call (see bench/redis.sh): now ''
+    # (Redis TIME), grace ms, then requests, tokens, concurrency, shadow, units, lease TTL
+    # '' (none), lease id.
+    return ["", "1000", limits[0], limits[1], "", "0", "100", "", "-"]
 
 
 def main():
@@ -148,8 +149,8 @@ def main():
                 return [base, base + ":rlog", base + ":tlog", base + ":slots"] + ([base + ":lease:" + lease] if lease else [])
 
             for name, call in (
-                ("acquire", lambda i: pipe.evalsha(shas["acquire"], 5, *keys(i, f"L{i}"), "", *limits, "0", "100",
-                                                   "60000000000", f"L{i}", "1000")),
+                ("acquire", lambda i: pipe.evalsha(shas["acquire"], 5, *keys(i, f"L{i}"), "", "1000", *limits, "0", "100",
+                                                   "60000000000", f"L{i}")),
                 ("settle", lambda i: pipe.evalsha(shas["settle"], 5, *keys(i, f"L{i}"), "", str(50 + i % 100), f"L{i}", "1000")),
                 ("status", lambda i: pipe.evalsha(shas["status"], 4, *keys(i, None), "", *limits, "1000")),
             ):

@@ -683,7 +683,7 @@ local function capacity(L) if L.alg == 'g' then return L.burst end return L.limi
   -- clock in ms, for the state hash's TTL (nil with an injected clock).
   local ES, now, nowms
   if A[1] == '' then
-    TIME = redis.call('TIME')
+    TIME = TIME or redis.call('TIME')
     ES = tonumber(TIME[1])
     local us = tonumber(TIME[2])
     now, nowms = us * 1000, ES * 1000 + floor(us / 1000)
@@ -814,8 +814,8 @@ local function capacity(L) if L.alg == 'g' then return L.burst end return L.limi
 -- The acquire fast path: no concurrency limit, a lease TTL (if any) below 9e15, and the
 -- common part's range. It computes exactly what the general code computes (the same
 -- operations in doubles, under the same guards), so a call that leaves this range at any
--- step breaks out before writing anything, and the general code decides.
-local TIME
+-- step breaks out before writing anything, and the general code decides. Returns the
+-- call's reply, or nothing when it steps aside.
 repeat
   local A, FB = ARGV, 9e15
   if A[4] ~= '' then break end
@@ -988,14 +988,37 @@ repeat
 until true
 """#
 
-    /// Acquire. KEYS[1..5] as above (KEYS[5]: the record of the lease this call would get).
-    /// ARGV: [1] now or '', [2] requests spec, [3] tokens spec, [4] concurrency spec,
-    /// [5] shadow '1'/'0', [6] units, [7] lease TTL in ns or '' (no lease), [8] lease id,
-    /// [9] grace ms.
-    /// Returns: allowed, reason, retry ns or '', shadowed, lease expiry or '', reserved,
-    /// holds slot, then the nine status values ('' for an absent limit). Each value is a
-    /// RESP integer or text (a number at or above 2^53, a time); `RedisStore` reads both.
-    static let acquire = fastAcquire + "\n" + library + "\n" + #"""
+    /// Acquire, for one call or a batch of calls decided one after another in one script
+    /// run (`RedisStore` batches the calls that queue while earlier ones are in flight).
+    /// KEYS: five per call, as above (the fifth: the record of the lease the call would get).
+    /// ARGV: [1] now or '' (Redis `TIME`, read once for the whole batch), [2] grace ms, then
+    /// seven per call: requests spec, tokens spec, concurrency spec, shadow '1'/'0', units,
+    /// lease TTL in ns or '' (no lease), lease id.
+    /// Returns one reply per call, in order: allowed, reason, retry ns or '', shadowed,
+    /// lease expiry or '', reserved, holds slot, then the nine status values ('' for an
+    /// absent limit). Each value is a RESP integer or text (a number at or above 2^53, a
+    /// time); `RedisStore` reads both. The calls of a batch are decided at one `now`, in
+    /// order, each exactly as it would be alone at that moment.
+    static let acquire = "local TIME\nlocal function fast(KEYS, ARGV)\n" + fastAcquire
+        + "\nend\nlocal function general(KEYS, ARGV)\n" + library + "\n" + acquireGeneral + "\nend\n" + acquireBatch
+
+    /// The acquire script's batch loop: each call's KEYS and ARGV, as the single-call code
+    /// reads them, then the fast path or, when it steps aside, the general code.
+    static let acquireBatch = #"""
+local out, now, grace = {}, ARGV[1], ARGV[2]
+for i = 0, (#ARGV - 2) / 7 - 1 do
+  local k, a = i * 5, 2 + i * 7
+  local K = {KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]}
+  local A = {now, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], grace}
+  out[i + 1] = fast(K, A) or general(K, A)
+end
+return out
+"""#
+
+    /// The acquire script's general code for one call: KEYS[1..5] and ARGV as the fast
+    /// path reads them ([1] now or '', [2] requests spec, [3] tokens spec, [4] concurrency
+    /// spec, [5] shadow, [6] units, [7] lease TTL or '', [8] lease id, [9] grace ms).
+    static let acquireGeneral = #"""
 local now = clock(ARGV[1])
 local LS = limits(ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 local units = DN(ARGV[6])

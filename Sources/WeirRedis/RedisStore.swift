@@ -38,6 +38,16 @@ public final class RedisStore: RateLimitStore {
     private let clock: (any NanosecondClock)?
     private let graceMilliseconds: UInt64
     private let shas = Mutex<[Script: String]>([:])
+    /// Acquires that queue while earlier ones are in flight go to Redis together.
+    private let batcher: CallBatcher<AcquireCall, [String]>
+
+    /// One acquire as the batched script takes it: its five keys, its seven arguments and,
+    /// for a lease, the write of the lease's index (sent just before the script).
+    struct AcquireCall: Sendable {
+        var keys: [String]
+        var arguments: [String]
+        var index: [String]?
+    }
 
     enum Script: CaseIterable {
         case acquire, settle, status
@@ -61,45 +71,21 @@ public final class RedisStore: RateLimitStore {
     ///     clock and Redis's while a key is in use (only with an injected clock).
     public init(
         client: RedisClient, keyPrefix: String = "weir:", clock: (any NanosecondClock)? = nil,
-        idleGraceMilliseconds: UInt64 = 1_000
+        idleGraceMilliseconds: UInt64 = 1_000, maximumBatch: Int = 64
     ) {
         self.client = client
         self.keyPrefix = keyPrefix
         self.clock = clock
         self.graceMilliseconds = idleGraceMilliseconds
+        self.batcher = CallBatcher(maximumInFlight: client.configuration.connectionCount, maximumBatch: maximumBatch)
     }
 
     // MARK: - RateLimitStore
 
     public func acquire(_ request: AdmissionRequest) async throws -> Decision {
-        let tag = Self.tag(request.key)
-        let base = keyPrefix + "{" + tag + "}"
-        let lease = request.leaseTTL == nil ? nil : LeaseID(rawValue: UInt64.random(in: 0...UInt64.max) | 1 << 63)
-        let leaseName = lease?.description ?? "-"
-        var arguments = Self.specs(request.limits)
-        arguments.insert(now(), at: 0)
-        arguments += [
-            String(request.units), request.leaseTTL.map { String($0) } ?? "", leaseName, String(graceMilliseconds),
-        ]
-        var prelude: [[String]] = []
-        if let ttl = request.leaseTTL {
-            let indexMilliseconds = min(Nanoseconds.millisecondsRoundedUp(ttl), 1 << 50) + 2 * min(graceMilliseconds, 1 << 50)
-            prelude.append(["SET", indexKey(leaseName), tag, "PX", String(indexMilliseconds)])
-        }
-        let reply = try await run(.acquire, keys: keys(base, lease: leaseName), arguments: arguments, prelude: prelude)
-        guard reply.count == 16, let allowed = reply.first else { throw Self.malformed(reply) }
-        let statuses = try Self.statuses(reply[7...])
-        var issued: Lease?
-        if let lease, let expiresAt = UInt64(reply[4]) {
-            issued = Lease(id: lease, reservedUnits: UInt64(reply[5]) ?? 0, holdsSlot: reply[6] == "1", expiresAt: expiresAt)
-        }
-        return Decision(
-            isAllowed: allowed == "1",
-            reason: reply[1].isEmpty ? nil : try Self.reason(reply[1]),
-            retryAfter: UInt64(reply[2]),
-            isShadowed: reply[3] == "1",
-            limits: statuses,
-            lease: issued)
+        let (call, lease) = acquireCall(request)
+        let reply = try await batcher.submit(call) { [self] calls in await acquireBatch(calls) }
+        return try Self.decision(reply, lease: lease)
     }
 
     public func settle(_ lease: LeaseID, actualUnits: UInt64) async throws -> Settlement {
@@ -151,22 +137,140 @@ public final class RedisStore: RateLimitStore {
         keyPrefix + "{lease:" + lease + "}"
     }
 
-    /// Runs `script` (after `prelude`, in the same write) and returns its reply as strings.
+    /// Runs `script` and returns its reply as strings.
     /// A server that does not know the script (restarted, `SCRIPT FLUSH`, or another node
     /// of a cluster) answers `NOSCRIPT`; the call is then made once with `EVAL`, which also
     /// loads the script on that server for the next `EVALSHA`.
-    private func run(_ script: Script, keys: [String], arguments: [String], prelude: [[String]] = []) async throws -> [String] {
-        var sha = shas.withLock { $0[script] }
-        if sha == nil { sha = try await load(script) }
-        let command = ["EVALSHA", sha!, String(keys.count)] + keys + arguments
-        let replies = try await client.pipeline(prelude + [command])
-        for reply in replies.dropLast() { _ = try RedisClient.checked(reply) }
-        var reply = replies[replies.count - 1]
+    private func run(_ script: Script, keys: [String], arguments: [String]) async throws -> [String] {
+        let sha = try await digest(script)
+        var reply = try await client.pipeline([["EVALSHA", sha, String(keys.count)] + keys + arguments])[0]
         if let message = reply.errorMessage, message.hasPrefix("NOSCRIPT") {
             reply = try await client.pipeline([["EVAL", script.source, String(keys.count)] + keys + arguments])[0]
         }
         guard case .array(let elements?) = try RedisClient.checked(reply) else { throw Self.malformed([]) }
         return elements.map { $0.string ?? "" }
+    }
+
+    /// The script's part of `request` (its keys and arguments, and its lease's index
+    /// write), and the id of the lease it would issue.
+    func acquireCall(_ request: AdmissionRequest) -> (AcquireCall, LeaseID?) {
+        let tag = Self.tag(request.key)
+        let base = keyPrefix + "{" + tag + "}"
+        let lease = request.leaseTTL == nil ? nil : LeaseID(rawValue: UInt64.random(in: 0...UInt64.max) | 1 << 63)
+        let leaseName = lease?.description ?? "-"
+        var index: [String]?
+        if let ttl = request.leaseTTL {
+            let indexMilliseconds = min(Nanoseconds.millisecondsRoundedUp(ttl), 1 << 50) + 2 * min(graceMilliseconds, 1 << 50)
+            index = ["SET", indexKey(leaseName), tag, "PX", String(indexMilliseconds)]
+        }
+        var arguments = Self.specs(request.limits)
+        arguments += [String(request.units), request.leaseTTL.map { String($0) } ?? "", leaseName]
+        return (AcquireCall(keys: keys(base, lease: leaseName), arguments: arguments, index: index), lease)
+    }
+
+    /// The decision in an acquire's reply (see `RedisScripts.acquire`); `lease` is the id
+    /// the call asked for, if any.
+    static func decision(_ reply: [String], lease: LeaseID?) throws -> Decision {
+        guard reply.count == 16, let allowed = reply.first else { throw malformed(reply) }
+        let statuses = try statuses(reply[7...])
+        var issued: Lease?
+        if let lease, let expiresAt = UInt64(reply[4]) {
+            issued = Lease(id: lease, reservedUnits: UInt64(reply[5]) ?? 0, holdsSlot: reply[6] == "1", expiresAt: expiresAt)
+        }
+        return Decision(
+            isAllowed: allowed == "1",
+            reason: reply[1].isEmpty ? nil : try reason(reply[1]),
+            retryAfter: UInt64(reply[2]),
+            isShadowed: reply[3] == "1",
+            limits: statuses,
+            lease: issued)
+    }
+
+    /// Sends a batch of acquires in one pipelined write: the indexes of the leases they
+    /// would issue, then one acquire script call for all of them on a single Redis (one per
+    /// hash slot on a cluster, where a script's keys must share a slot). Answers each call
+    /// with its reply as strings, or with the error of its index write or its script call.
+    func acquireBatch(_ calls: [AcquireCall]) async -> [Result<[String], any Error>] {
+        var groups: [[Int]] = []
+        if client.isClusterMode {
+            var groupOfSlot: [Int: Int] = [:]
+            for (position, call) in calls.enumerated() {
+                let slot = HashSlot.slot(of: call.keys[0])
+                if let group = groupOfSlot[slot] {
+                    groups[group].append(position)
+                } else {
+                    groupOfSlot[slot] = groups.count
+                    groups.append([position])
+                }
+            }
+        } else {
+            groups = [Array(calls.indices)]
+        }
+        let time = now()
+        let grace = String(graceMilliseconds)
+        let scripts = groups.map { group -> (keys: [String], arguments: [String]) in
+            var keys: [String] = []
+            var arguments = [time, grace]
+            keys.reserveCapacity(5 * group.count)
+            arguments.reserveCapacity(2 + 7 * group.count)
+            for position in group {
+                keys += calls[position].keys
+                arguments += calls[position].arguments
+            }
+            return (keys, arguments)
+        }
+        var answers = [Result<[String], any Error>](repeating: .success([]), count: calls.count)
+        do {
+            let sha = try await digest(.acquire)
+            var commands: [[String]] = []
+            var indexed: [Int] = []
+            for (position, call) in calls.enumerated() {
+                guard let index = call.index else { continue }
+                commands.append(index)
+                indexed.append(position)
+            }
+            for script in scripts {
+                commands.append(["EVALSHA", sha, String(script.keys.count)] + script.keys + script.arguments)
+            }
+            let replies = try await client.pipeline(commands)
+            for (number, group) in groups.enumerated() {
+                var reply = replies[indexed.count + number]
+                if let message = reply.errorMessage, message.hasPrefix("NOSCRIPT") {
+                    let script = scripts[number]
+                    reply = try await client.pipeline(
+                        [["EVAL", Script.acquire.source, String(script.keys.count)] + script.keys + script.arguments])[0]
+                }
+                do {
+                    guard case .array(let elements?) = try RedisClient.checked(reply), elements.count == group.count else {
+                        throw Self.malformed([])
+                    }
+                    for (element, position) in zip(elements, group) {
+                        do {
+                            guard case .array(let values?) = try RedisClient.checked(element) else { throw Self.malformed([]) }
+                            answers[position] = .success(values.map { $0.string ?? "" })
+                        } catch {
+                            answers[position] = .failure(error)
+                        }
+                    }
+                } catch {
+                    for position in group { answers[position] = .failure(error) }
+                }
+            }
+            // A lease whose index was not written cannot be settled: its call fails, as a
+            // single call whose index write fails does.
+            for (number, position) in indexed.enumerated() {
+                do { _ = try RedisClient.checked(replies[number]) } catch { answers[position] = .failure(error) }
+            }
+        } catch {
+            return calls.map { _ in .failure(error) }
+        }
+        return answers
+    }
+
+    /// The digest of `script` on Redis, loading it first if this store has not yet.
+    private func digest(_ script: Script) async throws -> String {
+        if let sha = shas.withLock({ $0[script] }) { return sha }
+        return try await load(script)
     }
 
     private func load(_ script: Script) async throws -> String {

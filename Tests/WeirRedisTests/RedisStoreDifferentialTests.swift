@@ -104,6 +104,51 @@ struct RedisStoreDifferentialTests {
         }
     }
 
+    /// Batches: many acquires sent as one script call (the batch `RedisStore` makes of
+    /// concurrent callers) must decide as the same acquires one after another at the same
+    /// moment. A batch mixes keys that repeat, GCRA and sliding-window limits, leases and
+    /// concurrency slots, so fast and general paths alternate within one script run.
+    @Test("a batch of acquires decides as the same acquires one by one", arguments: [31, 32, 33, 34])
+    func batches(seed: UInt64) async throws {
+        try await withRedisServer { server in
+            let client = server.client()
+            defer { Task { await client.close() } }
+            var random = SeededGenerator(seed: seed)
+            let start: UInt64 = 1_764_000_000 * Nanoseconds.perSecond + UInt64.random(in: 0...999_999_999, using: &random)
+            let swiftClock = ManualClock(start: start)
+            let redisClock = ManualClock(start: start)
+            let reference = InMemoryStore(clock: swiftClock)
+            let store = RedisStore(client: client, keyPrefix: "batch\(seed):", clock: redisClock, idleGraceMilliseconds: 3_600_000)
+            let keys = (0..<4).map { LimitKey(account: "acct\($0 % 2)", scope: "scope\($0)") }
+            let limits = keys.map { _ in Self.randomLimits(&random) }
+            var outcomes: [String: Int] = [:]
+            for round in 0..<12 {
+                var requests: [AdmissionRequest] = []
+                for _ in 0..<Int.random(in: 1...48, using: &random) {
+                    let pick = Int.random(in: 0..<keys.count, using: &random)
+                    let tokens = limits[pick].tokens.map { max($0.limit, $0.burst) } ?? 10
+                    let ttl: UInt64? = Bool.random(using: &random) ? UInt64.random(in: 1...(120 * Nanoseconds.perSecond), using: &random) : nil
+                    requests.append(AdmissionRequest(
+                        key: keys[pick], limits: limits[pick], units: UInt64.random(in: 0...max(1, tokens / 4), using: &random),
+                        leaseTTL: ttl))
+                }
+                let expected = requests.map { reference.acquire($0) }
+                let calls = requests.map { store.acquireCall($0) }
+                let replies = await store.acquireBatch(calls.map(\.0))
+                #expect(replies.count == requests.count)
+                for (index, (reply, call)) in zip(replies, calls).enumerated() {
+                    let actual = try RedisStore.decision(try reply.get(), lease: call.1)
+                    #expect(Self.same(expected[index], actual), "seed \(seed) round \(round) call \(index): \(requests[index])\nswift \(expected[index])\nredis \(actual)")
+                    outcomes[actual.reason.map { "denied \($0)" } ?? "allowed", default: 0] += 1
+                }
+                let next = swiftClock.now() + UInt64.random(in: 0...(20 * Nanoseconds.perSecond), using: &random)
+                swiftClock.set(to: next)
+                redisClock.set(to: next)
+            }
+            #expect(outcomes["allowed", default: 0] > 0 && outcomes.count > 1, "seed \(seed): \(outcomes)")
+        }
+    }
+
     /// Runs eight rounds of eighty random steps (acquire, settle, status, clock moves
     /// forwards and backwards) through both stores and compares every answer; returns
     /// how often each outcome occurred.
