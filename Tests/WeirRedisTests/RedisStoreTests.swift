@@ -67,7 +67,10 @@ struct RedisStoreTests {
         try await withRedisServer { server in
             let client = server.client()
             defer { Task { await client.close() } }
-            let store = RedisStore(client: client, keyPrefix: "ttl:", idleGraceMilliseconds: 1_000)
+            // A grace of 30 s keeps every key alive across the test's calls on a slow machine
+            // (with 1 s, a pause of a second between two calls let the state hash expire).
+            let grace: Int64 = 30_000
+            let store = RedisStore(client: client, keyPrefix: "ttl:", idleGraceMilliseconds: UInt64(grace))
             let minute = 60 * Nanoseconds.perSecond
             let limits = LimitSet(
                 requests: Limit(algorithm: .gcra, limit: 6_000, window: minute),
@@ -94,12 +97,12 @@ struct RedisStoreTests {
             #expect(try await store.acquire(AdmissionRequest(key: key, limits: limits, units: 100)).isAllowed)
             let first = try await expiry()
             #expect(abs(first.deadline - first.x) <= 5, "x is the TTL's deadline: \(first)")
-            #expect(first.x >= first.tat + 1_000 - 1 && first.x <= first.tat + 2_000 + 1, "\(first)")
+            #expect(first.x >= first.tat + grace - 1 && first.x <= first.tat + 2 * grace + 1, "\(first)")
             // 5 x 100,000 tokens put the tokens TAT 30 s ahead: the TTL grows past it.
             for _ in 0..<5 { #expect(try await store.acquire(AdmissionRequest(key: key, limits: limits, units: 100_000)).isAllowed) }
             let grown = try await expiry()
             #expect(grown.tat >= first.tat + 29_000, "\(grown)")
-            #expect(abs(grown.deadline - grown.x) <= 5 && grown.x >= grown.tat + 1_000 - 1 && grown.x <= grown.tat + 2_000 + 1, "\(grown)")
+            #expect(abs(grown.deadline - grown.x) <= 5 && grown.x >= grown.tat + grace - 1 && grown.x <= grown.tat + 2 * grace + 1, "\(grown)")
             // A call that needs less leaves the TTL (and x) as they are: never shortened.
             #expect(try await store.acquire(AdmissionRequest(key: key, limits: limits, units: 1)).isAllowed)
             let after = try await expiry()
