@@ -656,6 +656,28 @@ end
 local function capacity(L) if L.alg == 'g' then return L.burst end return L.limit end
 """#
 
+    /// What the fast paths share across the calls of one script run: `TIME` (Redis's clock,
+    /// read once) and the limits' specs, parsed once each.
+    static let fastPrelude = #"""
+local TIME
+-- A GCRA spec's limit, window and burst ({l, w, b}) when each is at least 1 and below
+-- 9e15, else false (the fast path steps aside); parsed once per script run.
+local SPECS = {}
+local function fastspec(s)
+  local L = SPECS[s]
+  if L == nil then
+    L = false
+    local l, w, b = string.match(s, '^g (%d+) (%d+) (%d+)$')
+    if l then
+      l, w, b = tonumber(l), tonumber(w), tonumber(b)
+      if l >= 1 and l < 9e15 and w >= 1 and w < 9e15 and b >= 1 and b < 9e15 then L = {l, w, b} end
+    end
+    SPECS[s] = L
+  end
+  return L
+end
+"""#
+
     /// The fast paths' common part: parses the limits, reads the time and the state hash,
     /// decodes the TATs (see the comment in the script).
     static let fastHead = #"""
@@ -665,19 +687,17 @@ local function capacity(L) if L.alg == 'g' then return L.burst end return L.limi
 -- 9e15, and `now` (as Redis TIME gives) more than 104 days from either end of the time
 -- range. Defines the limits (lr, wr, br; lt, wt, bt), TIME, ES, now, nowms, the state
 -- hash's fields SV, the TATs (rtat, ttat: offsets from ES, clamped to now) and `md`.
-  local match, sub, fmod, floor = string.match, string.sub, math.fmod, math.floor
+  local sub, fmod, floor = string.sub, math.fmod, math.floor
   local lr, wr, br, lt, wt, bt
   if rs ~= '' then
-    lr, wr, br = match(rs, '^g (%d+) (%d+) (%d+)$')
-    if not lr then break end
-    lr, wr, br = tonumber(lr), tonumber(wr), tonumber(br)
-    if not (lr >= 1 and lr < FB and wr >= 1 and wr < FB and br >= 1 and br < FB) then break end
+    local L = fastspec(rs)
+    if not L then break end
+    lr, wr, br = L[1], L[2], L[3]
   end
   if ts ~= '' then
-    lt, wt, bt = match(ts, '^g (%d+) (%d+) (%d+)$')
-    if not lt then break end
-    lt, wt, bt = tonumber(lt), tonumber(wt), tonumber(bt)
-    if not (lt >= 1 and lt < FB and wt >= 1 and wt < FB and bt >= 1 and bt < FB) then break end
+    local L = fastspec(ts)
+    if not L then break end
+    lt, wt, bt = L[1], L[2], L[3]
   end
   -- now: the offset in ns from the epoch ES (the whole second of now); nowms: Redis's
   -- clock in ms, for the state hash's TTL (nil with an injected clock).
@@ -906,7 +926,6 @@ until true
 -- The settle fast path: a lease without a concurrency limit (so it holds no slot) and the
 -- common part's range; as the general code, it refuses a missing or settled record
 -- first. Nothing is written before every value is known to be in range.
-local TIME
 repeat
   local A, FB = ARGV, 9e15
   local fields = redis.call('HGETALL', KEYS[5])
@@ -978,7 +997,6 @@ until true
     static let fastStatus = #"""
 -- The status fast path: no concurrency limit and the common part's range. GCRA statuses
 -- write nothing (as in the general code: nothing grew, nothing is pruned).
-local TIME
 repeat
   local A, FB = ARGV, 9e15
   if A[4] ~= '' then break end
@@ -999,17 +1017,18 @@ until true
     /// absent limit). Each value is a RESP integer or text (a number at or above 2^53, a
     /// time); `RedisStore` reads both. The calls of a batch are decided at one `now`, in
     /// order, each exactly as it would be alone at that moment.
-    static let acquire = "local TIME\nlocal function fast(KEYS, ARGV)\n" + fastAcquire
+    static let acquire = fastPrelude + "\nlocal function fast(KEYS, ARGV)\n" + fastAcquire
         + "\nend\nlocal function general(KEYS, ARGV)\n" + library + "\n" + acquireGeneral + "\nend\n" + acquireBatch
 
     /// The acquire script's batch loop: each call's KEYS and ARGV, as the single-call code
     /// reads them, then the fast path or, when it steps aside, the general code.
     static let acquireBatch = #"""
-local out, now, grace = {}, ARGV[1], ARGV[2]
+-- K and A are refilled for each call (neither path keeps them past its call).
+local out, K, A = {}, {}, {ARGV[1], nil, nil, nil, nil, nil, nil, nil, ARGV[2]}
 for i = 0, (#ARGV - 2) / 7 - 1 do
   local k, a = i * 5, 2 + i * 7
-  local K = {KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]}
-  local A = {now, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], grace}
+  K[1], K[2], K[3], K[4], K[5] = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
+  A[2], A[3], A[4], A[5], A[6], A[7], A[8] = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
   out[i + 1] = fast(K, A) or general(K, A)
 end
 return out
@@ -1096,7 +1115,7 @@ return out
     /// Returns 'expired' or 'settled' alone when refused (a missing record is one that
     /// expired: the caller checked that the lease was issued); else 'ok', charged,
     /// refunded, the four limit specs, then the nine status values (integers or text, as acquire's).
-    static let settle = fastSettle + "\n" + library + "\n" + #"""
+    static let settle = fastPrelude + "\n" + fastSettle + "\n" + library + "\n" + #"""
 local now = clock(ARGV[1])
 local actual, lease, grace = DN(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local fields = redis.call('HGETALL', KEYS[5])
@@ -1148,7 +1167,7 @@ return out
     /// Status. KEYS[1..4] as above. ARGV: [1] now or '', [2] requests spec, [3] tokens
     /// spec, [4] concurrency spec, [5] grace ms. Returns the nine status values (as acquire's).
     /// Consumes nothing (it only drops log entries and slots that no longer count).
-    static let status = fastStatus + "\n" + library + "\n" + #"""
+    static let status = fastPrelude + "\n" + fastStatus + "\n" + library + "\n" + #"""
 local now = clock(ARGV[1])
 local LS = limits(ARGV[2], ARGV[3], ARGV[4], '0')
 local out = statuses(LS, now)
