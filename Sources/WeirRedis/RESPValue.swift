@@ -89,67 +89,90 @@ enum RESPCoding {
     /// Decodes one complete value from the front of `buffer` and consumes it, or
     /// returns nil (consuming nothing) when the value has not fully arrived yet.
     static func decode(from buffer: inout ByteBuffer) throws -> RESPValue? {
-        var cursor = buffer.readerIndex
-        guard let value = try decode(buffer, at: &cursor, depth: 0) else { return nil }
-        buffer.moveReaderIndex(to: cursor)
+        let decoded = try buffer.withUnsafeReadableBytes { bytes -> (RESPValue, Int)? in
+            var cursor = 0
+            guard let value = try decode(bytes, at: &cursor, depth: 0) else { return nil }
+            return (value, cursor)
+        }
+        guard let (value, consumed) = decoded else { return nil }
+        buffer.moveReaderIndex(forwardBy: consumed)
         return value
     }
 
     private static let maxDepth = 32
     private static let maxBulkLength = 512 * 1024 * 1024
 
-    private static func line(_ buffer: ByteBuffer, at cursor: inout Int) -> String? {
-        let view = buffer.readableBytesView
-        let start = cursor - buffer.readerIndex + view.startIndex
-        guard start < view.endIndex else { return nil }
+    /// The offset of the CR of the first CRLF at or after `start`, or nil when none has
+    /// arrived yet.
+    private static func lineEnd(_ bytes: UnsafeRawBufferPointer, from start: Int) -> Int? {
         var index = start
-        while index + 1 < view.endIndex {
-            if view[index] == UInt8(ascii: "\r") && view[index + 1] == UInt8(ascii: "\n") {
-                let text = String(decoding: view[start..<index], as: UTF8.self)
-                cursor += index - start + 2
-                return text
-            }
+        while index + 1 < bytes.count {
+            if bytes[index] == 13 && bytes[index + 1] == 10 { return index }
             index += 1
         }
         return nil
     }
 
-    private static func integer(_ text: String) throws -> Int64 {
-        guard let value = Int64(text) else { throw ProtocolError(description: "bad RESP integer \(text)") }
-        return value
+    /// The decimal integer in `bytes[start..<end]` (an optional `-`, then digits).
+    private static func integer(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ end: Int) throws -> Int64 {
+        var index = start
+        let negative = index < end && bytes[index] == UInt8(ascii: "-")
+        if negative { index += 1 }
+        guard index < end, end - index <= 19 else { throw badInteger(bytes, start, end) }
+        var value: Int64 = 0
+        while index < end {
+            let digit = bytes[index] &- 48
+            guard digit < 10 else { throw badInteger(bytes, start, end) }
+            let (times, overflow) = value.multipliedReportingOverflow(by: 10)
+            let (sum, carry) = times.addingReportingOverflow(Int64(digit))
+            guard !overflow, !carry else { throw badInteger(bytes, start, end) }
+            value = sum
+            index += 1
+        }
+        return negative ? -value : value
     }
 
-    private static func decode(_ buffer: ByteBuffer, at cursor: inout Int, depth: Int) throws -> RESPValue? {
+    private static func text(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ end: Int) -> String {
+        String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
+    }
+
+    private static func badInteger(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ end: Int) -> ProtocolError {
+        ProtocolError(description: "bad RESP integer \(text(bytes, start, end))")
+    }
+
+    private static func decode(_ bytes: UnsafeRawBufferPointer, at cursor: inout Int, depth: Int) throws -> RESPValue? {
         guard depth < maxDepth else { throw ProtocolError(description: "RESP nesting deeper than \(maxDepth)") }
-        guard cursor < buffer.writerIndex, let type = buffer.getInteger(at: cursor, as: UInt8.self) else { return nil }
-        var next = cursor + 1
-        guard let header = line(buffer, at: &next) else { return nil }
+        guard cursor < bytes.count else { return nil }
+        let type = bytes[cursor]
+        let start = cursor + 1
+        guard let end = lineEnd(bytes, from: start) else { return nil }
+        let next = end + 2
         switch type {
         case UInt8(ascii: "+"):
             cursor = next
-            return .simpleString(header)
+            return .simpleString(text(bytes, start, end))
         case UInt8(ascii: "-"):
             cursor = next
-            return .error(header)
+            return .error(text(bytes, start, end))
         case UInt8(ascii: ":"):
             cursor = next
-            return .integer(try integer(header))
+            return .integer(try integer(bytes, start, end))
         case UInt8(ascii: "$"):
-            let length = try integer(header)
+            let length = try integer(bytes, start, end)
             if length == -1 {
                 cursor = next
                 return .bulkString(nil)
             }
             guard length >= 0, length <= maxBulkLength else { throw ProtocolError(description: "bad bulk length \(length)") }
             let count = Int(length)
-            guard buffer.writerIndex - next >= count + 2, let bytes = buffer.getBytes(at: next, length: count) else { return nil }
-            guard buffer.getInteger(at: next + count, as: UInt16.self) == 0x0D0A else {
+            guard bytes.count - next >= count + 2 else { return nil }
+            guard bytes[next + count] == 13, bytes[next + count + 1] == 10 else {
                 throw ProtocolError(description: "bulk string not terminated by CRLF")
             }
             cursor = next + count + 2
-            return .bulkString(bytes)
+            return .bulkString(Array(bytes[next..<(next + count)]))
         case UInt8(ascii: "*"):
-            let length = try integer(header)
+            let length = try integer(bytes, start, end)
             if length == -1 {
                 cursor = next
                 return .array(nil)
@@ -157,11 +180,12 @@ enum RESPCoding {
             guard length >= 0, length <= 1 << 24 else { throw ProtocolError(description: "bad array length \(length)") }
             var elements: [RESPValue] = []
             elements.reserveCapacity(Int(length))
+            var position = next
             for _ in 0..<Int(length) {
-                guard let element = try decode(buffer, at: &next, depth: depth + 1) else { return nil }
+                guard let element = try decode(bytes, at: &position, depth: depth + 1) else { return nil }
                 elements.append(element)
             }
-            cursor = next
+            cursor = position
             return .array(elements)
         default:
             throw ProtocolError(description: "unknown RESP type byte \(type)")

@@ -39,7 +39,7 @@ public final class RedisStore: RateLimitStore {
     private let graceMilliseconds: UInt64
     private let shas = Mutex<[Script: String]>([:])
     /// Acquires that queue while earlier ones are in flight go to Redis together.
-    private let batcher: CallBatcher<AcquireCall, [String]>
+    private let batcher: CallBatcher<AcquireCall, [RESPValue]>
 
     /// One acquire as the batched script takes it: its five keys, its seven arguments and,
     /// for a lease, the write of the lease's index (sent just before the script).
@@ -97,15 +97,15 @@ public final class RedisStore: RateLimitStore {
         let reply = try await run(
             .settle, keys: keys(base, lease: leaseName),
             arguments: [now(), String(actualUnits), leaseName, String(graceMilliseconds)])
-        switch reply.first {
+        switch reply.first?.string {
         case "expired": throw LeaseError.expired(lease)
         case "settled": throw LeaseError.alreadySettled(lease)
         case "ok" where reply.count == 16: break
         default: throw Self.malformed(reply)
         }
-        let limitSet = try Self.limitSet(Array(reply[3...6]))
+        let limitSet = try Self.limitSet(reply[3...6].map { $0.string ?? "" })
         return Settlement(
-            key: key, charged: UInt64(reply[1]) ?? 0, refunded: UInt64(reply[2]) ?? 0,
+            key: key, charged: Self.number(reply[1]) ?? 0, refunded: Self.number(reply[2]) ?? 0,
             limits: try Self.statuses(reply[7...]), limitSet: limitSet)
     }
 
@@ -137,18 +137,18 @@ public final class RedisStore: RateLimitStore {
         keyPrefix + "{lease:" + lease + "}"
     }
 
-    /// Runs `script` and returns its reply as strings.
+    /// Runs `script` and returns its reply's elements.
     /// A server that does not know the script (restarted, `SCRIPT FLUSH`, or another node
     /// of a cluster) answers `NOSCRIPT`; the call is then made once with `EVAL`, which also
     /// loads the script on that server for the next `EVALSHA`.
-    private func run(_ script: Script, keys: [String], arguments: [String]) async throws -> [String] {
+    private func run(_ script: Script, keys: [String], arguments: [String]) async throws -> [RESPValue] {
         let sha = try await digest(script)
         var reply = try await client.pipeline([["EVALSHA", sha, String(keys.count)] + keys + arguments])[0]
         if let message = reply.errorMessage, message.hasPrefix("NOSCRIPT") {
             reply = try await client.pipeline([["EVAL", script.source, String(keys.count)] + keys + arguments])[0]
         }
-        guard case .array(let elements?) = try RedisClient.checked(reply) else { throw Self.malformed([]) }
-        return elements.map { $0.string ?? "" }
+        guard case .array(let elements?) = try RedisClient.checked(reply) else { throw Self.malformed([reply]) }
+        return elements
     }
 
     /// The script's part of `request` (its keys and arguments, and its lease's index
@@ -170,18 +170,19 @@ public final class RedisStore: RateLimitStore {
 
     /// The decision in an acquire's reply (see `RedisScripts.acquire`); `lease` is the id
     /// the call asked for, if any.
-    static func decision(_ reply: [String], lease: LeaseID?) throws -> Decision {
-        guard reply.count == 16, let allowed = reply.first else { throw malformed(reply) }
+    static func decision(_ reply: [RESPValue], lease: LeaseID?) throws -> Decision {
+        guard reply.count == 16 else { throw malformed(reply) }
         let statuses = try statuses(reply[7...])
         var issued: Lease?
-        if let lease, let expiresAt = UInt64(reply[4]) {
-            issued = Lease(id: lease, reservedUnits: UInt64(reply[5]) ?? 0, holdsSlot: reply[6] == "1", expiresAt: expiresAt)
+        if let lease, let expiresAt = number(reply[4]) {
+            issued = Lease(id: lease, reservedUnits: number(reply[5]) ?? 0, holdsSlot: number(reply[6]) == 1, expiresAt: expiresAt)
         }
+        let reason = reply[1].string ?? ""
         return Decision(
-            isAllowed: allowed == "1",
-            reason: reply[1].isEmpty ? nil : try reason(reply[1]),
-            retryAfter: UInt64(reply[2]),
-            isShadowed: reply[3] == "1",
+            isAllowed: number(reply[0]) == 1,
+            reason: reason.isEmpty ? nil : try Self.reason(reason),
+            retryAfter: number(reply[2]),
+            isShadowed: number(reply[3]) == 1,
             limits: statuses,
             lease: issued)
     }
@@ -190,7 +191,7 @@ public final class RedisStore: RateLimitStore {
     /// would issue, then one acquire script call for all of them on a single Redis (one per
     /// hash slot on a cluster, where a script's keys must share a slot). Answers each call
     /// with its reply as strings, or with the error of its index write or its script call.
-    func acquireBatch(_ calls: [AcquireCall]) async -> [Result<[String], any Error>] {
+    func acquireBatch(_ calls: [AcquireCall]) async -> [Result<[RESPValue], any Error>] {
         var groups: [[Int]] = []
         if client.isClusterMode {
             var groupOfSlot: [Int: Int] = [:]
@@ -219,7 +220,7 @@ public final class RedisStore: RateLimitStore {
             }
             return (keys, arguments)
         }
-        var answers = [Result<[String], any Error>](repeating: .success([]), count: calls.count)
+        var answers = [Result<[RESPValue], any Error>](repeating: .success([]), count: calls.count)
         do {
             let sha = try await digest(.acquire)
             var commands: [[String]] = []
@@ -242,12 +243,12 @@ public final class RedisStore: RateLimitStore {
                 }
                 do {
                     guard case .array(let elements?) = try RedisClient.checked(reply), elements.count == group.count else {
-                        throw Self.malformed([])
+                        throw Self.malformed([reply])
                     }
                     for (element, position) in zip(elements, group) {
                         do {
-                            guard case .array(let values?) = try RedisClient.checked(element) else { throw Self.malformed([]) }
-                            answers[position] = .success(values.map { $0.string ?? "" })
+                            guard case .array(let values?) = try RedisClient.checked(element) else { throw Self.malformed([element]) }
+                            answers[position] = .success(values)
                         } catch {
                             answers[position] = .failure(error)
                         }
@@ -351,17 +352,38 @@ public final class RedisStore: RateLimitStore {
             shadow: specs[3] == "1")
     }
 
-    static func statuses(_ fields: ArraySlice<String>) throws -> LimitStatuses {
-        let values = Array(fields)
-        guard values.count == 9 else { throw malformed(values) }
+    static func statuses(_ values: ArraySlice<RESPValue>) throws -> LimitStatuses {
+        guard values.count == 9 else { throw malformed(Array(values)) }
+        let first = values.startIndex
         func status(_ offset: Int) throws -> DimensionStatus? {
-            if values[offset].isEmpty { return nil }
-            guard let limit = UInt64(values[offset]), let remaining = UInt64(values[offset + 1]),
-                  let reset = UInt64(values[offset + 2])
-            else { throw malformed(values) }
+            if values[first + offset] == .bulkString([]) { return nil }
+            guard let limit = number(values[first + offset]), let remaining = number(values[first + offset + 1]),
+                  let reset = number(values[first + offset + 2])
+            else { throw malformed(Array(values)) }
             return DimensionStatus(limit: limit, remaining: remaining, reset: reset)
         }
         return LimitStatuses(requests: try status(0), tokens: try status(3), concurrency: try status(6))
+    }
+
+    /// A number in a script's reply: a RESP integer (below 2^53) or decimal text (any
+    /// UInt64); nil for anything else, such as the empty string of an absent value.
+    static func number(_ value: RESPValue) -> UInt64? {
+        switch value {
+        case .integer(let integer): return integer >= 0 ? UInt64(integer) : nil
+        case .bulkString(let bytes?):
+            guard !bytes.isEmpty, bytes.count <= 20 else { return nil }
+            var result: UInt64 = 0
+            for byte in bytes {
+                let digit = byte &- 48
+                guard digit < 10 else { return nil }
+                let (times, overflow) = result.multipliedReportingOverflow(by: 10)
+                let (sum, carry) = times.addingReportingOverflow(UInt64(digit))
+                guard !overflow, !carry else { return nil }
+                result = sum
+            }
+            return result
+        default: return nil
+        }
     }
 
     private static func reason(_ text: String) throws -> DenialReason {
@@ -371,5 +393,9 @@ public final class RedisStore: RateLimitStore {
 
     private static func malformed(_ reply: [String]) -> StoreError {
         StoreError("redis: unexpected script reply \(reply.prefix(4))", isTransient: false)
+    }
+
+    private static func malformed(_ reply: [RESPValue]) -> StoreError {
+        malformed(reply.map { $0.string ?? "\($0)" })
     }
 }

@@ -25,9 +25,15 @@ struct RESPCodingTests {
     }
 
     @Test("rejects bytes that are not RESP")
-    func garbage() {
-        var buffer = ByteBuffer(string: "?what\r\n")
-        #expect(throws: RESPCoding.ProtocolError.self) { try RESPCoding.decode(from: &buffer) }
+    func garbage() throws {
+        for wire in ["?what\r\n", ":12a\r\n", ":\r\n", ":-\r\n", ":99999999999999999999\r\n", "$-2\r\n", "*x\r\n", "$1\r\nab\r\n"] {
+            var buffer = ByteBuffer(string: wire)
+            #expect(throws: RESPCoding.ProtocolError.self, "\(wire.debugDescription)") { try RESPCoding.decode(from: &buffer) }
+        }
+        // The largest and smallest integers Redis can send are read exactly.
+        var buffer = ByteBuffer(string: ":9223372036854775807\r\n:-9223372036854775807\r\n")
+        #expect(try RESPCoding.decode(from: &buffer) == .integer(.max))
+        #expect(try RESPCoding.decode(from: &buffer) == .integer(-.max))
     }
 
     @Test("encodes commands as arrays of bulk strings, binary-safe")
