@@ -38,6 +38,7 @@ public final class RedisStore: RateLimitStore {
     private let clock: (any NanosecondClock)?
     private let graceMilliseconds: UInt64
     private let shas = Mutex<[Script: String]>([:])
+    private let specCache = Mutex<[LimitSet: [String]]>([:])
     /// Acquires that queue while earlier ones are in flight go to Redis together.
     private let batcher: CallBatcher<AcquireCall, [RESPValue]>
 
@@ -163,7 +164,7 @@ public final class RedisStore: RateLimitStore {
             let indexMilliseconds = min(Nanoseconds.millisecondsRoundedUp(ttl), 1 << 50) + 2 * min(graceMilliseconds, 1 << 50)
             index = ["SET", indexKey(leaseName), tag, "PX", String(indexMilliseconds)]
         }
-        var arguments = Self.specs(request.limits)
+        var arguments = cachedSpecs(request.limits)
         arguments += [String(request.units), request.leaseTTL.map { String($0) } ?? "", leaseName]
         return (AcquireCall(keys: keys(base, lease: leaseName), arguments: arguments, index: index), lease)
     }
@@ -296,6 +297,8 @@ public final class RedisStore: RateLimitStore {
     }
 
     private static func escape(_ text: String) -> String {
+        // Most names have none of the four characters: returned as they are.
+        guard text.utf8.contains(where: { $0 == 0x25 || $0 == 0x7C || $0 == 0x7B || $0 == 0x7D }) else { return text }
         var result = ""
         for character in text.unicodeScalars {
             switch character {
@@ -330,6 +333,18 @@ public final class RedisStore: RateLimitStore {
     /// ARGV specs: requests, tokens, concurrency, shadow.
     static func specs(_ limits: LimitSet) -> [String] {
         [spec(limits.requests), spec(limits.tokens), spec(limits.concurrency), limits.shadow ? "1" : "0"]
+    }
+
+    /// `specs(limits)`, from a cache of the limit sets seen last (a deployment has a few:
+    /// one per tier, model and override), emptied when it reaches 1,024 entries.
+    private func cachedSpecs(_ limits: LimitSet) -> [String] {
+        if let specs = specCache.withLock({ $0[limits] }) { return specs }
+        let specs = Self.specs(limits)
+        specCache.withLock { cache in
+            if cache.count >= 1_024 { cache.removeAll(keepingCapacity: true) }
+            cache[limits] = specs
+        }
+        return specs
     }
 
     private static func spec(_ limit: Limit?) -> String {
