@@ -64,8 +64,16 @@ final class RedisNode: Sendable {
     func send(_ commands: [[String]]) async throws -> [RESPValue] {
         let channel = try await connection()
         let promise = channel.eventLoop.makePromise(of: [RESPValue].self)
+        // A channel that closed after `connection()` saw it active has no handler left to
+        // answer the request: the write fails, and so does the request (a request the
+        // handler already answered keeps its answer: a promise completes once).
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        let endpoint = self.endpoint
+        written.futureResult.whenFailure { error in
+            promise.fail(StoreError("redis \(endpoint): write failed: \(error)", isTransient: true))
+        }
         channel.write(
-            RESPRequest(commands: commands, promise: promise, timeout: configuration.commandTimeout), promise: nil)
+            RESPRequest(commands: commands, promise: promise, timeout: configuration.commandTimeout), promise: written)
         return try await promise.futureResult.get()
     }
 

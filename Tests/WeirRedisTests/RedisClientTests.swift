@@ -98,6 +98,51 @@ struct RedisClientTests {
         }
     }
 
+    @Test("connections killed by the server under load: every command ends, with its reply or a transient error",
+          .timeLimit(.minutes(1)))
+    func killedConnections() async throws {
+        try await withRedisServer { server in
+            let client = server.client(connections: 2)
+            let admin = server.client(connections: 1)
+            defer { Task { await client.close(); await admin.close() } }
+            let outcomes = try await withThrowingTaskGroup(of: (answered: Int, failed: Int).self) { group in
+                for caller in 0..<8 {
+                    group.addTask {
+                        var tally = (answered: 0, failed: 0)
+                        for call in 0..<150 {
+                            do {
+                                let reply = try await client.command("ECHO", "\(caller)-\(call)")
+                                #expect(reply.string == "\(caller)-\(call)", "a reply out of step")
+                                tally.answered += 1
+                            } catch let error as StoreError {
+                                #expect(error.isTransient, "\(error)")
+                                tally.failed += 1
+                            }
+                        }
+                        return tally
+                    }
+                }
+                // Meanwhile the server drops every other client's connections, 40 times.
+                group.addTask {
+                    for _ in 0..<40 {
+                        _ = try? await admin.command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+                        await Task.yield()
+                    }
+                    return (0, 0)
+                }
+                var total = (answered: 0, failed: 0)
+                for try await tally in group {
+                    total.answered += tally.answered
+                    total.failed += tally.failed
+                }
+                return total
+            }
+            #expect(outcomes.answered + outcomes.failed == 8 * 150)
+            #expect(outcomes.answered > 0)
+            #expect(try await client.command("PING") == .simpleString("PONG"), "the client reconnects afterwards")
+        }
+    }
+
     @Test("an unreachable server is a transient StoreError, never a hang")
     func unreachable() async throws {
         let port = try await withRedisServer { $0.port }
