@@ -30,7 +30,13 @@ import WeirCore
 /// timeouts, lost connections and Redis busy states; not for script errors). A denial is
 /// never an error.
 ///
-/// Concurrency: thread-safe; each method suspends for one round trip (settle: two).
+/// **Batches.** Acquires that arrive while as many batches as the client has connections
+/// are in flight wait for the next batch (`CallBatcher`), which is one acquire script call
+/// for all of them (one per hash slot on a cluster): one `TIME`, then each call decided in
+/// order, exactly as alone at that moment. An idle store sends each call at once.
+///
+/// Concurrency: thread-safe; each method suspends for one round trip (settle: two), which
+/// an acquire may share with others and wait for behind the batches in flight.
 public final class RedisStore: RateLimitStore {
     public let client: RedisClient
     /// Prepended to every key, so that several deployments can share one Redis.
@@ -191,7 +197,7 @@ public final class RedisStore: RateLimitStore {
     /// Sends a batch of acquires in one pipelined write: the indexes of the leases they
     /// would issue, then one acquire script call for all of them on a single Redis (one per
     /// hash slot on a cluster, where a script's keys must share a slot). Answers each call
-    /// with its reply as strings, or with the error of its index write or its script call.
+    /// with its reply's values, or with the error of its index write or its script call.
     func acquireBatch(_ calls: [AcquireCall]) async -> [Result<[RESPValue], any Error>] {
         var groups: [[Int]] = []
         if client.isClusterMode {
@@ -371,7 +377,7 @@ public final class RedisStore: RateLimitStore {
         guard values.count == 9 else { throw malformed(Array(values)) }
         let first = values.startIndex
         func status(_ offset: Int) throws -> DimensionStatus? {
-            if values[first + offset] == .bulkString([]) { return nil }
+            if case .bulkString(let bytes) = values[first + offset], bytes?.isEmpty ?? true { return nil }
             guard let limit = number(values[first + offset]), let remaining = number(values[first + offset + 1]),
                   let reset = number(values[first + offset + 2])
             else { throw malformed(Array(values)) }
