@@ -29,16 +29,25 @@ public final class RedisClusterProcess: @unchecked Sendable {
         var servers: [RedisServerProcess] = []
         do {
             for index in 0..<masters {
-                let port = try await RedisServerProcess.freePort()
-                // The cluster bus gets its own free port (the default, port + 10000, may be taken or past 65535).
-                let bus = try await RedisServerProcess.freePort()
-                servers.append(try RedisServerProcess(port: port, arguments: [
-                    "--cluster-enabled", "yes", "--cluster-port", String(bus),
-                    "--cluster-config-file", directory.appendingPathComponent("nodes-\(index).conf").path,
-                    "--cluster-node-timeout", "5000", "--dir", directory.path,
-                    // The other masters keep serving their slots when one is killed (failover test).
-                    "--cluster-require-full-coverage", "no",
-                ]))
+                // The ports are free when chosen but not held: when another process takes
+                // one first, the node starts again on other ports (5 tries).
+                for attempt in 1...5 {
+                    let port = try await RedisServerProcess.freePort()
+                    // The cluster bus gets its own free port (the default, port + 10000, may be taken or past 65535).
+                    let bus = try await RedisServerProcess.freePort()
+                    do {
+                        servers.append(try RedisServerProcess(port: port, arguments: [
+                            "--cluster-enabled", "yes", "--cluster-port", String(bus),
+                            "--cluster-config-file", directory.appendingPathComponent("nodes-\(index).conf").path,
+                            "--cluster-node-timeout", "5000", "--dir", directory.path,
+                            // The other masters keep serving their slots when one is killed (failover test).
+                            "--cluster-require-full-coverage", "no",
+                        ]))
+                        break
+                    } catch let error as TestSetupError where attempt < 5 && error.description.contains("Address already in use") {
+                        try? FileManager.default.removeItem(at: directory.appendingPathComponent("nodes-\(index).conf"))
+                    }
+                }
             }
             self.servers = servers
             try Self.run(cli, ["--cluster", "create"] + servers.map { "127.0.0.1:\($0.port)" } + ["--cluster-replicas", "0", "--cluster-yes"])
