@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Redis's own CPU per decision, all in (script, argument parsing, replies, network I/O:
+`INFO cpu` over the run divided by the decisions), for the project's acquire script and
+for bench/redis_floor.lua, the least a two-GCRA decision with per-account state can cost
+(one HMGET and one HSET per call, no exactness, statuses or TTLs), in batches of the
+sizes RedisStore sends under load.
+
+    bench/redis_floor.py [--rev REV] [--calls 40000] [--batches 11,32] [--reps 3]
+
+One private redis-server pinned to core 0 (stopped by its PID at the end), an empty
+database per run; the calls are bench/redis.sh's (Redis TIME, requests GCRA 6,000/min,
+tokens GCRA 1,000,000/min, 100 units, no lease, 1,000 random accounts), sent four
+batches per pipelined write. Each figure is the minimum over --reps runs. A decision
+costing Redis C us caps one Redis at 1e6 / C decisions/s, whatever the client does.
+Needs redis-server and the `redis` Python package (bench/redis.sh installs them).
+"""
+import argparse
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import redis_script_cost as cost  # noqa: E402  (the scripts' extraction and free_port)
+
+import redis  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rev", help="git revision whose acquire script to measure (default: the working tree)")
+    parser.add_argument("--calls", type=int, default=40000)
+    parser.add_argument("--batches", default="11,32")
+    parser.add_argument("--reps", type=int, default=3)
+    options = parser.parse_args()
+    if options.rev:
+        text = subprocess.check_output(["git", "-C", ROOT, "show", f"{options.rev}:{cost.SOURCE}"], text=True)
+    else:
+        text = open(os.path.join(ROOT, cost.SOURCE)).read()
+    scripts = {
+        "acquire script (RedisScripts.acquire)": cost.scripts(text)["acquire"],
+        "floor (bench/redis_floor.lua)": open(os.path.join(ROOT, "bench", "redis_floor.lua")).read(),
+    }
+    work = tempfile.mkdtemp(prefix="weir-redis-floor.")
+    port = cost.free_port()
+    subprocess.check_call(["taskset", "-c", "0", "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                           "--save", "", "--appendonly", "no", "--daemonize", "yes", "--pidfile", f"{work}/pid",
+                           "--dir", work, "--logfile", f"{work}/log"])
+    client = redis.Redis(port=port)
+    deadline = time.time() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.exceptions.ConnectionError:
+            if time.time() > deadline:
+                sys.exit("redis_floor.py: redis-server did not start")
+            time.sleep(0.05)
+    item = ["g 6000 60000000000 6000", "g 1000000 60000000000 1000000", "", "0", "100", "", "-"]
+
+    def cpu():
+        info = client.info("cpu")
+        return info["used_cpu_sys"] + info["used_cpu_user"]
+
+    try:
+        shas = {name: client.script_load(source) for name, source in scripts.items()}
+        print("| script | batch | Redis CPU per decision (us) | decisions/s one Redis core allows |")
+        print("| --- | --- | --- | --- |")
+        for size in (int(x) for x in options.batches.split(",")):
+            rng = random.Random(size)
+            batches = []
+            for _ in range(options.calls // size):
+                keys, argv = [], ["", "1000"]
+                for _ in range(size):
+                    base = f"rb:{{acct{rng.randrange(1000)}|chat}}"
+                    keys += [base, base + ":rlog", base + ":tlog", base + ":slots", base + ":lease:-"]
+                    argv += item
+                batches.append((keys, argv))
+            best = {name: float("inf") for name in scripts}
+            for _ in range(options.reps):
+                for name, sha in shas.items():
+                    client.flushall()
+                    before, calls = cpu(), 0
+                    pipe = client.pipeline(transaction=False)
+                    for keys, argv in batches:
+                        pipe.evalsha(sha, len(keys), *keys, *argv)
+                        calls += size
+                        if len(pipe) >= 4:
+                            pipe.execute()
+                    pipe.execute()
+                    best[name] = min(best[name], (cpu() - before) * 1e6 / calls)
+            for name in scripts:
+                print(f"| {name} | {size} | {best[name]:.2f} | {1e6 / best[name]:,.0f} |")
+    finally:
+        os.kill(int(open(f"{work}/pid").read()), 15)
+
+
+if __name__ == "__main__":
+    main()
