@@ -5,7 +5,9 @@
 #   (a) Weir: RedisStore.acquire through RedisClient (weir-redis-bench), CONCURRENCY
 #       concurrent callers, the same limits, units and accounts;
 #   (c) the Python `limits` library with its Redis storage (moving-window and
-#       fixed-window), CONCURRENCY callers (4 processes of threads).
+#       fixed-window), CONCURRENCY callers (4 processes of threads);
+#   (d) bench/redis_floor.py: Redis's own CPU per decision for the acquire script and for
+#       the least a decision on per-account state costs, i.e. what one Redis core allows.
 # redis-server is pinned to core 0, every client to core 1. Each run starts on an empty
 # Redis (FLUSHALL). Prints decisions/s, the ratio of Weir to the ceiling and to limits;
 # writes bench/results/redis-*.md.
@@ -94,4 +96,9 @@ report="$ROOT/bench/results/redis-$(date -u +%Y%m%dT%H%M%SZ).md"
   echo "| Weir RedisStore.acquire, $CONCURRENCY callers | $weir_rps | 1.00 | ${weir_p50} us (p99 ${weir_p99} us) | $weir_errors |"
   echo "| Python limits $(python3 -c 'import limits; print(limits.__version__)'), moving-window | $moving_rps | $(ratio "$weir_rps" "$moving_rps") | | $moving_errors |"
   echo "| Python limits, fixed-window | $fixed_rps | $(ratio "$weir_rps" "$fixed_rps") | | $fixed_errors |"
+  echo
+  echo "What one Redis core allows at most (\`bench/redis_floor.py --reps 1\`: Redis's CPU per decision, all in; the floor"
+  echo "script only reads and writes each account's state, see BENCHMARKS.md):"
+  echo
+  python3 "$ROOT/bench/redis_floor.py" --reps 1
 } | tee "$report"
