@@ -5,7 +5,7 @@ for bench/redis_floor.lua, the least a two-GCRA decision with per-account state 
 (one HMGET and one HSET per call, no exactness, statuses or TTLs), in batches of the
 sizes RedisStore sends under load.
 
-    bench/redis_floor.py [--rev REV] [--calls 40000] [--batches 11,32] [--reps 3]
+    bench/redis_floor.py [--calls 40000] [--batches 11,32] [--reps 3]
 
 One private redis-server pinned to core 0 (stopped by its PID at the end), an empty
 database per run; the calls are bench/redis.sh's (Redis TIME, requests GCRA 6,000/min,
@@ -32,15 +32,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rev", help="git revision whose acquire script to measure (default: the working tree)")
     parser.add_argument("--calls", type=int, default=40000)
     parser.add_argument("--batches", default="11,32")
     parser.add_argument("--reps", type=int, default=3)
     options = parser.parse_args()
-    if options.rev:
-        text = subprocess.check_output(["git", "-C", ROOT, "show", f"{options.rev}:{cost.SOURCE}"], text=True)
-    else:
-        text = open(os.path.join(ROOT, cost.SOURCE)).read()
+    # The working tree's script: the batched argument layout (older revisions take one call).
+    text = open(os.path.join(ROOT, cost.SOURCE)).read()
     scripts = {
         "acquire script (RedisScripts.acquire)": cost.scripts(text)["acquire"],
         "floor (bench/redis_floor.lua)": open(os.path.join(ROOT, "bench", "redis_floor.lua")).read(),

@@ -12,7 +12,12 @@ import Synchronization
 /// **Guarantees.** Every submitted call is sent exactly once, in one batch, and its
 /// caller resumes exactly once: with its own answer, or with the error of its batch.
 /// Calls keep their arrival order within a batch and across batches sent from the queue.
-/// At most `maximumInFlight` batches are in flight at any time.
+/// At most `maximumInFlight` batches are in flight at any time. A queued call waits for
+/// at most one batch in flight to end (answered or failed by its own timeout) before it
+/// leaves, so it waits at most twice what one batch may take.
+///
+/// **Cancellation** is not observed: a call, once submitted, is sent and answered (its
+/// effect on the store happens whether or not its caller still waits for it).
 ///
 /// Concurrency: thread-safe. A batch is sent by the `send` of the call that started its
 /// burst (callers pass the same one), on a task the batcher starts per burst of batches,

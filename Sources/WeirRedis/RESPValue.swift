@@ -118,18 +118,24 @@ enum RESPCoding {
         var index = start
         let negative = index < end && bytes[index] == UInt8(ascii: "-")
         if negative { index += 1 }
-        guard index < end, end - index <= 19 else { throw badInteger(bytes, start, end) }
-        var value: Int64 = 0
+        guard index < end, end - index <= 20 else { throw badInteger(bytes, start, end) }
+        // The magnitude, up to 2^63 (Int64.min's), in a UInt64.
+        var magnitude: UInt64 = 0
         while index < end {
             let digit = bytes[index] &- 48
             guard digit < 10 else { throw badInteger(bytes, start, end) }
-            let (times, overflow) = value.multipliedReportingOverflow(by: 10)
-            let (sum, carry) = times.addingReportingOverflow(Int64(digit))
+            let (times, overflow) = magnitude.multipliedReportingOverflow(by: 10)
+            let (sum, carry) = times.addingReportingOverflow(UInt64(digit))
             guard !overflow, !carry else { throw badInteger(bytes, start, end) }
-            value = sum
+            magnitude = sum
             index += 1
         }
-        return negative ? -value : value
+        if negative {
+            guard magnitude <= UInt64(Int64.max) + 1 else { throw badInteger(bytes, start, end) }
+            return Int64(truncatingIfNeeded: 0 &- magnitude)
+        }
+        guard magnitude <= UInt64(Int64.max) else { throw badInteger(bytes, start, end) }
+        return Int64(magnitude)
     }
 
     private static func text(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ end: Int) -> String {

@@ -141,15 +141,16 @@ final class RedisNode: Sendable {
             setup.append(["AUTH"] + (configuration.username.map { [$0] } ?? []) + [password])
         }
         if configuration.database != 0 { setup.append(["SELECT", String(configuration.database)]) }
+        let (tlsContext, setupCommands) = (context, setup)
         return ClientBootstrap(group: group)
             .connectTimeout(configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.socketOption(.so_keepalive), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    if let context {
+                    if let tlsContext {
                         try channel.pipeline.syncOperations.addHandler(
-                            NIOSSLClientHandler(context: context, serverHostname: serverHostname))
+                            NIOSSLClientHandler(context: tlsContext, serverHostname: serverHostname))
                     }
                     try channel.pipeline.syncOperations.addHandler(RESPChannelHandler(endpoint: endpoint))
                 }
@@ -159,9 +160,14 @@ final class RedisNode: Sendable {
                 throw StoreError("redis \(endpoint): cannot connect: \(error)", isTransient: true)
             }
             .flatMap { (channel: any Channel) -> EventLoopFuture<any Channel> in
-                guard !setup.isEmpty else { return channel.eventLoop.makeSucceededFuture(channel) }
+                guard !setupCommands.isEmpty else { return channel.eventLoop.makeSucceededFuture(channel) }
                 let promise = channel.eventLoop.makePromise(of: [RESPValue].self)
-                channel.writeAndFlush(RESPRequest(commands: setup, promise: promise, timeout: timeout), promise: nil)
+                // As in `send`: a write that never reaches the handler fails the setup.
+                let written = channel.eventLoop.makePromise(of: Void.self)
+                written.futureResult.whenFailure { error in
+                    promise.fail(StoreError("redis \(endpoint): write failed: \(error)", isTransient: true))
+                }
+                channel.writeAndFlush(RESPRequest(commands: setupCommands, promise: promise, timeout: timeout), promise: written)
                 return promise.futureResult.flatMapThrowing { replies in
                     for reply in replies { _ = try RedisClient.checked(reply) }
                     return channel

@@ -396,8 +396,9 @@ local function clock(arg)
   if arg ~= '' then
     if #arg > 9 then sec = tonumber(string.sub(arg, 1, -10)); ns = tonumber(string.sub(arg, -9)) else sec = 0; ns = tonumber(arg) end
   else
-    local t = TIME or redis.call('TIME')
-    sec = tonumber(t[1]); ns = tonumber(t[2]) * 1000
+    -- Read once per script run: every call of a batch is decided at the same moment.
+    TIME = TIME or redis.call('TIME')
+    sec = tonumber(TIME[1]); ns = tonumber(TIME[2]) * 1000
   end
   epoch(sec)
   return ns
@@ -1021,15 +1022,24 @@ until true
         + "\nend\nlocal function general(KEYS, ARGV)\n" + library + "\n" + acquireGeneral + "\nend\n" + acquireBatch
 
     /// The acquire script's batch loop: each call's KEYS and ARGV, as the single-call code
-    /// reads them, then the fast path or, when it steps aside, the general code.
+    /// reads them, then the fast path or, when it steps aside, the general code. A call
+    /// that raises an error (a key of another type under the prefix, say) answers with
+    /// that error alone; the calls before it keep their outcome (Redis never undoes a
+    /// script's writes) and the calls after it are still decided.
     static let acquireBatch = #"""
 -- K and A are refilled for each call (neither path keeps them past its call).
 local out, K, A = {}, {}, {ARGV[1], nil, nil, nil, nil, nil, nil, nil, ARGV[2]}
+local function decide() return fast(K, A) or general(K, A) end
 for i = 0, (#ARGV - 2) / 7 - 1 do
   local k, a = i * 5, 2 + i * 7
   K[1], K[2], K[3], K[4], K[5] = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
   A[2], A[3], A[4], A[5], A[6], A[7], A[8] = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
-  out[i + 1] = fast(K, A) or general(K, A)
+  local ok, reply = pcall(decide)
+  if not ok then
+    -- redis.call raises a table {err = ...}; error() raises a string.
+    if type(reply) == 'table' and reply.err then reply = {err = reply.err} else reply = {err = 'ERR ' .. tostring(reply)} end
+  end
+  out[i + 1] = reply
 end
 return out
 """#

@@ -23,8 +23,9 @@ import WeirCore
 /// TTL is `expired`; once the index is gone too, it is `unknown`.
 ///
 /// **Time.** Redis's own clock (`TIME`) unless a `NanosecondClock` is given, whose time
-/// is then passed to each script (tests drive the store with a `ManualClock` this way).
-/// Key expiry always runs on Redis's clock, hence the grace.
+/// is then passed to each script (tests drive the store with a `ManualClock` this way;
+/// a batch takes the clock's time when it is sent). Key expiry always runs on Redis's
+/// clock, hence the grace.
 ///
 /// **Failures.** Every Redis or transport failure throws `StoreError` (transient for
 /// timeouts, lost connections and Redis busy states; not for script errors). A denial is
@@ -33,7 +34,9 @@ import WeirCore
 /// **Batches.** Acquires that arrive while as many batches as the client has connections
 /// are in flight wait for the next batch (`CallBatcher`), which is one acquire script call
 /// for all of them (one per hash slot on a cluster): one `TIME`, then each call decided in
-/// order, exactly as alone at that moment. An idle store sends each call at once.
+/// order, exactly as alone at that moment. An idle store sends each call at once. On a
+/// cluster the in-flight bound counts batches across all nodes. A queued acquire waits
+/// for one batch in flight at most, so its wait is bounded by twice the command timeout.
 ///
 /// Concurrency: thread-safe; each method suspends for one round trip (settle: two), which
 /// an acquire may share with others and wait for behind the batches in flight.
@@ -76,6 +79,8 @@ public final class RedisStore: RateLimitStore {
     ///   - idleGraceMilliseconds: how long keys outlive the moment they go idle (at least;
     ///     the state hash up to twice as long), and lease indexes their records. Must exceed the largest difference between the store's
     ///     clock and Redis's while a key is in use (only with an injected clock).
+    ///   - maximumBatch: acquires in one script call, at most (1 sends each alone). Up to
+    ///     as many batches as the client has connections are in flight at once.
     public init(
         client: RedisClient, keyPrefix: String = "weir:", clock: (any NanosecondClock)? = nil,
         idleGraceMilliseconds: UInt64 = 1_000, maximumBatch: Int = 64
@@ -194,10 +199,12 @@ public final class RedisStore: RateLimitStore {
             lease: issued)
     }
 
-    /// Sends a batch of acquires in one pipelined write: the indexes of the leases they
-    /// would issue, then one acquire script call for all of them on a single Redis (one per
-    /// hash slot on a cluster, where a script's keys must share a slot). Answers each call
-    /// with its reply's values, or with the error of its index write or its script call.
+    /// Sends a batch of acquires: one acquire script call for all of them on a single
+    /// Redis, or one per hash slot on a cluster (where a script's keys must share a slot),
+    /// each group in one pipelined write after the indexes of the leases its calls would
+    /// issue. Groups go concurrently and fail alone: a node that cannot be reached fails
+    /// only the calls whose slots it serves. Answers each call with its reply's values, or
+    /// with the error of its index write, its own script error or its group's failure.
     func acquireBatch(_ calls: [AcquireCall]) async -> [Result<[RESPValue], any Error>] {
         var groups: [[Int]] = []
         if client.isClusterMode {
@@ -215,53 +222,62 @@ public final class RedisStore: RateLimitStore {
             groups = [Array(calls.indices)]
         }
         let time = now()
-        let grace = String(graceMilliseconds)
-        let scripts = groups.map { group -> (keys: [String], arguments: [String]) in
-            var keys: [String] = []
-            var arguments = [time, grace]
-            keys.reserveCapacity(5 * group.count)
-            arguments.reserveCapacity(2 + 7 * group.count)
-            for position in group {
-                keys += calls[position].keys
-                arguments += calls[position].arguments
-            }
-            return (keys, arguments)
+        let sha: String
+        do {
+            sha = try await digest(.acquire)
+        } catch {
+            return calls.map { _ in .failure(error) }
+        }
+        if groups.count == 1 {
+            return await acquireGroup(calls, time: time, sha: sha)
         }
         var answers = [Result<[RESPValue], any Error>](repeating: .success([]), count: calls.count)
-        do {
-            let sha = try await digest(.acquire)
-            var commands: [[String]] = []
-            var indexed: [Int] = []
-            for (position, call) in calls.enumerated() {
-                guard let index = call.index else { continue }
+        await withTaskGroup(of: (Int, [Result<[RESPValue], any Error>]).self) { tasks in
+            for (number, group) in groups.enumerated() {
+                let members = group.map { calls[$0] }
+                tasks.addTask { (number, await self.acquireGroup(members, time: time, sha: sha)) }
+            }
+            for await (number, results) in tasks {
+                for (position, result) in zip(groups[number], results) { answers[position] = result }
+            }
+        }
+        return answers
+    }
+
+    /// One script call for `calls` (keys of one slot on a cluster), after their lease
+    /// indexes' writes, in one pipelined write; see `acquireBatch`.
+    private func acquireGroup(_ calls: [AcquireCall], time: String, sha: String) async -> [Result<[RESPValue], any Error>] {
+        var keys: [String] = []
+        var arguments = [time, String(graceMilliseconds)]
+        keys.reserveCapacity(5 * calls.count)
+        arguments.reserveCapacity(2 + 7 * calls.count)
+        var commands: [[String]] = []
+        var indexed: [Int] = []
+        for (position, call) in calls.enumerated() {
+            keys += call.keys
+            arguments += call.arguments
+            if let index = call.index {
                 commands.append(index)
                 indexed.append(position)
             }
-            for script in scripts {
-                commands.append(["EVALSHA", sha, String(script.keys.count)] + script.keys + script.arguments)
-            }
+        }
+        commands.append(["EVALSHA", sha, String(keys.count)] + keys + arguments)
+        var answers = [Result<[RESPValue], any Error>](repeating: .success([]), count: calls.count)
+        do {
             let replies = try await client.pipeline(commands)
-            for (number, group) in groups.enumerated() {
-                var reply = replies[indexed.count + number]
-                if let message = reply.errorMessage, message.hasPrefix("NOSCRIPT") {
-                    let script = scripts[number]
-                    reply = try await client.pipeline(
-                        [["EVAL", Script.acquire.source, String(script.keys.count)] + script.keys + script.arguments])[0]
-                }
+            var reply = replies[indexed.count]
+            if let message = reply.errorMessage, message.hasPrefix("NOSCRIPT") {
+                reply = try await client.pipeline([["EVAL", Script.acquire.source, String(keys.count)] + keys + arguments])[0]
+            }
+            guard case .array(let elements?) = try RedisClient.checked(reply), elements.count == calls.count else {
+                throw Self.malformed([reply])
+            }
+            for (position, element) in elements.enumerated() {
                 do {
-                    guard case .array(let elements?) = try RedisClient.checked(reply), elements.count == group.count else {
-                        throw Self.malformed([reply])
-                    }
-                    for (element, position) in zip(elements, group) {
-                        do {
-                            guard case .array(let values?) = try RedisClient.checked(element) else { throw Self.malformed([element]) }
-                            answers[position] = .success(values)
-                        } catch {
-                            answers[position] = .failure(error)
-                        }
-                    }
+                    guard case .array(let values?) = try RedisClient.checked(element) else { throw Self.malformed([element]) }
+                    answers[position] = .success(values)
                 } catch {
-                    for position in group { answers[position] = .failure(error) }
+                    answers[position] = .failure(error)
                 }
             }
             // A lease whose index was not written cannot be settled: its call fails, as a

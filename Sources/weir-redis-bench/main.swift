@@ -5,7 +5,8 @@
 //                      [--connections 4] [--units 100] [--prefix weir:]
 //     weir-redis-bench --print-acquire-script
 //
-// Every decision is one `EVALSHA` of the acquire script (Redis's own clock): requests
+// Every decision is a call of the acquire script (Redis's own clock; calls made while
+// others are in flight share a script call, as `RedisStore` batches them): requests
 // GCRA 6,000/min and tokens GCRA 1,000,000/min per account, accounts drawn at random
 // from `accounts`, the same call `bench/redis.sh` gives redis-benchmark. Each caller
 // loops until the time is up (and at most 10 million calls). Prints one line:

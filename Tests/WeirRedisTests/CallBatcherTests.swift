@@ -5,7 +5,7 @@ import WeirConformance
 
 /// `CallBatcher`: every call sent once and answered once with its own answer, batches
 /// bounded in size and in flight, arrival order kept, a batch's failure confined to it.
-@Suite("CallBatcher")
+@Suite("CallBatcher", .timeLimit(.minutes(1)))
 struct CallBatcherTests {
     /// What a test `send` saw: the batches in the order they were sent, and the most
     /// batches in flight at once.

@@ -31,9 +31,13 @@ struct RESPCodingTests {
             #expect(throws: RESPCoding.ProtocolError.self, "\(wire.debugDescription)") { try RESPCoding.decode(from: &buffer) }
         }
         // The largest and smallest integers Redis can send are read exactly.
-        var buffer = ByteBuffer(string: ":9223372036854775807\r\n:-9223372036854775807\r\n")
+        var buffer = ByteBuffer(string: ":9223372036854775807\r\n:-9223372036854775808\r\n")
         #expect(try RESPCoding.decode(from: &buffer) == .integer(.max))
-        #expect(try RESPCoding.decode(from: &buffer) == .integer(-.max))
+        #expect(try RESPCoding.decode(from: &buffer) == .integer(.min))
+        for wire in [":9223372036854775808\r\n", ":-9223372036854775809\r\n"] {
+            var buffer = ByteBuffer(string: wire)
+            #expect(throws: RESPCoding.ProtocolError.self, "\(wire.debugDescription)") { try RESPCoding.decode(from: &buffer) }
+        }
     }
 
     @Test("encodes commands as arrays of bulk strings, binary-safe")

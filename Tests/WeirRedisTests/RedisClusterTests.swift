@@ -83,6 +83,32 @@ struct RedisClusterTests {
         }
     }
 
+    @Test("concurrent acquires over accounts on every master: batches split by slot, each account admits exactly its limit")
+    func concurrentBatches() async throws {
+        try await withRedisCluster { cluster in
+            let client = cluster.servers[0].client(connections: 2)
+            defer { Task { await client.close() } }
+            let store = RedisStore(client: client, keyPrefix: "cb:")
+            let limits = LimitSet(requests: Limit(algorithm: .slidingWindow, limit: 3, window: 3_600 * Nanoseconds.perSecond))
+            let accounts = (0..<24).map { LimitKey(account: "acct\($0)", scope: "s") }
+            // 8 calls per account, all at once: batches hold calls of many slots and nodes.
+            let admitted = try await withThrowingTaskGroup(of: (Int, Bool).self) { group in
+                for call in 0..<(accounts.count * 8) {
+                    group.addTask {
+                        let account = call % accounts.count
+                        return (account, try await store.acquire(AdmissionRequest(key: accounts[account], limits: limits)).isAllowed)
+                    }
+                }
+                var admitted = [Int](repeating: 0, count: accounts.count)
+                for try await (account, allowed) in group where allowed { admitted[account] += 1 }
+                return admitted
+            }
+            #expect(admitted == [Int](repeating: 3, count: accounts.count))
+            // The client has learnt the map by now: the accounts live on all three masters.
+            #expect(Set(accounts.map { client.endpoint(forKey: "cb:{" + RedisStore.tag($0) + "}") }).count == 3)
+        }
+    }
+
     @Test("follows ASK while a slot migrates and MOVED once it has moved; the limit's state moves with its slot")
     func migration() async throws {
         try await withRedisCluster { cluster in

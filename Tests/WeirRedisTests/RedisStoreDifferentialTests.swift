@@ -149,6 +149,37 @@ struct RedisStoreDifferentialTests {
         }
     }
 
+    /// A call that raises an error inside a batch (its state key holds another type)
+    /// answers with that error alone; the calls around it are decided as without it.
+    @Test("an error in one call of a batch fails that call only")
+    func errorInBatch() async throws {
+        try await withRedisServer { server in
+            let client = server.client()
+            defer { Task { await client.close() } }
+            let clock = ManualClock(start: 1_764_000_000 * Nanoseconds.perSecond)
+            let store = RedisStore(client: client, keyPrefix: "err:", clock: clock)
+            let limits = LimitSet(requests: .perMinute(10))
+            let good = LimitKey(account: "good", scope: "s")
+            let bad = LimitKey(account: "bad", scope: "s")
+            try await client.command("SET", "err:{" + RedisStore.tag(bad) + "}", "not a hash")
+            let requests = [good, bad, good, bad, good].map { AdmissionRequest(key: $0, limits: limits) }
+            let calls = requests.map { store.acquireCall($0) }
+            let replies = await store.acquireBatch(calls.map(\.0))
+            var remaining: [UInt64] = []
+            for (index, reply) in replies.enumerated() {
+                switch reply {
+                case .success(let values):
+                    #expect(index % 2 == 0, "call \(index) on the bad key succeeded")
+                    remaining.append(try #require(try RedisStore.decision(values, lease: nil).limits.requests?.remaining))
+                case .failure(let error):
+                    #expect(index % 2 == 1, "call \(index) on the good key failed: \(error)")
+                    #expect("\(error)".contains("WRONGTYPE"), "\(error)")
+                }
+            }
+            #expect(remaining == [9, 8, 7])
+        }
+    }
+
     /// Runs eight rounds of eighty random steps (acquire, settle, status, clock moves
     /// forwards and backwards) through both stores and compares every answer; returns
     /// how often each outcome occurred.
