@@ -23,15 +23,12 @@ extension Gateway {
     func send(_ call: AdmittedCall, path: String, headers: HTTPHeaders, dialect: GatewayRoute.Dialect, on loop: any EventLoop)
         -> EventLoopFuture<Outcome>
     {
-        let request: HTTPClient.Request
-        do {
-            guard let url = routeURLs[path] else { throw HTTPClientError.invalidURL }
-            request = try HTTPClient.Request(
-                url: url, method: .POST, headers: forwardedHeaders(headers),
-                body: .byteBuffer(ByteBuffer(bytes: call.forwarded)), tlsConfiguration: nil)
-        } catch {
-            return loop.makeSucceededFuture(.failed(GatewayErrors.response(failed(call, error), dialect: dialect)))
+        guard var request = routeRequests[path] else {
+            let error = failed(call, HTTPClientError.invalidURL)
+            return loop.makeSucceededFuture(.failed(GatewayErrors.response(error, dialect: dialect)))
         }
+        request.headers = forwardedHeaders(headers)
+        request.body = .byteBuffer(ByteBuffer(bytes: call.forwarded))
         let task = client.execute(
             request: request, delegate: UpstreamCollector(limit: configuration.maxResponseSize),
             eventLoop: .delegate(on: loop),

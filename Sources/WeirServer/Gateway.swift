@@ -54,8 +54,10 @@ final class Gateway: Sendable {
     let client: HTTPClient
     /// The upstream URL without a trailing `/`; a call goes to `base + path`.
     let base: String
-    /// `base + path` for each path of the table, parsed once.
-    let routeURLs: [String: URL]
+    /// A `POST` to `base + path` for each path of the table, its URL parsed and broken
+    /// down once: a call copies it and sets its headers and body
+    /// (`Gateway+EventLoop.swift`). Missing when the URL is not one AsyncHTTPClient takes.
+    let routeRequests: [String: HTTPClient.Request]
     private let timeoutText: String
 
     init(service: WeirService, configuration: GatewayConfiguration, eventLoopGroup: any EventLoopGroup) {
@@ -64,9 +66,13 @@ final class Gateway: Sendable {
         var base = configuration.upstream.absoluteString
         while base.hasSuffix("/") { base.removeLast() }
         self.base = base
-        var routeURLs: [String: URL] = [:]
-        for route in GatewayRoute.all { routeURLs[route.path] = URL(string: base + route.path) }
-        self.routeURLs = routeURLs
+        var routeRequests: [String: HTTPClient.Request] = [:]
+        for route in GatewayRoute.all {
+            routeRequests[route.path] = URL(string: base + route.path).flatMap {
+                try? HTTPClient.Request(url: $0, method: .POST, tlsConfiguration: nil)
+            }
+        }
+        self.routeRequests = routeRequests
         var timeoutBytes: [UInt8] = []
         GoDuration.append(nanoseconds: configuration.timeout, to: &timeoutBytes)
         self.timeoutText = String(decoding: timeoutBytes, as: UTF8.self)
@@ -85,6 +91,8 @@ final class Gateway: Sendable {
         // Weir exports no traces: a span per upstream call (attributes built from the
         // URL, which is parsed again for them) would be work per request for nothing.
         clientConfiguration.tracing.tracer = nil
+        // A request's head and body leave in one write rather than two.
+        clientConfiguration.http1_1ConnectionDebugInitializer = { RequestFlushCoalescer.install(on: $0) }
         self.client = HTTPClient(eventLoopGroup: eventLoopGroup, configuration: clientConfiguration)
     }
 
