@@ -29,7 +29,7 @@ extension Gateway {
         }
         request.headers = forwardedHeaders(headers)
         request.body = .byteBuffer(ByteBuffer(bytes: call.forwarded))
-        let task = client.execute(
+        let task = eventLoopClient.execute(
             request: request, delegate: UpstreamCollector(limit: configuration.maxResponseSize),
             eventLoop: .delegate(on: loop),
             deadline: .now() + .nanoseconds(Int64(clamping: configuration.timeout)))

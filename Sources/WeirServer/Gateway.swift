@@ -51,7 +51,19 @@ import WeirPolicy
 final class Gateway: Sendable {
     let service: WeirService
     let configuration: GatewayConfiguration
+    /// The Hummingbird routes' client (streaming calls, `--forward-unknown`): its read
+    /// timeout is `--upstream-timeout`, the longest silence between two pieces of a body.
     let client: HTTPClient
+    /// The event-loop path's client (`Gateway+EventLoop.swift`, non-streaming calls):
+    /// the same settings without a read timeout. Every call on it has a deadline of
+    /// `--upstream-timeout` from its start, which is all the read timeout ever did for
+    /// a response read whole (no silence outlasts the whole call), without the three
+    /// timers per call (armed when the request is sent, again at the head, again at
+    /// the body) that AsyncHTTPClient's read timeout costs. Its own pool: at most
+    /// `maxConnections` connections each.
+    let eventLoopClient: HTTPClient
+    /// Both clients, to shut down when the server stops.
+    var clients: [HTTPClient] { [client, eventLoopClient] }
     /// The upstream URL without a trailing `/`; a call goes to `base + path`.
     let base: String
     /// A `POST` to `base + path` for each path of the table, its URL parsed and broken
@@ -94,6 +106,8 @@ final class Gateway: Sendable {
         // A request's head and body leave in one write rather than two.
         clientConfiguration.http1_1ConnectionDebugInitializer = { RequestFlushCoalescer.install(on: $0) }
         self.client = HTTPClient(eventLoopGroup: eventLoopGroup, configuration: clientConfiguration)
+        clientConfiguration.timeout.read = nil
+        self.eventLoopClient = HTTPClient(eventLoopGroup: eventLoopGroup, configuration: clientConfiguration)
     }
 
     // MARK: - Routes
