@@ -385,6 +385,13 @@ final class Gateway: Sendable {
         else { return nil }
         utf8.removeFirst(6)
         while utf8.first == UInt8(ascii: " ") { utf8.removeFirst() }
+        // An ASCII token (the usual case): only spaces and tabs to trim, byte by byte.
+        if utf8.allSatisfy({ $0 < 0x80 }) {
+            let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+            while let first = utf8.first, isBlank(first) { utf8.removeFirst() }
+            while let last = utf8.last, isBlank(last) { utf8.removeLast() }
+            return utf8.isEmpty ? nil : String(Substring(utf8))
+        }
         // The token, trimmed as `CharacterSet.whitespaces` would (tab and the Zs category).
         var token = Substring(utf8).unicodeScalars
         while let first = token.first, isSpace(first) { token.removeFirst() }

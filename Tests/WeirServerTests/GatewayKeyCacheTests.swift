@@ -102,6 +102,17 @@ struct GatewayKeyCacheTests {
         #expect(cache.hash(of: "weir_a") == nil)
     }
 
+    @Test("the Bearer token: ASCII tokens (trimmed byte by byte) and others (trimmed by Unicode scalar) alike")
+    func bearerTokenTrimming() {
+        #expect(Gateway.bearerToken("Bearer \tsk-1\t") == "sk-1")
+        #expect(Gateway.bearerToken("Bearer sk-1 \t sk-2 ") == "sk-1 \t sk-2")
+        #expect(Gateway.bearerToken("Bearer \t \t") == nil)
+        #expect(Gateway.bearerToken("Bearer \tsk-\u{00E9}\t") == "sk-\u{00E9}")
+        #expect(Gateway.bearerToken("Bearer sk-1\u{2003}") == "sk-1")
+        #expect(Gateway.bearerToken("Bearer sk-1\u{00AD}") == "sk-1\u{00AD}")
+        #expect(Gateway.bearerToken("Bearer sk-1\r") == "sk-1\r")
+    }
+
     @Test("constant-time comparison: equal bytes only, whatever the lengths")
     func constantTimeEquals() {
         #expect(ConstantTime.equals("weir_abc", "weir_abc"))
