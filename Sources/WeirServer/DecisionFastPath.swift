@@ -273,22 +273,21 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         }
         state = .upstream
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        gateway.send(admitted, path: route.path, headers: head.headers, dialect: route.dialect, on: context.eventLoop)
-            .whenSuccess { outcome in
-                let (handler, context) = loopBound.value
-                handler.state = .idle
-                switch outcome {
-                case .upstream(let response, let headers):
-                    handler.write(response, headers: headers, limited: admitted.limited, context: context, head: head)
-                case .failed(let answer):
-                    handler.write(answer, context: context, head: head)
-                }
-                if handler.queued.isEmpty {
-                    handler.flushAfterThisTick(context: context)
-                } else {
-                    handler.replayQueued(context: context)
-                }
+        gateway.send(admitted, path: route.path, headers: head.headers, dialect: route.dialect, on: context.eventLoop) { outcome in
+            let (handler, context) = loopBound.value
+            handler.state = .idle
+            switch outcome {
+            case .upstream(let response, let headers):
+                handler.write(response, headers: headers, limited: admitted.limited, context: context, head: head)
+            case .failed(let answer):
+                handler.write(answer, context: context, head: head)
             }
+            if handler.queued.isEmpty {
+                handler.flushAfterThisTick(context: context)
+            } else {
+                handler.replayQueued(context: context)
+            }
+        }
     }
 
     /// Flushes once the event loop has handled every event of this round: answers

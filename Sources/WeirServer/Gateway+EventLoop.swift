@@ -18,42 +18,51 @@ extension Gateway {
     }
 
     /// Sends an admitted call to the upstream (`path`, the request's `headers` less
-    /// hop-by-hop ones) and settles its lease from the response, whatever happens.
-    /// The future completes on `loop`.
-    func send(_ call: AdmittedCall, path: String, headers: HTTPHeaders, dialect: GatewayRoute.Dialect, on loop: any EventLoop)
-        -> EventLoopFuture<Outcome>
-    {
-        let request: HTTPClient.Request
-        do {
-            guard let url = routeURLs[path] else { throw HTTPClientError.invalidURL }
-            request = try HTTPClient.Request(
-                url: url, method: .POST, headers: forwardedHeaders(headers),
-                body: .byteBuffer(ByteBuffer(bytes: call.forwarded)), tlsConfiguration: nil)
-        } catch {
-            return loop.makeSucceededFuture(.failed(GatewayErrors.response(failed(call, error), dialect: dialect)))
+    /// hop-by-hop ones), settles its lease from the response, whatever happens, and
+    /// calls `completion` with the outcome, on `loop` (one callback on AsyncHTTPClient's
+    /// future: no futures chained per call).
+    func send(
+        _ call: AdmittedCall, path: String, headers: HTTPHeaders, dialect: GatewayRoute.Dialect, on loop: any EventLoop,
+        completion: @escaping (Outcome) -> Void
+    ) {
+        guard var request = routeRequests[path] else {
+            let error = failed(call, HTTPClientError.invalidURL)
+            completion(.failed(GatewayErrors.response(error, dialect: dialect)))
+            return
         }
-        let task = client.execute(
+        request.headers = forwardedHeaders(headers)
+        request.body = .byteBuffer(ByteBuffer(bytes: call.forwarded))
+        let task = eventLoopClient.execute(
             request: request, delegate: UpstreamCollector(limit: configuration.maxResponseSize),
             eventLoop: .delegate(on: loop),
             deadline: .now() + .nanoseconds(Int64(clamping: configuration.timeout)))
-        return task.futureResult.hop(to: loop).map { response -> Outcome in
-            var response = response
-            if Self.isEventStream(response.head.headers) && response.head.status.code < 400 {
-                // A stream the client did not ask for, read whole: its usage as the
-                // streaming route reads it, event by event.
-                var meter = call.meter
-                var parser = SSEParser()
-                var out = ByteBuffer()
-                Self.pass(parser.feed(response.body.readableBytesView), into: &out, meter: &meter, stripUsage: call.stripUsage)
-                out.writeBytes(parser.pendingBytes)
-                call.lease?.settle(meter.completedUnits)
-                response.body = out
-            } else {
-                self.settle(call, statusCode: Int(response.head.status.code), body: response.body)
+        let completion = NIOLoopBound(completion, eventLoop: loop)
+        task.futureResult.hop(to: loop).whenComplete { result in
+            switch result {
+            case .success(let response):
+                completion.value(self.outcome(of: response, call: call))
+            case .failure(let error):
+                completion.value(.failed(GatewayErrors.response(self.failed(call, error), dialect: dialect)))
             }
-            return .upstream(response, headers: self.responseHeaders(response.head.headers))
-        }.recover { error in
-            .failed(GatewayErrors.response(self.failed(call, error), dialect: dialect))
         }
+    }
+
+    /// Settles a call from its upstream response and gives the answer's parts.
+    private func outcome(of response: UpstreamResponse, call: AdmittedCall) -> Outcome {
+        var response = response
+        if Self.isEventStream(response.head.headers) && response.head.status.code < 400 {
+            // A stream the client did not ask for, read whole: its usage as the
+            // streaming route reads it, event by event.
+            var meter = call.meter
+            var parser = SSEParser()
+            var out = ByteBuffer()
+            Self.pass(parser.feed(response.body.readableBytesView), into: &out, meter: &meter, stripUsage: call.stripUsage)
+            out.writeBytes(parser.pendingBytes)
+            call.lease?.settle(meter.completedUnits)
+            response.body = out
+        } else {
+            settle(call, statusCode: Int(response.head.status.code), body: response.body)
+        }
+        return .upstream(response, headers: responseHeaders(response.head.headers))
     }
 }

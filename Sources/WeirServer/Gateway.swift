@@ -51,11 +51,25 @@ import WeirPolicy
 final class Gateway: Sendable {
     let service: WeirService
     let configuration: GatewayConfiguration
+    /// The Hummingbird routes' client (streaming calls, `--forward-unknown`): its read
+    /// timeout is `--upstream-timeout`, the longest silence between two pieces of a body.
     let client: HTTPClient
+    /// The event-loop path's client (`Gateway+EventLoop.swift`, non-streaming calls):
+    /// the same settings without a read timeout. Every call on it has a deadline of
+    /// `--upstream-timeout` from its start, which is all the read timeout ever did for
+    /// a response read whole (no silence outlasts the whole call), without the three
+    /// timers per call (armed when the request is sent, again at the head, again at
+    /// the body) that AsyncHTTPClient's read timeout costs. Its own pool: at most
+    /// `maxConnections` connections each.
+    let eventLoopClient: HTTPClient
+    /// Both clients, to shut down when the server stops.
+    var clients: [HTTPClient] { [client, eventLoopClient] }
     /// The upstream URL without a trailing `/`; a call goes to `base + path`.
     let base: String
-    /// `base + path` for each path of the table, parsed once.
-    let routeURLs: [String: URL]
+    /// A `POST` to `base + path` for each path of the table, its URL parsed and broken
+    /// down once: a call copies it and sets its headers and body
+    /// (`Gateway+EventLoop.swift`). Missing when the URL is not one AsyncHTTPClient takes.
+    let routeRequests: [String: HTTPClient.Request]
     private let timeoutText: String
 
     init(service: WeirService, configuration: GatewayConfiguration, eventLoopGroup: any EventLoopGroup) {
@@ -64,9 +78,13 @@ final class Gateway: Sendable {
         var base = configuration.upstream.absoluteString
         while base.hasSuffix("/") { base.removeLast() }
         self.base = base
-        var routeURLs: [String: URL] = [:]
-        for route in GatewayRoute.all { routeURLs[route.path] = URL(string: base + route.path) }
-        self.routeURLs = routeURLs
+        var routeRequests: [String: HTTPClient.Request] = [:]
+        for route in GatewayRoute.all {
+            routeRequests[route.path] = URL(string: base + route.path).flatMap {
+                try? HTTPClient.Request(url: $0, method: .POST, tlsConfiguration: nil)
+            }
+        }
+        self.routeRequests = routeRequests
         var timeoutBytes: [UInt8] = []
         GoDuration.append(nanoseconds: configuration.timeout, to: &timeoutBytes)
         self.timeoutText = String(decoding: timeoutBytes, as: UTF8.self)
@@ -85,7 +103,11 @@ final class Gateway: Sendable {
         // Weir exports no traces: a span per upstream call (attributes built from the
         // URL, which is parsed again for them) would be work per request for nothing.
         clientConfiguration.tracing.tracer = nil
+        // A request's head and body leave in one write rather than two.
+        clientConfiguration.http1_1ConnectionDebugInitializer = { RequestFlushCoalescer.install(on: $0) }
         self.client = HTTPClient(eventLoopGroup: eventLoopGroup, configuration: clientConfiguration)
+        clientConfiguration.timeout.read = nil
+        self.eventLoopClient = HTTPClient(eventLoopGroup: eventLoopGroup, configuration: clientConfiguration)
     }
 
     // MARK: - Routes
@@ -363,6 +385,13 @@ final class Gateway: Sendable {
         else { return nil }
         utf8.removeFirst(6)
         while utf8.first == UInt8(ascii: " ") { utf8.removeFirst() }
+        // An ASCII token (the usual case): only spaces and tabs to trim, byte by byte.
+        if utf8.allSatisfy({ $0 < 0x80 }) {
+            let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+            while let first = utf8.first, isBlank(first) { utf8.removeFirst() }
+            while let last = utf8.last, isBlank(last) { utf8.removeLast() }
+            return utf8.isEmpty ? nil : String(Substring(utf8))
+        }
         // The token, trimmed as `CharacterSet.whitespaces` would (tab and the Zs category).
         var token = Substring(utf8).unicodeScalars
         while let first = token.first, isSpace(first) { token.removeFirst() }

@@ -206,15 +206,17 @@ struct JSONParser {
         index += 1  // opening quote
         let start = index
         // Fast path: no escapes.
+        var ascii = true
         while index < bytes.count {
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") {
-                let text = try validated(bytes[start..<index], at: start)
+                let text = ascii ? asciiText(start..<index) : try validated(bytes[start..<index], at: start)
                 index += 1
                 return text
             }
             if byte == UInt8(ascii: "\\") { break }
             if byte < 0x20 { throw error("control character in a string") }
+            if byte >= 0x80 { ascii = false }
             index += 1
         }
         var scalars = String.UnicodeScalarView()
@@ -287,6 +289,11 @@ struct JSONParser {
             index += 1
         }
         return value
+    }
+
+    /// The bytes in `range`, all ASCII (so valid UTF-8): no validation needed.
+    private func asciiText(_ range: Range<Int>) -> String {
+        bytes.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[range]), as: UTF8.self) }
     }
 
     private func validated(_ slice: ArraySlice<UInt8>, at offset: Int) throws(JSONSyntaxError) -> String {

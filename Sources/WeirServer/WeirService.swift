@@ -35,6 +35,8 @@ final class WeirService: Sendable {
     let adminTokenHash: [UInt8]?
     /// Key hashes declared in the config file (`accounts[].api_key_hashes`) -> account id.
     private let configKeys: Mutex<[String: String]>
+    /// The SHA-256 of API keys recently presented (`account(forAPIKey:)`).
+    let keyHashes = APIKeyHashCache()
     /// Serializes reloads (SIGHUP and the admin route may race).
     private let reloading = Mutex(())
 
@@ -205,10 +207,15 @@ final class WeirService: Sendable {
     }
 
     /// The account owning `apiKey`, from the registry or the config file's hashes.
+    ///
+    /// The key's SHA-256 comes from `keyHashes` when the key was presented before (and
+    /// named an account then); who owns that hash is read afresh on every call, so a
+    /// revocation, a new key or a reload counts at once.
     func account(forAPIKey apiKey: String) -> String? {
-        let hash = APIKeys.hash(apiKey)
-        if let account = registry.accountID(forKeyHash: hash) { return account }
-        guard let account = configKeys.withLock({ $0[hash] }) else { return nil }
+        let cached = keyHashes.hash(of: apiKey)
+        let hash = cached ?? APIKeys.hash(apiKey)
+        let account = registry.accountID(forKeyHash: hash) ?? configKeys.withLock({ $0[hash] })
+        if cached == nil, account != nil { keyHashes.store(hash, of: apiKey) }
         return account
     }
 }
