@@ -206,8 +206,16 @@ public final class RedisStore: RateLimitStore {
     /// only the calls whose slots it serves. Answers each call with its reply's values, or
     /// with the error of its index write, its own script error or its group's failure.
     func acquireBatch(_ calls: [AcquireCall]) async -> [Result<[RESPValue], any Error>] {
+        await acquireBatch(calls, bySlot: client.isClusterMode)
+    }
+
+    /// `acquireBatch(_:)`, in one group or one per hash slot. A client that has not yet
+    /// learnt that its Redis is a cluster sends one group; a cluster refuses one that spans
+    /// slots before running anything (`CROSSSLOT`, or the client itself once it has learnt
+    /// the map meanwhile), and the batch goes again by slot.
+    private func acquireBatch(_ calls: [AcquireCall], bySlot: Bool) async -> [Result<[RESPValue], any Error>] {
         var groups: [[Int]] = []
-        if client.isClusterMode {
+        if bySlot {
             var groupOfSlot: [Int: Int] = [:]
             for (position, call) in calls.enumerated() {
                 let slot = HashSlot.slot(of: call.keys[0])
@@ -229,7 +237,13 @@ public final class RedisStore: RateLimitStore {
             return calls.map { _ in .failure(error) }
         }
         if groups.count == 1 {
-            return await acquireGroup(calls, time: time, sha: sha)
+            let answers = await acquireGroup(calls, time: time, sha: sha)
+            guard !bySlot, calls.count > 1 else { return answers }
+            let refused = answers.allSatisfy {
+                guard case .failure(let error as StoreError) = $0 else { return false }
+                return error.message.contains("CROSSSLOT") || client.isClusterMode
+            }
+            return refused ? await acquireBatch(calls, bySlot: true) : answers
         }
         var answers = [Result<[RESPValue], any Error>](repeating: .success([]), count: calls.count)
         await withTaskGroup(of: (Int, [Result<[RESPValue], any Error>]).self) { tasks in

@@ -396,7 +396,8 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         buffer.writeBytes(bytes)
         buffer.writeBytes(body)
         if close {
-            context.writeAndFlush(wrapOutboundOut(.byteBuffer(buffer))).whenComplete { _ in context.close(promise: nil) }
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            context.writeAndFlush(wrapOutboundOut(.byteBuffer(buffer))).whenComplete { _ in bound.value.close(promise: nil) }
         } else {
             context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: nil)
             needsFlush = true
