@@ -17,15 +17,10 @@ Needs redis-server and the `redis` Python package (bench/redis.sh installs them)
 import argparse
 import os
 import random
-import subprocess
 import sys
-import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import redis_script_cost as cost  # noqa: E402  (the scripts' extraction and free_port)
-
-import redis  # noqa: E402
+import redis_script_cost as cost  # noqa: E402  (the scripts' extraction and start_redis)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,21 +37,7 @@ def main():
         "acquire script (RedisScripts.acquire)": cost.scripts(text)["acquire"],
         "floor (bench/redis_floor.lua)": open(os.path.join(ROOT, "bench", "redis_floor.lua")).read(),
     }
-    work = tempfile.mkdtemp(prefix="weir-redis-floor.")
-    port = cost.free_port()
-    subprocess.check_call(["taskset", "-c", "0", "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                           "--save", "", "--appendonly", "no", "--daemonize", "yes", "--pidfile", f"{work}/pid",
-                           "--dir", work, "--logfile", f"{work}/log"])
-    client = redis.Redis(port=port)
-    deadline = time.time() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.exceptions.ConnectionError:
-            if time.time() > deadline:
-                sys.exit("redis_floor.py: redis-server did not start")
-            time.sleep(0.05)
+    work, _, client = cost.start_redis("weir-redis-floor.", core=0)
     item = ["g 6000 60000000000 6000", "g 1000000 60000000000 1000000", "", "0", "100", "", "-"]
 
     def cpu():

@@ -72,6 +72,28 @@ def scripts(text):
     return {name: value(name) for name in ("acquire", "settle", "status")}
 
 
+def start_redis(prefix, core=None, decode_responses=False):
+    """A private redis-server (no persistence) on a free 127.0.0.1 port, daemonized, in a
+    new temporary directory (its PID in WORK/pid: stop it by that PID), pinned to `core`
+    if given; returns (work, port, client) once it answers PING (at most 10 s)."""
+    work = tempfile.mkdtemp(prefix=prefix)
+    port = free_port()
+    pin = ["taskset", "-c", str(core)] if core is not None else []
+    subprocess.check_call(pin + ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--daemonize", "yes", "--pidfile", f"{work}/pid",
+                                 "--dir", work, "--logfile", f"{work}/log"])
+    client = redis.Redis(port=port, decode_responses=decode_responses)
+    deadline = time.time() + 10
+    while True:
+        try:
+            client.ping()
+            return work, port, client
+        except redis.exceptions.ConnectionError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -107,20 +129,7 @@ def main():
         if not shutil.which(tool):
             sys.exit(f"redis_script_cost.py: {tool} is missing (bench/redis.sh installs it)")
 
-    work = tempfile.mkdtemp(prefix="weir-script-cost.")
-    port = free_port()
-    subprocess.check_call(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                           "--daemonize", "yes", "--pidfile", f"{work}/pid", "--dir", work, "--logfile", f"{work}/log"])
-    client = redis.Redis(port=port, decode_responses=True)
-    deadline = time.time() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.exceptions.ConnectionError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.05)
+    work, port, client = start_redis("weir-script-cost.", decode_responses=True)
     try:
         shas = {name: client.script_load(text) for name, text in source.items()}
         shas["floor"] = client.script_load("return 1")
