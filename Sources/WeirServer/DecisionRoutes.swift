@@ -102,10 +102,9 @@ extension WeirService {
         do {
             let prepared = try prepareAcquire(body)
             return answer(prepared, decision: try await decide(prepared.request))
-        } catch let error as APIError {
-            return DecisionAnswer(error)
         } catch {
-            return DecisionAnswer(storeError(error))
+            // Both throw `APIError` only (a store failure is one already: `decide`).
+            return DecisionAnswer(error)
         }
     }
 
