@@ -48,7 +48,15 @@ public final class FailoverStore: RateLimitStore {
     public let mode: Mode
     private let clock: any NanosecondClock
     private let probeInterval: UInt64
+    private let onChange: (@Sendable (Change) -> Void)?
     private let state = Mutex(State())
+
+    /// A change of state, for operators' logs: the primary began failing (with its error),
+    /// or answered again.
+    public enum Change: Sendable, Equatable {
+        case degraded(error: String)
+        case recovered
+    }
 
     private struct State {
         var degraded = false
@@ -63,15 +71,19 @@ public final class FailoverStore: RateLimitStore {
     /// - Parameters:
     ///   - clock: times the probes (a monotonic clock in production).
     ///   - probeInterval: nanoseconds between attempts on a failing primary; default 250 ms.
+    ///   - onChange: called once per change of state (not per call), outside the lock, on
+    ///     the thread of the call that saw the change.
     public init(
         primary: any RateLimitStore, fallback: InMemoryStore, mode: Mode,
-        clock: any NanosecondClock = SystemClock(), probeInterval: UInt64 = 250 * Nanoseconds.perMillisecond
+        clock: any NanosecondClock = SystemClock(), probeInterval: UInt64 = 250 * Nanoseconds.perMillisecond,
+        onChange: (@Sendable (Change) -> Void)? = nil
     ) {
         self.primary = primary
         self.fallback = fallback
         self.mode = mode
         self.clock = clock
         self.probeInterval = probeInterval
+        self.onChange = onChange
     }
 
     public var health: Health {
@@ -127,10 +139,14 @@ public final class FailoverStore: RateLimitStore {
     }
 
     private func recovered() {
-        state.withLock { state in
-            state.degraded = false
-            state.probing = false
+        let wasDegraded = state.withLock { state in
+            defer {
+                state.degraded = false
+                state.probing = false
+            }
+            return state.degraded
         }
+        if wasDegraded { onChange?(.recovered) }
     }
 
     private func endProbe() {
@@ -139,13 +155,16 @@ public final class FailoverStore: RateLimitStore {
 
     private func failed(_ error: StoreError) {
         let now = clock.now()
-        state.withLock { state in
-            if !state.degraded { state.outages += 1 }
+        let began = state.withLock { state in
+            let began = !state.degraded
+            if began { state.outages += 1 }
             state.degraded = true
             state.probing = false
             state.probeAt = now &+ probeInterval
             state.lastError = error.message
+            return began
         }
+        if began { onChange?(.degraded(error: error.message)) }
     }
 
     private func fallbackDecision(_ request: AdmissionRequest, error: StoreError?) throws -> Decision {

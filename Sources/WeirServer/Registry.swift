@@ -125,10 +125,13 @@ final class Registry: Sendable {
         await backend.isReachable()
     }
 
-    /// Loads the backend's changes made elsewhere, if any (a no-op for SQLite).
-    func refresh() async throws {
-        guard let loaded = try await backend.loadIfChanged() else { return }
+    /// Loads the backend's changes made elsewhere, if any (a no-op for SQLite); true when
+    /// it loaded some.
+    @discardableResult
+    func refresh() async throws -> Bool {
+        guard let loaded = try await backend.loadIfChanged() else { return false }
         snapshot.withLock { $0 = loaded }
+        return true
     }
 
     // MARK: - Writes (backend first, then memory)

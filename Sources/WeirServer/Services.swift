@@ -62,9 +62,9 @@ struct RedisClientService: Service {
     }
 }
 
-/// Picks up registry changes made by other instances (Redis), every `interval`.
-/// A failed refresh is logged and retried at the next tick; decisions go on with the
-/// snapshot they have.
+/// Picks up registry changes made by other instances (Redis), every `interval`, and
+/// logs each refresh that loaded some. A failed refresh is logged and retried at the
+/// next tick; decisions go on with the snapshot they have.
 struct RegistryRefreshService: Service {
     let registry: Registry
     let interval: Duration
@@ -76,7 +76,7 @@ struct RegistryRefreshService: Service {
             while !Task.isCancelled {
                 try await Task.sleep(for: interval)
                 do {
-                    try await registry.refresh()
+                    if try await registry.refresh() { logger.info("registry: loaded changes made through another instance") }
                     if failing { logger.notice("registry refresh works again") }
                     failing = false
                 } catch {

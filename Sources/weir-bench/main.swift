@@ -101,7 +101,7 @@ final class PrivateMap: Sendable {
 }
 let privateMaps = [PrivateMap(), PrivateMap()]
 // A key string per thread too: sharing one would bounce its reference count between cores.
-let privateKeys = ["acct_1/text/MiniMax-M2-a", "acct_1/text/MiniMax-M2-b"].map { String($0.utf8) ?? $0 }
+let privateKeys = ["acct_1/text/MiniMax-M2-a", "acct_1/text/MiniMax-M2-b"].map { String($0.utf8) }
 let baselineTwo = measure(threads: 2) { thread, _ in
     privateMaps[thread].map.withLock { $0[privateKeys[thread], default: 0] &+= 1 }
 }

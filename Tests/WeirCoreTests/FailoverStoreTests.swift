@@ -11,7 +11,10 @@ struct FailoverStoreTests {
     func localMode() async throws {
         let clock = ManualClock(start: 1)
         let primary = OutageStore(InMemoryStore(clock: clock))
-        let store = FailoverStore(primary: primary, fallback: InMemoryStore(clock: clock), mode: .local, clock: clock, probeInterval: 1_000)
+        let changes = Mutex<[FailoverStore.Change]>([])
+        let store = FailoverStore(
+            primary: primary, fallback: InMemoryStore(clock: clock), mode: .local, clock: clock, probeInterval: 1_000,
+            onChange: { change in changes.withLock { $0.append(change) } })
         #expect(try await store.acquire(Self.request).isAllowed)
         primary.down = true
         #expect(try await store.acquire(Self.request).isAllowed, "fallback: 1 of 2")
@@ -30,6 +33,9 @@ struct FailoverStoreTests {
         #expect(try await store.acquire(Self.request).isAllowed, "the probe reaches the recovered primary: 2 of 2 there")
         #expect(!store.health.isDegraded)
         #expect(primary.attempts == 3)
+        _ = try await store.acquire(Self.request)
+        // One change reported per change of state, not per call.
+        #expect(changes.withLock { $0 } == [.degraded(error: "connection refused"), .recovered])
     }
 
     @Test("leases are settled where they were issued, on either side of an outage")

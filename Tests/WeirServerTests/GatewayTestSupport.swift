@@ -205,3 +205,14 @@ struct GatewayHarness: Sendable {
         }
     }
 }
+
+/// Polls `condition` until it holds or `limit` passes (a wait for another part's
+/// event, bounded; not a sleep standing in for time). True when it held.
+func eventually(within limit: Duration, _ condition: () async throws -> Bool) async throws -> Bool {
+    let deadline = ContinuousClock.now + limit
+    while true {
+        if try await condition() { return true }
+        if ContinuousClock.now >= deadline { return false }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+}

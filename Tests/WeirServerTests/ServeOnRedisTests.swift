@@ -107,12 +107,12 @@ struct ServeOnRedisTests {
         #expect(try await one.send(.PUT, "/admin/v1/accounts/acme", "{}").status == 201)
         let key = try #require(try await one.send(.POST, "/admin/v1/accounts/acme/keys").json["api_key"] as? String)
         let byKey = #"{"api_key": "\#(key)", "api": "text", "model": "MiniMax-M2-Stable"}"#
-        let seen = try await eventually(within: .seconds(1)) { try await two.send(.POST, "/v1/acquire", byKey).status == 200 }
+        let seen = try await afterRefreshes(of: second, within: .seconds(1)) { try await two.send(.POST, "/v1/acquire", byKey).status == 200 }
         #expect(seen, "the second instance accepts the key made through the first")
 
         let recharged = try await one.send(.POST, "/admin/v1/accounts/acme/recharges", #"{"amount": 10}"#)
         #expect(recharged.json["tier"] as? String == "paid")
-        let paid = try await eventually(within: .seconds(1)) {
+        let paid = try await afterRefreshes(of: second, within: .seconds(1)) {
             try await two.send(.POST, "/v1/acquire", byKey).headers.first(name: "x-ratelimit-limit-requests") == "500"
         }
         #expect(paid, "the second instance applies the paid tier")
@@ -121,7 +121,7 @@ struct ServeOnRedisTests {
         // Revoked through the second instance: refused by the first.
         let prefixOfKey = try #require(try await two.send(.GET, "/admin/v1/accounts/acme").json["keys"] as? [[String: Any]]).first?["prefix"] as? String
         #expect(try await two.send(.DELETE, "/admin/v1/keys/\(try #require(prefixOfKey))").status == 200)
-        let refused = try await eventually(within: .seconds(1)) { try await one.send(.POST, "/v1/acquire", byKey).status == 401 }
+        let refused = try await afterRefreshes(of: first, within: .seconds(1)) { try await one.send(.POST, "/v1/acquire", byKey).status == 401 }
         #expect(refused)
         for server in [first, second] { #expect(!server.output.contains(key)) }
     }
@@ -165,11 +165,22 @@ struct ServeOnRedisTests {
         #expect(!metrics.contains("weir_store_fallback_decisions_total 0"))
 
         try redis.start()
-        let recovered = try await eventually(within: .seconds(10)) {
-            _ = try await client.send(.POST, "/v1/acquire", Self.acquire("probe"))
-            return try await client.send(.GET, "/readyz").json["status"] as? String == "ready"
+        // The server tries Redis again at most every 250 ms, on a call: calls go on, one
+        // after another, until it logs that Redis answers (at most 10 s or 20,000 calls).
+        let back = "store answers again"
+        let probing = Task {
+            var calls = 0
+            while calls < 20_000, !Task.isCancelled, server.occurrences(of: back) == 0 {
+                _ = try await client.send(.POST, "/v1/acquire", Self.acquire("probe"))
+                calls += 1
+            }
         }
+        let recovered = try await withDeadline(.seconds(10)) { try await server.waitForOutput(back) }
+        probing.cancel()
+        _ = await probing.result
         #expect(recovered, "back on Redis by itself")
+        #expect(try await client.send(.GET, "/readyz").json["status"] as? String == "ready")
+        #expect(server.output.contains("store unreachable: deciding by --on-store-failure local"), "the outage is logged")
         try await load(5)
         let counts = statuses.value.withLock { $0 }
         #expect(Set(counts.keys).isSubset(of: [200, 429]), "never a failure: \(counts)")
@@ -223,13 +234,35 @@ struct ServeOnRedisTests {
     }
 }
 
-/// Polls `condition` until it holds or `limit` passes (a wait for another process's
-/// event, bounded; not a sleep standing in for time). True when it held.
-func eventually(within limit: Duration, _ condition: () async throws -> Bool) async throws -> Bool {
-    let deadline = ContinuousClock.now + limit
-    while true {
-        if try await condition() { return true }
-        if ContinuousClock.now >= deadline { return false }
-        try await Task.sleep(for: .milliseconds(20))
+/// Checks `condition` now and again after each registry refresh of `server` that loads
+/// changes (its log line), until it holds or `limit` passes: a wait for that instance's
+/// event, not a poll. True when it held.
+func afterRefreshes(
+    of server: ServerProcess, within limit: Duration, _ condition: @escaping @Sendable () async throws -> Bool
+) async throws -> Bool {
+    let line = "registry: loaded changes made through another instance"
+    return try await withDeadline(limit) {
+        var seen = server.occurrences(of: line)
+        while !(try await condition()) {
+            seen += 1
+            try await server.waitForOutput(line, count: seen)
+        }
+    }
+}
+
+/// Runs `body` until it returns or `limit` passes (then cancels it); true when it returned.
+func withDeadline(_ limit: Duration, _ body: @escaping @Sendable () async throws -> Void) async throws -> Bool {
+    try await withThrowingTaskGroup(of: Bool.self) { group in
+        group.addTask {
+            try await body()
+            return true
+        }
+        group.addTask {
+            try await Task.sleep(for: limit)
+            return false
+        }
+        let first = try await group.next() ?? false
+        group.cancelAll()
+        return first
     }
 }

@@ -144,14 +144,19 @@ final class ServerProcess: Sendable {
         child.signal(signal)
     }
 
-    /// Waits until the log contains `text`; fails if the process exits (and its output
-    /// has been read to the end) first.
+    /// How many times `text` is in the log so far.
+    func occurrences(of text: String) -> Int {
+        output.components(separatedBy: text).count - 1
+    }
+
+    /// Waits until the log contains `text` (`count` times); fails if the process exits
+    /// (and its output has been read to the end) first. Wakes on each piece of output.
     @discardableResult
-    func waitForOutput(_ text: String) async throws -> String {
+    func waitForOutput(_ text: String, count: Int = 1) async throws -> String {
         var iterator = changes.makeAsyncIterator()
         while true {
             let output = self.output
-            if output.contains(text) { return output }
+            if output.components(separatedBy: text).count - 1 >= count { return output }
             if exited.value.withLock({ $0 }) != nil && drained.value.withLock({ $0 }) { break }
             guard await iterator.next() != nil else { break }
         }
