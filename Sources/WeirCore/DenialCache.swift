@@ -85,6 +85,10 @@ public final class DenialCache: RateLimitStore {
         try await store.status(of: key, limits: limits)
     }
 
+    public func probe() async throws {
+        try await store.probe()
+    }
+
     // MARK: - Entries
 
     /// A denial for `requests` with room in the tokens dimension.

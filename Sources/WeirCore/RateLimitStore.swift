@@ -33,6 +33,18 @@ public protocol RateLimitStore: Sendable {
 
     /// The statuses of `key` under `limits` now, without consuming anything.
     func status(of key: LimitKey, limits: LimitSet) async throws -> LimitStatuses
+
+    /// Checks that the backend answers, without reading or changing any limit: the
+    /// health probe of `FailoverStore`. Returns within the store's command timeout.
+    ///
+    /// - Throws: `StoreError` when the backend cannot be reached. The default (a store in
+    ///   this process's memory) never throws.
+    func probe() async throws
+}
+
+extension RateLimitStore {
+    /// An in-process store is always reachable.
+    public func probe() async throws {}
 }
 
 /// A failure of the store's backend (never a denial, never a lease problem).

@@ -171,6 +171,24 @@ public final class RedisClient: Sendable {
         try Self.checked(try await pipeline([arguments])[0])
     }
 
+    /// Checks that every master this client routes to answers `PING` (the seed alone
+    /// outside a cluster), one after another. Used by health probes while a store is
+    /// degraded, so that recovery does not wait for traffic.
+    ///
+    /// - Throws: the first node's failure (`StoreError`, transient for timeouts and lost
+    ///   connections), within the command timeout per node.
+    public func ping() async throws {
+        let (map, nodes) = topology.withLock { ($0.map, $0.nodes) }
+        guard let map else {
+            _ = try Self.checked(try await seed.send([["PING"]])[0])
+            return
+        }
+        for endpoint in map.nodes {
+            let node = nodes[endpoint] ?? self.node(named: endpoint)
+            _ = try Self.checked(try await node.send([["PING"]])[0])
+        }
+    }
+
     /// `value`, or a `StoreError` when it is an error reply.
     public static func checked(_ value: RESPValue) throws -> RESPValue {
         guard let message = value.errorMessage else { return value }

@@ -131,6 +131,11 @@ public final class RedisStore: RateLimitStore {
         return try Self.statuses(reply[...])
     }
 
+    /// `PING` on every master of the client.
+    public func probe() async throws {
+        try await client.ping()
+    }
+
     /// The acquire script's Lua source (for benchmarks that call it directly, e.g.
     /// `redis-benchmark EVALSHA`). KEYS and ARGV are documented in `RedisScripts.acquire`.
     public static var acquireScriptSource: String { RedisScripts.acquire }

@@ -58,6 +58,9 @@ public func buildApplication(configuration: ServerConfiguration) async throws ->
     if case .redis(let settings) = configuration.store {
         services.append(RegistryRefreshService(registry: service.registry, interval: settings.registryRefresh, logger: logger))
     }
+    if let shared = service.sharedStore {
+        services.append(StoreProbeService(store: shared))
+    }
     for client in service.redis { services.append(RedisClientService(client: client)) }
     let registryPath = service.registry.location
     let accountCount = service.registry.accountCount

@@ -21,6 +21,24 @@ struct EvictionService: Service {
     }
 }
 
+/// Probes the shared store in the background (`FailoverStore.probeIfDue`): while Redis
+/// is unreachable, on the store's capped exponential backoff, so that decisions,
+/// `/readyz`, the dashboard and `/metrics` return to normal by themselves once Redis
+/// answers, whether or not any call comes; while it answers, every health interval, so
+/// that an outage is seen without traffic too.
+struct StoreProbeService: Service {
+    let store: FailoverStore
+
+    func run() async throws {
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                let wait = await store.probeIfDue()
+                if wait > 0 { try await Task.sleep(for: .nanoseconds(Int64(min(wait, UInt64(Int64.max))))) }
+            }
+        }
+    }
+}
+
 /// Keeps the registry open while the server runs and closes it after the server has
 /// stopped (services shut down in reverse order, the HTTP server first), so in-flight
 /// requests finish their writes first.

@@ -71,14 +71,14 @@ final class WeirService: Sendable {
             self.redis = [client, registryClient]
             let logger = configuration.logger
             let mode = settings.failureMode
-            self.sharedStore = FailoverStore(primary: primary, fallback: memoryStore, mode: mode) { change in
+            self.sharedStore = FailoverStore(primary: primary, fallback: memoryStore, mode: mode, onChange: { change in
                 switch change {
                 case .degraded(let error):
                     logger.warning("store unreachable: deciding by --on-store-failure \(mode.rawValue) until it answers", metadata: ["error": "\(error)"])
                 case .recovered:
                     logger.notice("store answers again: decisions go to Redis")
                 }
-            }
+            })
             // The registry must load once: an instance that cannot read its accounts
             // would answer every paid account as free.
             do {

@@ -13,7 +13,8 @@ struct FailoverStoreTests {
         let primary = OutageStore(InMemoryStore(clock: clock))
         let changes = Mutex<[FailoverStore.Change]>([])
         let store = FailoverStore(
-            primary: primary, fallback: InMemoryStore(clock: clock), mode: .local, clock: clock, probeInterval: 1_000,
+            primary: primary, fallback: InMemoryStore(clock: clock), mode: .local, clock: clock,
+            backoff: .init(initial: 1_000, maximum: 1_000), jitter: { $0 },
             onChange: { change in changes.withLock { $0.append(change) } })
         #expect(try await store.acquire(Self.request).isAllowed)
         primary.down = true
@@ -69,6 +70,76 @@ struct FailoverStoreTests {
         #expect(deny.health.isDegraded)
     }
 
+    static let millisecond = Nanoseconds.perMillisecond
+
+    @Test("recovery by itself: probes on a capped exponential backoff, no call needed, in every mode", arguments: FailoverStore.Mode.allCases)
+    func recoversWithoutTraffic(mode: FailoverStore.Mode) async throws {
+        let clock = ManualClock(start: 1)
+        let primary = OutageStore(InMemoryStore(clock: clock))
+        let changes = Mutex<[FailoverStore.Change]>([])
+        let store = FailoverStore(
+            primary: primary, fallback: InMemoryStore(clock: clock), mode: mode, clock: clock, jitter: { $0 },
+            onChange: { change in changes.withLock { $0.append(change) } })
+        // Healthy: the first health check is due at once, the next a health interval on.
+        #expect(await store.probeIfDue() == Nanoseconds.perSecond)
+        #expect(primary.attempts == 1)
+        // A call made during the outage marks it (deny mode throws, the others decide).
+        primary.down = true
+        _ = try? await store.acquire(Self.request)
+        #expect(store.health.isDegraded)
+        let attemptsAtOutage = primary.attempts
+        // Not due yet: nothing goes to the primary.
+        clock.advance(by: 99 * Self.millisecond)
+        #expect(await store.probeIfDue() == Self.millisecond)
+        #expect(primary.attempts == attemptsAtOutage)
+        // Each failed probe doubles the wait, up to 2 s.
+        clock.advance(by: Self.millisecond)
+        var waits: [UInt64] = []
+        for _ in 0..<7 {
+            let wait = await store.probeIfDue()
+            waits.append(wait / Self.millisecond)
+            clock.advance(by: wait)
+        }
+        #expect(waits == [200, 400, 800, 1_600, 2_000, 2_000, 2_000])
+        #expect(primary.attempts == attemptsAtOutage + 7)
+        #expect(store.health.isDegraded)
+        // The primary answers again; no call comes. The next due probe ends the outage.
+        primary.down = false
+        #expect(await store.probeIfDue() == Nanoseconds.perSecond, "back to health checks")
+        #expect(!store.health.isDegraded)
+        #expect(changes.withLock { $0 } == [.degraded(error: "connection refused"), .recovered])
+        #expect(try await store.acquire(Self.request).isAllowed)
+    }
+
+    @Test("an outage is seen without traffic: the health check marks the store degraded")
+    func healthCheckSeesOutage() async throws {
+        let clock = ManualClock(start: 1)
+        let primary = OutageStore(InMemoryStore(clock: clock))
+        let store = FailoverStore(primary: primary, fallback: InMemoryStore(clock: clock), mode: .deny, clock: clock, jitter: { $0 })
+        #expect(await store.probeIfDue() == Nanoseconds.perSecond)
+        primary.down = true
+        clock.advance(by: Nanoseconds.perSecond - 1)
+        #expect(await store.probeIfDue() == 1)
+        #expect(!store.health.isDegraded)
+        clock.advance(by: 1)
+        #expect(await store.probeIfDue() == 100 * Self.millisecond)
+        #expect(store.health.isDegraded)
+        #expect(store.health.outages == 1)
+    }
+
+    @Test("the backoff: nominal waits double up to the cap; jitter stays within [d/2, d]")
+    func backoffBounds() {
+        let backoff = FailoverStore.Backoff()
+        #expect((0..<8).map { backoff.delay(afterFailures: $0) / Self.millisecond } == [100, 200, 400, 800, 1_600, 2_000, 2_000, 2_000])
+        #expect(backoff.delay(afterFailures: 1_000) == 2 * Nanoseconds.perSecond, "no overflow")
+        for nominal: UInt64 in [1, 2, 3, 100 * Self.millisecond, 2 * Nanoseconds.perSecond] {
+            for _ in 0..<200 {
+                let drawn = FailoverStore.randomJitter(nominal)
+                #expect(drawn >= nominal / 2 && drawn <= nominal)
+            }
+        }
+    }
+
     @Test("a permanent store error is rethrown and is no outage")
     func permanentErrors() async throws {
         let clock = ManualClock(start: 1)
@@ -116,5 +187,8 @@ final class OutageStore: RateLimitStore, @unchecked Sendable {
     func status(of key: LimitKey, limits: LimitSet) async throws -> LimitStatuses {
         try check()
         return inner.status(of: key, limits: limits)
+    }
+    func probe() async throws {
+        try check()
     }
 }

@@ -43,6 +43,14 @@ struct ServeOnRedisTests {
         ] + extra)
     }
 
+    /// Waits until `server` logs that decisions go to Redis again and that its registry
+    /// answers again too (its own connection reconnects on its own backoff, at most 1 s):
+    /// then `/readyz` is ready. Call it after the registry refresh was seen failing.
+    static func waitForRecovery(of server: ServerProcess) async throws {
+        _ = try await server.waitForOutput("store answers again")
+        _ = try await server.waitForOutput("registry refresh works again")
+    }
+
     static func acquire(_ account: String, model: String = "MiniMax-M2") -> String {
         #"{"account": "\#(account)", "api": "text", "model": "\#(model)"}"#
     }
@@ -164,20 +172,11 @@ struct ServeOnRedisTests {
         #expect(!metrics.contains("weir_store_outages_total 0"))
         #expect(!metrics.contains("weir_store_fallback_decisions_total 0"))
 
+        _ = try await server.waitForOutput("registry refresh failed")
         try redis.start()
-        // The server tries Redis again at most every 250 ms, on a call: calls go on, one
-        // after another, until it logs that Redis answers (at most 10 s or 20,000 calls).
-        let back = "store answers again"
-        let probing = Task {
-            var calls = 0
-            while calls < 20_000, !Task.isCancelled, server.occurrences(of: back) == 0 {
-                _ = try await client.send(.POST, "/v1/acquire", Self.acquire("probe"))
-                calls += 1
-            }
-        }
-        let recovered = try await withDeadline(.seconds(10)) { try await server.waitForOutput(back) }
-        probing.cancel()
-        _ = await probing.result
+        // No call is made now: the server's background probe finds Redis again by itself
+        // (backoff capped at 2 s), and logs it.
+        let recovered = try await withDeadline(.seconds(10)) { try await Self.waitForRecovery(of: server) }
         #expect(recovered, "back on Redis by itself")
         #expect(try await client.send(.GET, "/readyz").json["status"] as? String == "ready")
         #expect(server.output.contains("store unreachable: deciding by --on-store-failure local"), "the outage is logged")
@@ -189,7 +188,7 @@ struct ServeOnRedisTests {
         #expect(await server.exitStatus() == 0)
     }
 
-    @Test("deny mode: 503 with Retry-After while Redis is down, and /readyz not ready")
+    @Test("deny mode: 503 with Retry-After while Redis is down, /readyz not ready; ready again by itself when Redis returns, with no call")
     func redisOutageDenyMode() async throws {
         let redis = try await RedisServerProcess()
         defer { redis.stop() }
@@ -197,11 +196,25 @@ struct ServeOnRedisTests {
         let client = HTTPTestClient(port: try await server.port(), adminToken: nil)
         #expect(try await client.send(.POST, "/v1/acquire", Self.acquire("a")).status == 200)
         redis.kill()
+        // Seen without traffic: the health check (every second) finds the outage.
+        let seen = try await withDeadline(.seconds(10)) { try await server.waitForOutput("store unreachable") }
+        #expect(seen, "the outage is seen with no call made")
         let denied = try await client.send(.POST, "/v1/acquire", Self.acquire("a"))
         #expect(denied.status == 503)
         #expect(denied.headers.first(name: "retry-after") == "1")
         #expect((denied.json["error"] as? [String: Any])?["code"] as? String == "store_unavailable")
         #expect(try await client.send(.GET, "/readyz").status == 503)
+        // Not ready, so a load balancer sends nothing: recovery must not wait for a call.
+        // The background probe finds Redis again, /readyz says so, decisions go to Redis.
+        _ = try await server.waitForOutput("registry refresh failed")
+        try redis.start()
+        let recovered = try await withDeadline(.seconds(10)) { try await Self.waitForRecovery(of: server) }
+        #expect(recovered, "back on Redis without a single call")
+        let readiness = try await client.send(.GET, "/readyz")
+        #expect(readiness.status == 200)
+        #expect(readiness.json["status"] as? String == "ready")
+        #expect(try await client.send(.GET, "/metrics").body.contains("weir_store_degraded 0"))
+        #expect(try await client.send(.POST, "/v1/acquire", Self.acquire("a")).status == 200)
         server.signal(SIGTERM)
         #expect(await server.exitStatus() == 0)
     }
