@@ -153,7 +153,7 @@ let package = Package(
         .testTarget(
             name: "WeirEnvoyTests",
             dependencies: [
-                "WeirEnvoy", "WeirServer", "WeirHummingbird", "WeirPolicy", "WeirCore", "WeirRedisTesting",
+                "WeirEnvoy", "WeirServer", "WeirHummingbird", "WeirPolicy", "WeirCore", "WeirRedisTesting", "WeirMockUpstream",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
