@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "WeirConformance", targets: ["WeirConformance"]),
         .library(name: "WeirServer", targets: ["WeirServer"]),
         .library(name: "WeirHummingbird", targets: ["WeirHummingbird"]),
+        .library(name: "WeirAnswers", targets: ["WeirAnswers"]),
         .library(name: "WeirRedis", targets: ["WeirRedis"]),
         .library(name: "WeirEnvoy", targets: ["WeirEnvoy"]),
         .executable(name: "weir", targets: ["weir"]),
@@ -62,14 +63,22 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
-        // A Hummingbird middleware enforcing Weir's limits in process, and the
-        // rate limit headers both families of clients read.
+        // How answers read, for every shape and without an HTTP server: the rate limit
+        // headers both families of clients read, a refusal's message, JSON writing.
+        .target(
+            name: "WeirAnswers",
+            dependencies: [
+                "WeirCore", "WeirPolicy",
+                .product(name: "RawStructuredFieldValues", package: "swift-http-structured-headers"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ]
+        ),
+        // A Hummingbird middleware enforcing Weir's limits in process.
         .target(
             name: "WeirHummingbird",
             dependencies: [
-                "WeirCore", "WeirPolicy",
+                "WeirCore", "WeirPolicy", "WeirAnswers",
                 .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "RawStructuredFieldValues", package: "swift-http-structured-headers"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
             ]
         ),
@@ -77,7 +86,7 @@ let package = Package(
         .target(
             name: "WeirServer",
             dependencies: [
-                "WeirCore", "WeirPolicy", "WeirHummingbird", "WeirRedis", "WeirEnvoy",
+                "WeirCore", "WeirPolicy", "WeirAnswers", "WeirRedis", "WeirEnvoy",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "GRDB", package: "GRDB.swift"),
@@ -139,7 +148,7 @@ let package = Package(
         .target(
             name: "WeirEnvoy",
             dependencies: [
-                "WeirCore", "WeirPolicy", "WeirHummingbird",
+                "WeirCore", "WeirPolicy", "WeirAnswers",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -153,7 +162,7 @@ let package = Package(
         .testTarget(
             name: "WeirEnvoyTests",
             dependencies: [
-                "WeirEnvoy", "WeirServer", "WeirHummingbird", "WeirPolicy", "WeirCore", "WeirRedisTesting", "WeirMockUpstream",
+                "WeirEnvoy", "WeirServer", "WeirAnswers", "WeirPolicy", "WeirCore", "WeirRedisTesting", "WeirMockUpstream",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -195,7 +204,7 @@ let package = Package(
         .testTarget(
             name: "WeirServerTests",
             dependencies: [
-                "WeirServer", "WeirHummingbird", "WeirPolicy", "WeirCore", "WeirConformance", "WeirRedis", "WeirRedisTesting",
+                "WeirServer", "WeirAnswers", "WeirPolicy", "WeirCore", "WeirConformance", "WeirRedis", "WeirRedisTesting",
                 "WeirMockUpstream",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
@@ -209,7 +218,7 @@ let package = Package(
         .testTarget(
             name: "WeirHummingbirdTests",
             dependencies: [
-                "WeirHummingbird", "WeirPolicy", "WeirCore",
+                "WeirHummingbird", "WeirAnswers", "WeirPolicy", "WeirCore",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]

@@ -1,3 +1,4 @@
+import Synchronization
 import WeirCore
 import WeirPolicy
 
@@ -17,6 +18,9 @@ import WeirPolicy
 /// - `retry_after_ms` is the exact wait until every denying time-window dimension would
 ///   fit, in milliseconds rounded up.
 /// - Accounts not in the catalogue are in the lowest tier.
+///
+/// Decides through a `Limiter` (the front door every shape uses) over an in-memory store
+/// on a manual clock, set to each row's time before it is decided.
 ///
 /// Deterministic: the same catalogue and trace always give the same output.
 public struct TraceSimulator: Sendable {
@@ -55,7 +59,8 @@ public struct TraceSimulator: Sendable {
             throw TraceError(line: 1, message: "the header lacks \(missing.map { "`\($0)`" }.joined(separator: ", ")); expected time_ms,account,api,model,units[,duration_ms]")
         }
 
-        let store = InMemoryStore(clock: ManualClock(), shardCount: 1)
+        let clock = ManualClock()
+        let limiter = Limiter(catalogue: catalogue, store: InMemoryStore(clock: clock, shardCount: 1))
         var pending = PendingSettlements()
         var output = [CSVTable.line(table.header + ["allowed", "reason", "retry_after_ms"])]
         output.reserveCapacity(table.rows.count + 1)
@@ -88,27 +93,27 @@ public struct TraceSimulator: Sendable {
             // Each lease's TTL outlives its end by 1 ns, so a settlement cannot fail; if one
             // did, the rest of the output would be wrong, so it is reported, not swallowed.
             while let due = pending.popDue(at: now) {
-                do {
-                    _ = try store.settle(due.lease, actualUnits: due.units, at: due.end)
-                } catch {
+                clock.set(to: due.end)
+                if case .failure(let error) = Self.atOnce({ limiter.settle(due.lease, actualUnits: due.units, then: $0) }) {
                     throw TraceError(line: line, message: "internal error: settling a lease that ended at \(due.end / Nanoseconds.perMillisecond) ms failed: \(error)")
                 }
             }
 
-            let accountID = cell("account")
-            let account = catalogue.account(id: accountID) ?? AccountProfile(id: accountID)
             let resolution: Resolution
             do {
-                resolution = try catalogue.resolve(account: account, api: cell("api"), model: cell("model"))
+                resolution = try limiter.resolve(account: cell("account"), api: cell("api"), model: cell("model"))
             } catch {
                 throw TraceError(line: line, message: error.description)
             }
 
             let duration = durationMs.map { $0 * Nanoseconds.perMillisecond }
             // The TTL outlives the call by 1 ns: the simulation settles it explicitly at its end.
-            let decision = store.acquire(
-                AdmissionRequest(key: resolution.key, limits: resolution.limits, units: units, leaseTTL: duration.map { $0 + 1 }),
-                at: now)
+            clock.set(to: now)
+            let decision: Decision
+            switch Self.atOnce({ limiter.acquire(resolution, units: units, leaseTTL: duration.map { $0 + 1 }, model: cell("model"), then: $0) }) {
+            case .success(let limited): decision = limited.decision
+            case .failure(let error): throw TraceError(line: line, message: "internal error: \(error)")
+            }
             if let lease = decision.lease, let duration {
                 pending.add(end: now + duration, lease: lease.id, units: units)
             }
@@ -119,6 +124,19 @@ public struct TraceSimulator: Sendable {
             output.append(CSVTable.line(fields + [allowed ? "true" : "false", reason, retry]))
         }
         return output.joined(separator: "\n") + "\n"
+    }
+
+    /// The result of a limiter call whose store is in memory: its completion has run
+    /// by the time the call returns.
+    private static func atOnce<Value: Sendable>(
+        _ call: (@escaping @Sendable (Result<Value, any Error>) -> Void) -> Void
+    ) -> Result<Value, any Error> {
+        let result = Mutex<Result<Value, any Error>?>(nil)
+        call { answer in result.withLock { $0 = answer } }
+        guard let answer = result.withLock({ $0 }) else {
+            preconditionFailure("an in-memory limiter answered later")
+        }
+        return answer
     }
 }
 

@@ -4,7 +4,7 @@ import GRPCCore
 import Logging
 import SwiftProtobuf
 import WeirCore
-import WeirHummingbird
+import WeirAnswers
 import WeirPolicy
 
 /// Envoy's `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`, answered by
@@ -43,35 +43,27 @@ public final class EnvoyRateLimitService: Envoy_Service_Ratelimit_V3_RateLimitSe
     let limiter: Limiter
     let configuration: EnvoyServiceConfiguration
     private let accountForAPIKey: @Sendable (String) -> String?
-    private let recordDecision: @Sendable (Resolution, String, Decision) -> Void
     private let logger: Logger
     private let unknownCounters: [UnknownDescriptorReason: Counter]
     private let requestCounters: (ok: Counter, overLimit: Counter)
     private let usageCounter: Counter
-
-    /// A lease held for the instant of a usage report: it exists only to be settled.
-    private static let usageLeaseTTL: UInt64 = Nanoseconds.perSecond
 
     /// Creates the service.
     ///
     /// - Parameters:
     ///   - accountForAPIKey: the account owning an API key, or nil (a server passes its
     ///     registry lookup).
-    ///   - recordDecision: called with every decision taken (resolution, model, decision),
-    ///     so the server counts them in its own metrics.
     ///   - metricsFactory: where this service's counters are created (once, here).
     public init(
         limiter: Limiter,
         configuration: EnvoyServiceConfiguration,
         accountForAPIKey: @escaping @Sendable (String) -> String?,
-        recordDecision: @escaping @Sendable (Resolution, String, Decision) -> Void = { _, _, _ in },
         metricsFactory: any MetricsFactory = MetricsSystem.factory,
         logger: Logger = Logger(label: "weir.envoy")
     ) {
         self.limiter = limiter
         self.configuration = configuration
         self.accountForAPIKey = accountForAPIKey
-        self.recordDecision = recordDecision
         self.logger = logger
         var counters: [UnknownDescriptorReason: Counter] = [:]
         for reason in UnknownDescriptorReason.allCases {
@@ -179,10 +171,9 @@ public final class EnvoyRateLimitService: Envoy_Service_Ratelimit_V3_RateLimitSe
             guard let owner = accountForAPIKey(key) else { return unknown(.unknownAPIKey) }
             account = owner
         }
-        let catalogue = limiter.catalogue
         let resolution: Resolution
         do {
-            resolution = try catalogue.resolve(account: limiter.profile(account: account), api: call.api, model: call.model)
+            resolution = try limiter.resolve(account: account, api: call.api, model: call.model)
         } catch {
             switch error {
             case .unknownAPI: return unknown(.unknownAPI)
@@ -195,10 +186,7 @@ public final class EnvoyRateLimitService: Envoy_Service_Ratelimit_V3_RateLimitSe
         }
         switch call.charge {
         case .call:
-            let decision = try await limiter.store.acquire(
-                AdmissionRequest(key: resolution.key, limits: resolution.limits, units: call.units, leaseTTL: nil))
-            recordDecision(resolution, call.model, decision)
-            let limited = LimitedDecision(decision: decision, resolution: resolution, units: call.units)
+            let limited = try await limiter.acquire(resolution, units: call.units, leaseTTL: nil, model: call.model)
             let status = Self.status(of: limited)
             return Outcome(
                 status: status, decision: limited,
@@ -208,36 +196,24 @@ public final class EnvoyRateLimitService: Envoy_Service_Ratelimit_V3_RateLimitSe
         }
     }
 
-    /// Adds `call.units` to the tokens dimension of `resolution`'s key, after the fact.
-    ///
-    /// Done as a zero-unit admission on the tokens limit alone (no request is counted)
-    /// whose lease is settled at once with the units used: the settlement records them
-    /// even beyond the limit, as `POST /v1/settle` does. When the tokens dimension is
-    /// already over its limit (earlier reports exceeded it), the admission is refused
-    /// and the report is not added: every call of the key is refused on tokens until
-    /// the window has moved on, so only calls already in flight go uncounted.
+    /// Adds `call.units` to the tokens dimension of `resolution`'s key, after the fact
+    /// (`Limiter.reportUsage`: no request is counted; refused while the tokens dimension
+    /// is already over its limit).
     private func reportUsage(_ call: DescriptorCall, resolution: Resolution) async throws -> Outcome {
         var status = Response.DescriptorStatus()
         status.code = .ok
-        guard let tokens = resolution.limits.tokens, call.units > 0 else {
+        guard let tokens = resolution.limits.tokens else { return Outcome(status: status, decision: nil, body: nil) }
+        let report: (tokens: DimensionStatus?, charged: UInt64)
+        do {
+            report = try await limiter.reportUsage(resolution, units: call.units)
+        } catch let error as LeaseError {
+            // A lease settled within its own second cannot be unknown, settled or
+            // expired unless the store lost it; say so rather than fail the RPC.
+            logger.warning("usage report not recorded", metadata: ["error": "\(error)"])
             return Outcome(status: status, decision: nil, body: nil)
         }
-        let limits = LimitSet(tokens: tokens, shadow: resolution.limits.shadow)
-        let decision = try await limiter.store.acquire(
-            AdmissionRequest(key: resolution.key, limits: limits, units: 0, leaseTTL: Self.usageLeaseTTL))
-        var statuses = decision.limits
-        if let lease = decision.lease {
-            do {
-                let settlement = try await limiter.store.settle(lease.id, actualUnits: call.units)
-                statuses = settlement.limits
-                usageCounter.increment(by: Int64(clamping: settlement.charged))
-            } catch let error as LeaseError {
-                // A lease settled within its own second cannot be unknown, settled or
-                // expired unless the store lost it; say so rather than fail the RPC.
-                logger.warning("usage report not recorded", metadata: ["error": "\(error)"])
-            }
-        }
-        if let tokensStatus = statuses.tokens {
+        usageCounter.increment(by: Int64(clamping: report.charged))
+        if let tokensStatus = report.tokens {
             Self.fill(&status, dimension: .tokens, status: tokensStatus, window: tokens.window, resolution: resolution)
         }
         return Outcome(status: status, decision: nil, body: nil)

@@ -1,5 +1,6 @@
 import HTTPTypes
 import Hummingbird
+import WeirAnswers
 import WeirCore
 import WeirPolicy
 

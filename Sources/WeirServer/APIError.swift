@@ -1,6 +1,6 @@
 import HTTPTypes
 import Hummingbird
-import WeirHummingbird
+import WeirAnswers
 
 /// An answer other than a decision: bad input, bad credentials, unknown leases.
 ///

@@ -2,7 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import WeirCore
-import WeirHummingbird
+import WeirAnswers
 import WeirPolicy
 
 /// Refuses admin calls without the right bearer token: 403 when no token is

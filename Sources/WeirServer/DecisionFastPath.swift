@@ -7,7 +7,8 @@ import NIOHTTP1
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
 import Synchronization
-import WeirHummingbird
+import WeirAnswers
+import WeirPolicy
 
 /// The server's HTTP/1 channel: Hummingbird's, with `DecisionFastPath` in front of its
 /// request handling.
@@ -72,8 +73,11 @@ struct DecisionChannel: ServerChildChannel, HTTPChannelHandler {
 /// is upstream, whatever else arrives on the connection (HTTP pipelining) waits, and is
 /// handled in order once the answer is written.
 ///
-/// **Shared store.** With `--store redis://` a decision waits on Redis, so the fast path
-/// forwards every request to Hummingbird, whose async routes await the store.
+/// **Both stores, one path.** Decisions go through the limiter's completion-taking
+/// calls. With the in-memory store the completion runs before the call returns, on this
+/// event loop; with Redis it runs when Redis has answered, and the answer is written on
+/// this event loop then. While a decision is in flight, what else arrives on the
+/// connection waits, as behind a gateway call.
 ///
 /// **Order.** While a request forwarded to Hummingbird has not been answered (HTTP
 /// pipelining), decision requests are forwarded as well, so responses always leave in
@@ -108,8 +112,9 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         case closing
         /// Passing a request on to Hummingbird, up to its end.
         case forwarding
-        /// A gateway call is upstream; what arrives meanwhile waits in `queued`.
-        case upstream
+        /// A decision (with Redis) or a gateway call (upstream) is in flight; what arrives
+        /// meanwhile waits in `queued`.
+        case waiting
     }
 
     private let service: WeirService
@@ -117,7 +122,7 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// The gateway's table by path (empty without a gateway).
     private let gatewayRoutes: [String: GatewayRoute]
     private var state = State.idle
-    /// Request parts that arrived while a gateway call was upstream, oldest first.
+    /// Request parts that arrived while a decision or a gateway call was in flight, oldest first.
     private var queued: [HTTPServerRequestPart] = []
     /// Requests forwarded to Hummingbird whose response has not ended yet.
     private var forwarded = 0
@@ -138,7 +143,7 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
-        if case .upstream = state {
+        if case .waiting = state {
             queued.append(part)
             return
         }
@@ -152,7 +157,7 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             guard case .idle = state else {
                 preconditionFailure("a request head arrived before the previous request ended")
             }
-            guard forwarded == 0, service.sharedStore == nil, head.method == .POST, let route = route(head.uri) else {
+            guard forwarded == 0, head.method == .POST, let route = route(head.uri) else {
                 forwarded += 1
                 state = .forwarding
                 context.fireChannelRead(wrapInboundOut(part))
@@ -188,7 +193,7 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 break
             case .forwarding:
                 context.fireChannelRead(wrapInboundOut(part))
-            case .idle, .upstream:
+            case .idle, .waiting:
                 preconditionFailure("a body part arrived outside a request")
             }
         case .end:
@@ -197,8 +202,12 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 state = .idle
                 let bytes = body.readBytes(length: body.readableBytes) ?? []
                 switch route {
-                case .acquire: write(service.acquire(bytes), context: context, head: head)
-                case .settle: write(service.settle(bytes), context: context, head: head)
+                case .acquire:
+                    let reply = replying(context: context, head: head)
+                    service.acquire(bytes) { reply($0) }
+                case .settle:
+                    let reply = replying(context: context, head: head)
+                    service.settle(bytes) { reply($0) }
                 case .gateway(let gatewayRoute): call(gatewayRoute, head: head, bytes: bytes, context: context)
                 }
             case .closing:
@@ -206,7 +215,7 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             case .forwarding:
                 state = .idle
                 context.fireChannelRead(wrapInboundOut(part))
-            case .idle, .upstream:
+            case .idle, .waiting:
                 preconditionFailure("a request end arrived outside a request")
             }
         }
@@ -264,29 +273,89 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             context.fireChannelRead(wrapInboundOut(.end(nil)))
             return
         }
+        state = .waiting
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        gateway.service.limiter.acquire(
+            prepared.resolution, units: prepared.estimate.total, leaseTTL: gateway.configuration.leaseTTL,
+            model: prepared.model
+        ) { result in
+            Self.onLoop(eventLoop) {
+                let (handler, context) = loopBound.value
+                switch result {
+                case .success(let limited):
+                    handler.admitted(gateway.admit(prepared, decision: limited), gateway: gateway, route: route, head: head, context: context)
+                case .failure(let error):
+                    let failure = gateway.service.storeError(error)
+                    handler.done(GatewayErrors.response(failure, dialect: route.dialect), head: head, context: context)
+                }
+            }
+        }
+    }
+
+    /// Goes on with a decided gateway call: a denial is answered; an admitted call is
+    /// sent upstream on this event loop and answered when the upstream has.
+    private func admitted(
+        _ admission: Gateway.Admission, gateway: Gateway, route: GatewayRoute, head: HTTPRequestHead,
+        context: ChannelHandlerContext
+    ) {
         let admitted: Gateway.AdmittedCall
-        switch gateway.admit(prepared, decision: service.memoryStore.acquire(prepared.request)) {
+        switch admission {
         case .admitted(let call): admitted = call
         case .denied(let answer):
-            write(answer, context: context, head: head)
+            done(answer, head: head, context: context)
             return
         }
-        state = .upstream
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         gateway.send(admitted, path: route.path, headers: head.headers, dialect: route.dialect, on: context.eventLoop) { outcome in
             let (handler, context) = loopBound.value
-            handler.state = .idle
             switch outcome {
             case .upstream(let response, let headers):
+                handler.state = .idle
                 handler.write(response, headers: headers, limited: admitted.limited, context: context, head: head)
+                handler.resume(context: context)
             case .failed(let answer):
+                handler.done(answer, head: head, context: context)
+            }
+        }
+    }
+
+    /// Runs `body` on `eventLoop`: at once when already there (the in-memory store
+    /// decides on the caller's thread), else as a task of the loop.
+    private static func onLoop(_ eventLoop: any EventLoop, _ body: @escaping @Sendable () -> Void) {
+        if eventLoop.inEventLoop { body() } else { eventLoop.execute(body) }
+    }
+
+    /// Marks the connection waiting for a decision, and returns what answers it: writes
+    /// the answer on this connection's event loop, then goes on with what waited.
+    private func replying(context: ChannelHandlerContext, head: HTTPRequestHead) -> @Sendable (DecisionAnswer) -> Void {
+        state = .waiting
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        return { answer in
+            Self.onLoop(eventLoop) {
+                let (handler, context) = loopBound.value
+                handler.state = .idle
                 handler.write(answer, context: context, head: head)
+                handler.resume(context: context)
             }
-            if handler.queued.isEmpty {
-                handler.flushAfterThisTick(context: context)
-            } else {
-                handler.replayQueued(context: context)
-            }
+        }
+    }
+
+    /// Writes a gateway answer of its own and goes on with what waited.
+    private func done(_ answer: GatewayAnswer, head: HTTPRequestHead, context: ChannelHandlerContext) {
+        state = .idle
+        write(answer, context: context, head: head)
+        resume(context: context)
+    }
+
+    /// After an answer that was waited for: handles the parts that arrived meanwhile,
+    /// or flushes at the end of the event loop's round.
+    private func resume(context: ChannelHandlerContext) {
+        if queued.isEmpty {
+            flushAfterThisTick(context: context)
+        } else {
+            replayQueued(context: context)
         }
     }
 
@@ -307,12 +376,12 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Handles the parts that waited while a gateway call was upstream, until they are
-    /// done or another call goes upstream.
+    /// Handles the parts that waited while a decision or a gateway call was in flight,
+    /// until they are done or another one is in flight.
     private func replayQueued(context: ChannelHandlerContext) {
         guard !queued.isEmpty else { return }
         while !queued.isEmpty {
-            if case .upstream = state { break }
+            if case .waiting = state { break }
             handle(queued.removeFirst(), context: context)
         }
         // As after a read from the socket: flushes the answers, and lets Hummingbird's

@@ -1,12 +1,12 @@
 import HTTPTypes
 import Hummingbird
 import WeirCore
-import WeirHummingbird
+import WeirAnswers
 import WeirPolicy
 
 /// An answer of the decision API, independent of the HTTP stack that sends it (the
 /// Hummingbird routes and the event-loop fast path both send these).
-struct DecisionAnswer {
+struct DecisionAnswer: Sendable {
     /// Where the rate limit headers come from.
     enum RateLimits {
         case none
@@ -63,59 +63,50 @@ struct DecisionAnswer {
 
 /// `POST /v1/acquire` and `POST /v1/settle`: the decision API of DESIGN.md.
 ///
-/// With the in-memory store a decision is synchronous: parse, resolve, ask the store
-/// (which never suspends), write the answer; the same code serves the Hummingbird
-/// routes and `DecisionFastPath`, which answers on the event loop. With a shared store
-/// (Redis) the store call suspends: the routes await it between the same synchronous
-/// halves (`prepareAcquire`, `answer`), and the fast path hands these requests on.
+/// One path for both stores: parse and resolve, then the limiter decides, and `reply`
+/// gets the answer. With the in-memory store the limiter answers at once, so `reply`
+/// runs before `acquire(_:then:)` returns, on the caller's thread (the event loop, in
+/// `DecisionFastPath`); with Redis it runs when Redis has answered. The Hummingbird
+/// routes (which serve these paths to in-process test clients) await the same calls.
 extension WeirService {
     func addDecisionRoutes(to router: Router<BasicRequestContext>) {
-        router.post("/v1/acquire") { request, _ in await self.acquireAsync(try await self.body(of: request)).response }
-        router.post("/v1/settle") { request, _ in await self.settleAsync(try await self.body(of: request)).response }
+        router.post("/v1/acquire") { request, _ in
+            let body = try await self.body(of: request)
+            return await withCheckedContinuation { answered in self.acquire(body) { answered.resume(returning: $0) } }.response
+        }
+        router.post("/v1/settle") { request, _ in
+            let body = try await self.body(of: request)
+            return await withCheckedContinuation { answered in self.settle(body) { answered.resume(returning: $0) } }.response
+        }
     }
 
-    /// A parsed, resolved acquire request, ready for the store.
+    /// A parsed, resolved acquire request, ready for the limiter.
     struct PreparedAcquire {
-        var request: AdmissionRequest
         var resolution: Resolution
+        var units: UInt64
+        var leaseTTL: UInt64
         var model: String
         var started: UInt64
     }
 
     /// `{"api_key" | "account", "api", "model", "units"?, "lease_ttl_ms"?}` ->
     /// 200 `{"allowed": true, "lease", "tier", "limits"}` or
-    /// 429 `{"allowed": false, "reason", "retry_after_ms", "tier", "limits", "message"}`.
-    ///
-    /// Synchronous: only with the in-memory store (`sharedStore == nil`).
-    func acquire(_ body: [UInt8]) -> DecisionAnswer {
+    /// 429 `{"allowed": false, "reason", "retry_after_ms", "tier", "limits", "message"}`;
+    /// 503 when the store fails.
+    func acquire(_ body: [UInt8], then reply: @escaping @Sendable (DecisionAnswer) -> Void) {
+        let prepared: PreparedAcquire
         do {
-            let prepared = try prepareAcquire(body)
-            return answer(prepared, decision: memoryStore.acquire(prepared.request))
+            prepared = try prepareAcquire(body)
         } catch {
-            return DecisionAnswer(error)
+            reply(DecisionAnswer(error))
+            return
         }
-    }
-
-    /// `acquire(_:)` through whichever store the service runs on.
-    func acquireAsync(_ body: [UInt8]) async -> DecisionAnswer {
-        guard sharedStore != nil else { return acquire(body) }
-        do {
-            let prepared = try prepareAcquire(body)
-            return answer(prepared, decision: try await decide(prepared.request))
-        } catch {
-            // Both throw `APIError` only (a store failure is one already: `decide`).
-            return DecisionAnswer(error)
-        }
-    }
-
-    /// Decides `request` in whichever store the service runs on; a store failure is a
-    /// 503 (`storeError`).
-    func decide(_ request: AdmissionRequest) async throws(APIError) -> Decision {
-        guard let shared = sharedStore else { return memoryStore.acquire(request) }
-        do {
-            return try await shared.acquire(request)
-        } catch {
-            throw storeError(error)
+        limiter.acquire(prepared.resolution, units: prepared.units, leaseTTL: prepared.leaseTTL, model: prepared.model) {
+            [self] result in
+            switch result {
+            case .success(let limited): reply(answer(prepared, limited))
+            case .failure(let error): reply(DecisionAnswer(storeError(error)))
+            }
         }
     }
 
@@ -154,24 +145,19 @@ extension WeirService {
             }
             ttl = milliseconds * Nanoseconds.perMillisecond
         }
-        let catalogue = limiter.catalogue
         let resolution: Resolution
         do {
-            resolution = try catalogue.resolve(
-                account: WeirService.profile(id: account, catalogue: catalogue, registry: registry), api: api, model: model)
+            resolution = try limiter.resolve(account: account, api: api, model: model)
         } catch {
             throw Self.apiError(error)
         }
-        return PreparedAcquire(
-            request: AdmissionRequest(key: resolution.key, limits: resolution.limits, units: units, leaseTTL: ttl),
-            resolution: resolution, model: model, started: started)
+        return PreparedAcquire(resolution: resolution, units: units, leaseTTL: ttl, model: model, started: started)
     }
 
-    /// The answer to a prepared request given the store's decision; records the metrics.
-    func answer(_ prepared: PreparedAcquire, decision: Decision) -> DecisionAnswer {
+    /// The answer to a prepared request given the limiter's decision.
+    func answer(_ prepared: PreparedAcquire, _ limited: LimitedDecision) -> DecisionAnswer {
         let resolution = prepared.resolution
-        let limited = LimitedDecision(decision: decision, resolution: resolution, units: prepared.request.units)
-        record(decision, resolution: resolution, model: prepared.model)
+        let decision = limited.decision
 
         var json = JSONWriter(capacity: 384)
         json.beginObject()
@@ -197,42 +183,23 @@ extension WeirService {
     }
 
     /// `{"lease", "units"}` -> 200 `{"lease", "charged", "refunded", "limits"}`;
-    /// 404 for a lease never issued, 409 for one settled already or expired.
-    ///
-    /// Synchronous: only with the in-memory store (`sharedStore == nil`).
-    func settle(_ body: [UInt8]) -> DecisionAnswer {
-        do throws(APIError) {
-            let (lease, units) = try parseSettle(body)
-            let settlement: Settlement
-            do {
-                settlement = try memoryStore.settle(lease, actualUnits: units)
-            } catch {
-                throw Self.apiError(error)
-            }
-            return answer(lease, settlement)
-        } catch {
-            return DecisionAnswer(error)
-        }
-    }
-
-    /// `settle(_:)` through whichever store the service runs on.
-    func settleAsync(_ body: [UInt8]) async -> DecisionAnswer {
-        guard let shared = sharedStore else { return settle(body) }
+    /// 404 for a lease never issued, 409 for one settled already or expired; 503 when
+    /// the store fails.
+    func settle(_ body: [UInt8], then reply: @escaping @Sendable (DecisionAnswer) -> Void) {
+        let lease: LeaseID
+        let units: UInt64
         do {
-            let (lease, units) = try parseSettle(body)
-            let settlement: Settlement
-            do {
-                settlement = try await shared.settle(lease, actualUnits: units)
-            } catch let error as LeaseError {
-                throw Self.apiError(error)
-            } catch {
-                throw storeError(error)
-            }
-            return answer(lease, settlement)
-        } catch let error as APIError {
-            return DecisionAnswer(error)
+            (lease, units) = try parseSettle(body)
         } catch {
-            return DecisionAnswer(storeError(error))
+            reply(DecisionAnswer(error))
+            return
+        }
+        limiter.settle(lease, actualUnits: units) { [self] result in
+            switch result {
+            case .success(let settled): reply(answer(lease, settled))
+            case .failure(let error as LeaseError): reply(DecisionAnswer(Self.apiError(error)))
+            case .failure(let error): reply(DecisionAnswer(storeError(error)))
+            }
         }
     }
 
@@ -256,8 +223,8 @@ extension WeirService {
         }
     }
 
-    private func answer(_ lease: LeaseID, _ settlement: Settlement) -> DecisionAnswer {
-        let settled = SettledLease(settlement: settlement)
+    private func answer(_ lease: LeaseID, _ settled: SettledLease) -> DecisionAnswer {
+        let settlement = settled.settlement
         var json = JSONWriter(capacity: 256)
         json.beginObject()
         json.field("lease", lease.description)

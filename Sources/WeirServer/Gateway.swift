@@ -7,7 +7,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import WeirCore
-import WeirHummingbird
+import WeirAnswers
 import WeirPolicy
 
 /// `weir serve --upstream URL`: the model API's paths (DESIGN.md, "Gateway paths"),
@@ -140,7 +140,14 @@ final class Gateway: Sendable {
         let call = try prepare(
             authorization: request.headers[.authorization], bytes: try await service.body(of: request), route: route)
         let admitted: AdmittedCall
-        switch admit(call, decision: try await service.decide(call.request)) {
+        let decision: LimitedDecision
+        do {
+            decision = try await service.limiter.acquire(
+                call.resolution, units: call.estimate.total, leaseTTL: configuration.leaseTTL, model: call.model)
+        } catch {
+            throw service.storeError(error)
+        }
+        switch admit(call, decision: decision) {
         case .admitted(let call): admitted = call
         case .denied(let denial): return denial.response
         }
@@ -196,8 +203,6 @@ final class Gateway: Sendable {
         var streaming: Bool
         var resolution: Resolution
         var estimate: UsageEstimate
-        /// The acquire to decide: the estimate, with a lease of `leaseTTL`.
-        var request: AdmissionRequest
     }
 
     /// An admitted call: what goes upstream, and how its lease is settled.
@@ -239,28 +244,22 @@ final class Gateway: Sendable {
         case .bool(true)?: streaming = true
         case let other?: throw APIError.badRequest(field: "stream", "must be a boolean, got \(other.kind)")
         }
-        let catalogue = service.limiter.catalogue
         let resolution: Resolution
         do {
-            resolution = try catalogue.resolve(
-                account: WeirService.profile(id: account, catalogue: catalogue, registry: service.registry),
-                api: route.api, model: model)
+            resolution = try service.limiter.resolve(account: account, api: route.api, model: model)
         } catch {
             throw WeirService.apiError(error)
         }
         let estimate = try UsageEstimate.of(body, metering: route.metering, rule: resolution.rule)
         return PreparedCall(
             route: route, bytes: bytes, body: body, model: model, streaming: streaming, resolution: resolution,
-            estimate: estimate,
-            request: AdmissionRequest(
-                key: resolution.key, limits: resolution.limits, units: estimate.total, leaseTTL: configuration.leaseTTL))
+            estimate: estimate)
     }
 
-    /// Counts the decision, then gives the denial to answer, or the admitted call with
-    /// its lease and the body for the upstream.
-    func admit(_ call: PreparedCall, decision: Decision) -> Admission {
-        let limited = LimitedDecision(decision: decision, resolution: call.resolution, units: call.estimate.total)
-        service.record(decision, resolution: call.resolution, model: call.model)
+    /// Gives the denial to answer, or the admitted call with its lease and the body for
+    /// the upstream.
+    func admit(_ call: PreparedCall, decision limited: LimitedDecision) -> Admission {
+        let decision = limited.decision
         guard decision.isAllowed else { return .denied(GatewayErrors.denied(limited, dialect: call.route.dialect)) }
         let lease = decision.lease.map { GatewayLease(id: $0.id, service: service, fallbackUnits: call.estimate.total) }
         var forwarded = call.bytes

@@ -1,7 +1,8 @@
 import HTTPTypes
 import Hummingbird
 import WeirCore
-import WeirHummingbird
+import WeirPolicy
+import WeirAnswers
 
 /// The answers the gateway gives itself (denials and errors), in the words of the
 /// path's API:

@@ -50,12 +50,9 @@ final class GatewayLease: Sendable {
         if let pending { Self.settle(id, units: pending, service: service) }
     }
 
-    /// A refusal (the lease outlived its TTL: its slot is free already) is ignored.
+    /// A refusal (the lease outlived its TTL: its slot is free already) or a store
+    /// failure (it expires there by its TTL) is ignored.
     private static func settle(_ id: LeaseID, units: UInt64, service: WeirService) {
-        if let shared = service.sharedStore {
-            Task { _ = try? await shared.settle(id, actualUnits: units) }
-        } else {
-            _ = try? service.memoryStore.settle(id, actualUnits: units)
-        }
+        service.limiter.settle(id, actualUnits: units) { _ in }
     }
 }

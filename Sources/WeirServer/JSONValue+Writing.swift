@@ -1,4 +1,4 @@
-import WeirHummingbird
+import WeirAnswers
 
 extension JSONValue {
     /// The value as compact JSON text (UTF-8). Numbers keep their literal text, so a

@@ -1,7 +1,7 @@
 import HTTPTypes
 import Hummingbird
 import WeirCore
-import WeirHummingbird
+import WeirAnswers
 
 /// `GET /healthz`, `GET /readyz`, `GET /metrics`.
 extension WeirService {

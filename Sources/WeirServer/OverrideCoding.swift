@@ -1,4 +1,4 @@
-import WeirHummingbird
+import WeirAnswers
 import WeirPolicy
 
 /// Overrides as JSON: `[{"rule", "model"?, "requests"?, "tokens"?, "concurrency"?}]`,

@@ -4,7 +4,7 @@ import Hummingbird
 import ServiceLifecycle
 import Synchronization
 import WeirCore
-import WeirHummingbird
+import WeirAnswers
 import WeirPolicy
 
 /// The operators' dashboard and the usage stream behind it:

@@ -15,7 +15,6 @@ extension WeirService {
             limiter: limiter,
             configuration: envoy,
             accountForAPIKey: { [self] key in account(forAPIKey: key) },
-            recordDecision: { [self] resolution, model, decision in record(decision, resolution: resolution, model: model) },
             metricsFactory: PrometheusMetricsFactory(registry: configuration.metricsRegistry),
             logger: configuration.logger)
         return EnvoyRateLimitServer(

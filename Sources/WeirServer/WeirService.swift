@@ -5,7 +5,7 @@ import Logging
 import NIOCore
 import Synchronization
 import WeirCore
-import WeirHummingbird
+import WeirAnswers
 import NIOPosix
 import WeirPolicy
 import WeirRedis
@@ -93,12 +93,15 @@ final class WeirService: Sendable {
         }
         self.registry = registry
         self.memoryStore = memoryStore
-        self.limiter = Limiter(catalogue: catalogue, store: sharedStore ?? memoryStore) { id, catalogue in
-            WeirService.profile(id: id, catalogue: catalogue, registry: registry)
-        }
-        self.metrics = ServerMetrics(registry: configuration.metricsRegistry)
-        self.metrics.prepare(catalogue)
-        self.refusals = RefusalHistory(clock: configuration.clock)
+        let metrics = ServerMetrics(registry: configuration.metricsRegistry)
+        metrics.prepare(catalogue)
+        let refusals = RefusalHistory(clock: configuration.clock)
+        self.metrics = metrics
+        self.refusals = refusals
+        self.limiter = Limiter(
+            catalogue: catalogue, store: sharedStore ?? memoryStore,
+            profiles: { id, catalogue in WeirService.profile(id: id, catalogue: catalogue, registry: registry) },
+            observer: DecisionRecorder(metrics: metrics, refusals: refusals))
         self.logger = configuration.logger
         self.configPath = configuration.configPath
         self.maxBodySize = configuration.maxBodySize
@@ -203,17 +206,8 @@ final class WeirService: Sendable {
         try Self.parseObject(try await body(of: request))
     }
 
-    // MARK: - Accounts by key
 
-    /// Counts `decision` in `weir_decisions_total` (labels from the rule, never from the
-    /// request) and, when it refuses, in the dashboard's refusal history. Every path that
-    /// decides (the decision API, the gateway, the Envoy service) calls this once per
-    /// decision. Never blocks beyond a metric's or the history's lock.
-    func record(_ decision: Decision, resolution: Resolution, model: String) {
-        metrics.record(
-            api: resolution.rule.api, model: ServerMetrics.modelLabel(rule: resolution.rule, model: model), decision: decision)
-        if !decision.isAllowed { refusals.record(account: resolution.key.account, reason: decision.reason ?? .requests) }
-    }
+    // MARK: - Accounts by key
 
     /// The account owning `apiKey`, from the registry or the config file's hashes.
     ///
@@ -226,6 +220,24 @@ final class WeirService: Sendable {
         let account = registry.accountID(forKeyHash: hash) ?? configKeys.withLock({ $0[hash] })
         if cached == nil, account != nil { keyHashes.store(hash, of: apiKey) }
         return account
+    }
+}
+
+/// Counts every decision in `weir_decisions_total` (labels from the rule, never from
+/// the request) and, when it refuses, in the dashboard's refusal history: the limiter's
+/// observer, so every shape is counted the same way, once per decision. Never blocks
+/// beyond a metric's or the history's lock.
+struct DecisionRecorder: DecisionObserver {
+    let metrics: ServerMetrics
+    let refusals: RefusalHistory
+
+    func decided(_ limited: LimitedDecision) {
+        let decision = limited.decision
+        let resolution = limited.resolution
+        metrics.record(
+            api: resolution.rule.api, model: ServerMetrics.modelLabel(rule: resolution.rule, model: limited.model),
+            decision: decision)
+        if !decision.isAllowed { refusals.record(account: resolution.key.account, reason: decision.reason ?? .requests) }
     }
 }
 

@@ -5,6 +5,7 @@ import HummingbirdTesting
 import Testing
 import WeirCore
 import WeirHummingbird
+import WeirAnswers
 import WeirPolicy
 
 @Suite("RateLimitMiddleware")

@@ -1,106 +1,10 @@
 import HTTPTypes
-import Synchronization
 import WeirCore
 import WeirPolicy
 
-/// Decides calls by (account, API, model, units): resolves them through a catalogue
-/// to a limit key and limits, and asks a store.
-///
-/// The catalogue can be replaced while calls are decided (a config reload): each call
-/// is resolved against one catalogue, the one current when it started. Usage already
-/// recorded in the store is kept across a replacement.
-///
-/// Concurrency: thread-safe. A decision takes one short lock to read the current
-/// catalogue, then whatever the store takes.
-public final class Limiter: Sendable {
-    /// Where the usage lives.
-    public let store: any RateLimitStore
-    private let current: Mutex<Catalogue>
-    private let profiles: @Sendable (String, Catalogue) -> AccountProfile
-
-    /// Creates a limiter.
-    ///
-    /// - Parameters:
-    ///   - profiles: the profile of an account id under a catalogue. Defaults to the
-    ///     catalogue's own account of that id, else a new account (lowest tier, no
-    ///     overrides). A server merges its registry in here.
-    public init(
-        catalogue: Catalogue,
-        store: any RateLimitStore,
-        profiles: (@Sendable (String, Catalogue) -> AccountProfile)? = nil
-    ) {
-        self.store = store
-        self.current = Mutex(catalogue)
-        self.profiles = profiles ?? { id, catalogue in catalogue.account(id: id) ?? AccountProfile(id: id) }
-    }
-
-    /// The catalogue calls are resolved against now.
-    public var catalogue: Catalogue {
-        current.withLock { $0 }
-    }
-
-    /// Replaces the catalogue; the next call is resolved against `catalogue`.
-    public func replaceCatalogue(_ catalogue: Catalogue) {
-        current.withLock { $0 = catalogue }
-    }
-
-    /// The profile of `account` under the current catalogue.
-    public func profile(account: String) -> AccountProfile {
-        profiles(account, catalogue)
-    }
-
-    /// Decides one call of `account`.
-    ///
-    /// - Parameters:
-    ///   - units: the call's estimated cost on the rule's meter (tokens, characters, images).
-    ///   - leaseTTL: nanoseconds; pass one to get a lease to settle (and, where the rule
-    ///     limits concurrency, to hold a slot until then).
-    /// - Throws: `ResolutionError` when the catalogue does not serve (API, model) for the
-    ///   account; the store's errors (`StoreError`) when it fails.
-    public func acquire(
-        account: String, api: String, model: String, units: UInt64, leaseTTL: UInt64?
-    ) async throws -> LimitedDecision {
-        let catalogue = self.catalogue
-        return try await acquire(
-            profile: profiles(account, catalogue), catalogue: catalogue,
-            api: api, model: model, units: units, leaseTTL: leaseTTL)
-    }
-
-    /// Decides one call of an account whose profile the caller has already worked out.
-    public func acquire(
-        profile: AccountProfile, catalogue: Catalogue, api: String, model: String, units: UInt64, leaseTTL: UInt64?
-    ) async throws -> LimitedDecision {
-        let resolution = try catalogue.resolve(account: profile, api: api, model: model)
-        let decision = try await store.acquire(
-            AdmissionRequest(key: resolution.key, limits: resolution.limits, units: units, leaseTTL: leaseTTL))
-        return LimitedDecision(decision: decision, resolution: resolution, units: units)
-    }
-
-    /// Settles `lease` with the units the call actually used and frees its slot.
-    ///
-    /// - Throws: `LeaseError` for unknown, settled or expired leases; the store's errors.
-    public func settle(_ lease: LeaseID, actualUnits: UInt64) async throws -> SettledLease {
-        let settlement = try await store.settle(lease, actualUnits: actualUnits)
-        return SettledLease(settlement: settlement)
-    }
-}
-
-/// A decision together with what it was decided against.
-public struct LimitedDecision: Sendable {
-    public var decision: Decision
-    public var resolution: Resolution
-    /// The units the call asked for.
-    public var units: UInt64
-
-    public init(decision: Decision, resolution: Resolution, units: UInt64) {
-        self.decision = decision
-        self.resolution = resolution
-        self.units = units
-    }
-
-    /// Whether the caller must be refused (a denial outside shadow mode).
-    public var isDenied: Bool { !decision.isAllowed }
-
+/// How a decision reads to callers of every shape: its rate limit headers (both
+/// families, `Retry-After` when denied) and the sentence a refusal carries.
+extension LimitedDecision {
     /// The rate limit headers of this decision (`Retry-After` included when denied).
     public var headers: HTTPFields {
         var fields = HTTPFields()
@@ -215,7 +119,7 @@ public struct LimitedDecision: Sendable {
         return bytes
     }
 
-    static func unitName(_ meter: Meter) -> String {
+    package static func unitName(_ meter: Meter) -> String {
         switch meter {
         case .tokens: "tokens"
         case .characters: "characters"
@@ -225,17 +129,8 @@ public struct LimitedDecision: Sendable {
     }
 }
 
-/// A settlement, with the rate limit headers it answers with.
-public struct SettledLease: Sendable {
-    public var settlement: Settlement
-
-    /// The limits the lease was taken under (their windows go into `RateLimit-Policy`).
-    public var windows: LimitSet { settlement.limitSet }
-
-    public init(settlement: Settlement) {
-        self.settlement = settlement
-    }
-
+/// The rate limit headers after a settlement.
+extension SettledLease {
     /// Appends the rate limit headers after the settlement as HTTP/1.1 header lines.
     public func appendHTTP1Headers(to bytes: inout [UInt8]) {
         RateLimitHeaders.appendHTTP1(to: &bytes, statuses: settlement.limits, windows: windows)

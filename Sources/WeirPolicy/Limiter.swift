@@ -1,0 +1,210 @@
+import Synchronization
+import WeirCore
+
+/// The front door of Weir: every shape (the decision API, the gateway, the Envoy
+/// service, the Hummingbird middleware, `weir simulate`) resolves, decides, records and
+/// settles through one `Limiter`, and nothing else in production calls a
+/// `RateLimitStore`'s `acquire` or `settle`.
+///
+/// - **Resolve:** (account, API, model) to a rule, a tier and a limit key, through the
+///   current catalogue and the account's profile (`profiles`: the catalogue's own
+///   account, with a server's registry merged in).
+/// - **Decide:** one `AdmissionRequest` to the store, all dimensions at once.
+/// - **Record:** every decision goes to the `observer` (metrics, refusal history), once.
+/// - **Settle:** a lease with the units actually used.
+///
+/// **At once or later.** Whether the store answers at once is settled when the limiter
+/// is made: an `InMemoryStore` never suspends, so `acquire(_:then:)` and
+/// `settle(_:actualUnits:then:)` call their completion before they return, on the
+/// caller's thread (an event loop decides without leaving it). Any other store (Redis)
+/// is awaited in a task, and the completion runs on that task's thread. The `async`
+/// variants are the same steps for callers that are already in a task.
+///
+/// The catalogue can be replaced while calls are decided (a config reload): each call
+/// is resolved against one catalogue, the one current when it started. Usage already
+/// recorded in the store is kept across a replacement.
+///
+/// Concurrency: thread-safe. A decision takes one short lock to read the current
+/// catalogue, then whatever the store takes.
+public final class Limiter: Sendable {
+    /// Where the usage lives (read-only uses: statuses for usage reports and dashboards).
+    public let store: any RateLimitStore
+    /// `store`, when it answers at once.
+    private let immediate: InMemoryStore?
+    private let current: Mutex<Catalogue>
+    private let profiles: @Sendable (String, Catalogue) -> AccountProfile
+    private let observer: (any DecisionObserver)?
+
+    /// Creates a limiter.
+    ///
+    /// - Parameters:
+    ///   - profiles: the profile of an account id under a catalogue. Defaults to the
+    ///     catalogue's own account of that id, else a new account (lowest tier, no
+    ///     overrides). A server merges its registry in here.
+    ///   - observer: told of every decision (not of settlements); nil for none.
+    public init(
+        catalogue: Catalogue,
+        store: any RateLimitStore,
+        profiles: (@Sendable (String, Catalogue) -> AccountProfile)? = nil,
+        observer: (any DecisionObserver)? = nil
+    ) {
+        self.store = store
+        self.immediate = store as? InMemoryStore
+        self.current = Mutex(catalogue)
+        self.profiles = profiles ?? { id, catalogue in catalogue.account(id: id) ?? AccountProfile(id: id) }
+        self.observer = observer
+    }
+
+    /// Whether decisions and settlements complete before `acquire(_:then:)` and
+    /// `settle(_:actualUnits:then:)` return (the store is in this process's memory).
+    public var answersAtOnce: Bool { immediate != nil }
+
+    /// The catalogue calls are resolved against now.
+    public var catalogue: Catalogue {
+        current.withLock { $0 }
+    }
+
+    /// Replaces the catalogue; the next call is resolved against `catalogue`.
+    public func replaceCatalogue(_ catalogue: Catalogue) {
+        current.withLock { $0 = catalogue }
+    }
+
+    /// The profile of `account` under the current catalogue.
+    public func profile(account: String) -> AccountProfile {
+        profiles(account, catalogue)
+    }
+
+    // MARK: - Resolve
+
+    /// The rule, tier, key and limits of a call of `account` on (`api`, `model`), under
+    /// the current catalogue.
+    ///
+    /// - Throws: `ResolutionError` when the catalogue does not serve (API, model) for
+    ///   the account.
+    public func resolve(account: String, api: String, model: String) throws(ResolutionError) -> Resolution {
+        let catalogue = self.catalogue
+        return try catalogue.resolve(account: profiles(account, catalogue), api: api, model: model)
+    }
+
+    // MARK: - Decide
+
+    /// Decides one call of a resolved (account, API, model), and tells the observer.
+    ///
+    /// - Parameters:
+    ///   - units: the call's estimated cost on the rule's meter (tokens, characters, images).
+    ///   - leaseTTL: nanoseconds; pass one to get a lease to settle (and, where the rule
+    ///     limits concurrency, to hold a slot until then).
+    ///   - model: the model the call named (for the observer's labels).
+    ///   - completion: called exactly once with the decision or the store's error
+    ///     (`StoreError`); before this returns when `answersAtOnce`.
+    public func acquire(
+        _ resolution: Resolution, units: UInt64, leaseTTL: UInt64?, model: String,
+        then completion: @escaping @Sendable (Result<LimitedDecision, any Error>) -> Void
+    ) {
+        let request = AdmissionRequest(key: resolution.key, limits: resolution.limits, units: units, leaseTTL: leaseTTL)
+        if let immediate {
+            completion(.success(observed(immediate.acquire(request), resolution, units: units, model: model)))
+            return
+        }
+        Task { [self] in
+            do {
+                completion(.success(observed(try await store.acquire(request), resolution, units: units, model: model)))
+            } catch {
+                completion(.failure(error))
+            }
+        }
+    }
+
+    /// `acquire(_:units:leaseTTL:model:then:)`, awaited.
+    ///
+    /// - Throws: the store's errors (`StoreError`).
+    public func acquire(_ resolution: Resolution, units: UInt64, leaseTTL: UInt64?, model: String) async throws -> LimitedDecision {
+        let request = AdmissionRequest(key: resolution.key, limits: resolution.limits, units: units, leaseTTL: leaseTTL)
+        return observed(try await decide(request), resolution, units: units, model: model)
+    }
+
+    /// Resolves and decides one call of `account`.
+    ///
+    /// - Throws: `ResolutionError` when the catalogue does not serve (API, model) for the
+    ///   account; the store's errors (`StoreError`) when it fails.
+    public func acquire(
+        account: String, api: String, model: String, units: UInt64, leaseTTL: UInt64?
+    ) async throws -> LimitedDecision {
+        try await acquire(resolve(account: account, api: api, model: model), units: units, leaseTTL: leaseTTL, model: model)
+    }
+
+    /// The store's decision, awaited (at once in memory).
+    private func decide(_ request: AdmissionRequest) async throws -> Decision {
+        if let immediate { return immediate.acquire(request) }
+        return try await store.acquire(request)
+    }
+
+    private func observed(_ decision: Decision, _ resolution: Resolution, units: UInt64, model: String) -> LimitedDecision {
+        let limited = LimitedDecision(decision: decision, resolution: resolution, units: units, model: model)
+        observer?.decided(limited)
+        return limited
+    }
+
+    // MARK: - Settle
+
+    /// Settles `lease` with the units the call actually used and frees its slot.
+    ///
+    /// - Parameter completion: called exactly once with the settlement, a `LeaseError`
+    ///   (unknown, settled or expired lease) or the store's error; before this returns
+    ///   when `answersAtOnce`.
+    public func settle(
+        _ lease: LeaseID, actualUnits: UInt64, then completion: @escaping @Sendable (Result<SettledLease, any Error>) -> Void
+    ) {
+        if let immediate {
+            completion(Result { SettledLease(settlement: try immediate.settle(lease, actualUnits: actualUnits)) })
+            return
+        }
+        Task { [store] in
+            do {
+                completion(.success(SettledLease(settlement: try await store.settle(lease, actualUnits: actualUnits))))
+            } catch {
+                completion(.failure(error))
+            }
+        }
+    }
+
+    /// `settle(_:actualUnits:then:)`, awaited.
+    ///
+    /// - Throws: `LeaseError` for unknown, settled or expired leases; the store's errors.
+    public func settle(_ lease: LeaseID, actualUnits: UInt64) async throws -> SettledLease {
+        if let immediate { return SettledLease(settlement: try immediate.settle(lease, actualUnits: actualUnits)) }
+        return SettledLease(settlement: try await store.settle(lease, actualUnits: actualUnits))
+    }
+
+    // MARK: - Usage after the fact
+
+    /// Adds `units` to the tokens dimension of `resolution`'s key after the call (Envoy's
+    /// usage reports), without counting a request. Not a decision: the observer is not told.
+    ///
+    /// Done as a zero-unit admission on the tokens limit alone whose lease is settled at
+    /// once with `units`: the settlement records them even beyond the limit, as
+    /// `settle` does. When the tokens dimension is already over its limit, the admission
+    /// is refused and the units are not added: every call of the key is refused on
+    /// tokens until the window has moved on, so only calls already in flight go uncounted.
+    ///
+    /// - Returns: the tokens status after the report, and the units charged (nil and 0
+    ///   when the rule has no tokens limit or `units` is 0).
+    /// - Throws: `LeaseError` if the store lost the instant lease; the store's errors.
+    public func reportUsage(_ resolution: Resolution, units: UInt64) async throws -> (tokens: DimensionStatus?, charged: UInt64) {
+        guard let tokens = resolution.limits.tokens, units > 0 else { return (nil, 0) }
+        let request = AdmissionRequest(
+            key: resolution.key, limits: LimitSet(tokens: tokens, shadow: resolution.limits.shadow), units: 0,
+            leaseTTL: Nanoseconds.perSecond)
+        let decision = try await decide(request)
+        guard let lease = decision.lease else { return (decision.limits.tokens, 0) }
+        let settled = try await settle(lease.id, actualUnits: units)
+        return (settled.settlement.limits.tokens, settled.settlement.charged)
+    }
+}
+
+/// Told of every decision the `Limiter` takes, once, on the deciding thread (an event
+/// loop with the in-memory store): metrics, refusal histories. Must not block beyond a
+/// short lock.
+public protocol DecisionObserver: Sendable {
+    func decided(_ decision: LimitedDecision)
+}
