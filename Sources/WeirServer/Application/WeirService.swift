@@ -20,10 +20,8 @@ final class WeirService: Sendable {
     let memoryStore: InMemoryStore
     /// The shared store (Redis, behind its denial cache and failure mode); nil in memory.
     let sharedStore: FailoverStore?
-    /// The Redis connections: the shared store's (`--store-timeout` per command) and the
-    /// registry's (one connection, a patient timeout: admin writes must not fail
-    /// because a decision-sized timeout fired under load).
-    let redis: [RedisClient]
+    /// Where state lives: stores, registry and the services that keep them.
+    let backend: StoreBackend
     let registry: Registry
     let metrics: ServerMetrics
     /// Refusals per account, reason and minute, for the dashboard (denials only record).
@@ -50,56 +48,19 @@ final class WeirService: Sendable {
         } else {
             catalogue = Catalogue.builtIn
         }
-        let memoryStore = InMemoryStore(clock: configuration.clock)
-        let registry: Registry
-        switch configuration.store {
-        case .memory:
-            self.redis = []
-            self.sharedStore = nil
-            registry = try await Registry(backend: SQLiteRegistryBackend(directory: configuration.dataDirectory))
-        case .redis(let settings):
-            let client = RedisClient(
-                configuration: settings.clientConfiguration,
-                group: configuration.eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton)
-            var registryConfiguration = settings.client
-            registryConfiguration.connectionCount = 1
-            registryConfiguration.commandTimeout = .seconds(5)
-            let registryClient = RedisClient(
-                configuration: registryConfiguration,
-                group: configuration.eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton)
-            let primary = DenialCache(store: RedisStore(client: client, keyPrefix: settings.keyPrefix))
-            self.redis = [client, registryClient]
-            let logger = configuration.logger
-            let mode = settings.failureMode
-            self.sharedStore = FailoverStore(primary: primary, fallback: memoryStore, mode: mode, onChange: { change in
-                switch change {
-                case .degraded(let error):
-                    logger.warning("store unreachable: deciding by --on-store-failure \(mode.rawValue) until it answers", metadata: ["error": "\(error)"])
-                case .recovered:
-                    logger.notice("store answers again: decisions go to Redis")
-                }
-            })
-            // The registry must load once: an instance that cannot read its accounts
-            // would answer every paid account as free.
-            do {
-                registry = try await Self.openRegistry(
-                    RedisRegistryBackend(client: registryClient, keyPrefix: settings.keyPrefix, location: settings.url),
-                    logger: configuration.logger)
-            } catch {
-                await client.close()
-                await registryClient.close()
-                throw error
-            }
-        }
+        let backend = try await StoreBackend.make(configuration)
+        let registry = backend.registry
+        self.backend = backend
         self.registry = registry
-        self.memoryStore = memoryStore
+        self.memoryStore = backend.memory
+        self.sharedStore = backend.shared
         let metrics = ServerMetrics(registry: configuration.metricsRegistry)
         metrics.prepare(catalogue)
         let refusals = RefusalHistory(clock: configuration.clock)
         self.metrics = metrics
         self.refusals = refusals
         self.limiter = Limiter(
-            catalogue: catalogue, store: sharedStore ?? memoryStore,
+            catalogue: catalogue, store: backend.store,
             profiles: { id, catalogue in WeirService.profile(id: id, catalogue: catalogue, registry: registry) },
             observer: DecisionRecorder(metrics: metrics, refusals: refusals))
         self.logger = configuration.logger
@@ -107,24 +68,6 @@ final class WeirService: Sendable {
         self.maxBodySize = configuration.maxBodySize
         self.adminTokenHash = configuration.adminToken.map { Array(APIKeys.hash($0).utf8) }
         self.configKeys = Mutex(Self.keyIndex(catalogue))
-    }
-
-    /// Opens the registry in Redis, retrying transient failures (Redis still starting,
-    /// a slow first connection) for up to `patience` before giving up.
-    private static func openRegistry(
-        _ backend: RedisRegistryBackend, logger: Logger, patience: Duration = .seconds(15)
-    ) async throws -> Registry {
-        let deadline = ContinuousClock.now + patience
-        var wait = Duration.milliseconds(50)
-        while true {
-            do {
-                return try await Registry(backend: backend)
-            } catch let error as StoreError where error.isTransient && ContinuousClock.now + wait < deadline {
-                logger.warning("cannot load the registry from Redis yet; retrying", metadata: ["error": "\(error)"])
-                try await Task.sleep(for: wait)
-                wait = min(wait * 2, .seconds(1))
-            }
-        }
     }
 
     /// An account's profile: the config file's, with the registry's pin, recharges and

@@ -49,19 +49,8 @@ public func buildApplication(configuration: ServerConfiguration) async throws ->
     let catalogue = service.limiter.catalogue
     let configDescription = configuration.configPath.map { "\($0) (\(catalogue.rules.count) rules)" }
         ?? "built-in catalogue (\(catalogue.rules.count) rules)"
-    let storeDescription: String
-    switch configuration.store {
-    case .memory: storeDescription = "in-memory"
-    case .redis(let redis):
-        storeDescription = "\(redis.url) (prefix \(redis.keyPrefix), on-store-failure \(redis.failureMode.rawValue))"
-    }
-    if case .redis(let settings) = configuration.store {
-        services.append(RegistryRefreshService(registry: service.registry, interval: settings.registryRefresh, logger: logger))
-    }
-    if let shared = service.sharedStore {
-        services.append(StoreProbeService(store: shared))
-    }
-    for client in service.redis { services.append(RedisClientService(client: client)) }
+    let storeDescription = service.backend.description
+    services += service.backend.services
     let registryPath = service.registry.location
     let accountCount = service.registry.accountCount
     let adminState = configuration.adminToken == nil ? "disabled (no token)" : "enabled"
