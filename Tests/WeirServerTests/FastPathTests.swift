@@ -3,6 +3,8 @@ import Hummingbird
 import HummingbirdTesting
 import Testing
 import WeirCore
+import WeirRedis
+import WeirRedisTesting
 import WeirServer
 
 #if canImport(Glibc)
@@ -36,6 +38,35 @@ struct FastPathTests {
             #expect(ok != nil && allowed != nil && ready != nil)
             if let ok, let allowed, let ready { #expect(ok < allowed && allowed < ready) }
             #expect(text.contains("x-ratelimit-remaining-requests: 18"))
+        }
+    }
+
+    @Test("on Redis, pipelined decisions are answered in order, each after its own round trip, by the same path")
+    func pipeliningOnRedis() async throws {
+        let redis = try await RedisServerProcess()
+        defer { redis.stop() }
+        var configuration = testConfiguration()
+        configuration.store = .redis(StoreSettings.Redis(
+            client: RedisClient.Configuration(host: "127.0.0.1", port: redis.port),
+            keyPrefix: "pipe\(UInt32.random(in: 0...UInt32.max)):", commandTimeout: .seconds(5)))
+        let app = try await buildApplication(configuration: configuration)
+        try await app.test(.live) { client in
+            let port = try #require(client.port)
+            let acquire = #"{"account":"p","api":"text","model":"MiniMax-M2"}"#
+            let post = "POST /v1/acquire HTTP/1.1\r\nHost: x\r\nContent-Length: \(acquire.utf8.count)\r\n\r\n\(acquire)"
+            let requests = post + post + post
+                + "POST /v1/acquire HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n{"
+                + "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
+                + "POST /v1/acquire HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: \(acquire.utf8.count)\r\n\r\n\(acquire)"
+            let text = try await RawHTTP.exchange(port: port, request: requests)
+            let statusLines = text.components(separatedBy: "HTTP/1.1 ").dropFirst().map { "HTTP/1.1 " + ($0.components(separatedBy: "\r\n").first ?? "") }
+            #expect(statusLines == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK"])
+            let remaining = text.components(separatedBy: "x-ratelimit-remaining-requests: ").dropFirst().map { $0.prefix { $0.isNumber } }
+            #expect(remaining == ["19", "18", "17", "16"], "each decision in its request's order")
+            let ready = text.range(of: #""status":"ready""#)?.lowerBound
+            let last = text.range(of: "x-ratelimit-remaining-requests: 16")?.lowerBound
+            #expect(ready != nil && last != nil)
+            if let ready, let last { #expect(ready < last) }
         }
     }
 
