@@ -103,6 +103,12 @@ let package = Package(
                 .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            // The dashboard's page, kept as files and compiled into the binary.
+            resources: [
+                .embedInCode("Dashboard/Page/index.html"),
+                .embedInCode("Dashboard/Page/app.css"),
+                .embedInCode("Dashboard/Page/app.js"),
             ]
         ),
         // `weir mock-upstream`: a development stand-in for the model API (tests, demos,

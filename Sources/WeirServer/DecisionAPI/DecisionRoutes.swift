@@ -101,10 +101,12 @@ extension WeirService {
             reply(DecisionAnswer(error))
             return
         }
+        // The completion keeps only the start time: the decision carries its resolution.
+        let started = prepared.started
         limiter.acquire(prepared.resolution, units: prepared.units, leaseTTL: prepared.leaseTTL, model: prepared.model) {
             [self] result in
             switch result {
-            case .success(let limited): reply(answer(prepared, limited))
+            case .success(let limited): reply(answer(limited, started: started))
             case .failure(let error): reply(DecisionAnswer(storeError(error)))
             }
         }
@@ -154,9 +156,9 @@ extension WeirService {
         return PreparedAcquire(resolution: resolution, units: units, leaseTTL: ttl, model: model, started: started)
     }
 
-    /// The answer to a prepared request given the limiter's decision.
-    func answer(_ prepared: PreparedAcquire, _ limited: LimitedDecision) -> DecisionAnswer {
-        let resolution = prepared.resolution
+    /// The answer to a decided acquire; `started` (on `SystemClock`) times it.
+    func answer(_ limited: LimitedDecision, started: UInt64) -> DecisionAnswer {
+        let resolution = limited.resolution
         let decision = limited.decision
 
         var json = JSONWriter(capacity: 384)
@@ -177,7 +179,7 @@ extension WeirService {
         Self.writeLimits(decision.limits, to: &json)
         if !decision.isAllowed, let message = limited.messageBytes { json.field("message", utf8: message) }
         json.endObject()
-        metrics.latency.recordNanoseconds(Int64(clamping: SystemClock().now() &- prepared.started))
+        metrics.latency.recordNanoseconds(Int64(clamping: SystemClock().now() &- started))
         return DecisionAnswer(
             status: decision.isAllowed ? .ok : .tooManyRequests, rateLimits: .decision(limited), body: json.bytes)
     }

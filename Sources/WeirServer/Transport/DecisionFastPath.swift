@@ -96,36 +96,21 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundIn = IOData
     typealias OutboundOut = IOData
 
-    private enum Route {
+    enum Route {
         case acquire
         case settle
         case gateway(GatewayRoute)
-    }
-
-    private enum State {
-        /// Between requests.
-        case idle
-        /// Reading the body of a decision request.
-        case collecting(Route, ByteBuffer, HTTPRequestHead)
-        /// After a 413 for a body over the limit: the connection is closing, and
-        /// whatever else arrives on it is dropped.
-        case closing
-        /// Passing a request on to Hummingbird, up to its end.
-        case forwarding
-        /// A decision (with Redis) or a gateway call (upstream) is in flight; what arrives
-        /// meanwhile waits in `queued`.
-        case waiting
     }
 
     private let service: WeirService
     private let gateway: Gateway?
     /// The gateway's table by path (empty without a gateway).
     private let gatewayRoutes: [String: GatewayRoute]
-    private var state = State.idle
-    /// Request parts that arrived while a decision or a gateway call was in flight, oldest first.
-    private var queued: [HTTPServerRequestPart] = []
-    /// Requests forwarded to Hummingbird whose response has not ended yet.
-    private var forwarded = 0
+    /// What is read, collected, forwarded, queued and decided (no I/O of its own).
+    private var connection: DecisionConnection<Route>
+    /// Whether the parts that waited are being read again (an answer written meanwhile
+    /// does not start a second, nested pass).
+    private var replaying = false
     /// Whether answers were written since the last flush.
     private var needsFlush = false
     /// Whether a flush is scheduled for the end of the event loop's round.
@@ -139,84 +124,48 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             for route in GatewayRoute.all { routes[route.path] = route }
         }
         self.gatewayRoutes = routes
+        // A gateway call over the size limit goes to Hummingbird, whose route words the
+        // refusal in the path's dialect.
+        self.connection = DecisionConnection(maxBodySize: service.maxBodySize, allocator: ByteBufferAllocator()) { route in
+            if case .gateway = route { return true }
+            return false
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
-        if case .waiting = state {
-            queued.append(part)
-            return
-        }
-        handle(part, context: context)
+        read(unwrapInboundIn(data), context: context)
     }
 
-    private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
-        switch part {
-        case .head(let head):
-            if case .closing = state { return }
-            guard case .idle = state else {
-                preconditionFailure("a request head arrived before the previous request ended")
+    private func read(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        let gatewayRoutes = self.gatewayRoutes
+        let action = connection.read(part) { head in
+            switch head.uri {
+            case "/v1/acquire": .acquire
+            case "/v1/settle": .settle
+            default: gatewayRoutes[head.uri].map { .gateway($0) }
             }
-            guard forwarded == 0, head.method == .POST, let route = route(head.uri) else {
-                forwarded += 1
-                state = .forwarding
-                context.fireChannelRead(wrapInboundOut(part))
-                return
-            }
-            let length = head.headers.first(name: "content-length").flatMap { Int($0) }
-            if let length, length > service.maxBodySize {
-                if case .gateway = route {
-                    forward(head, body: nil, context: context)
-                } else {
-                    refuseTooLarge(context: context, head: head)
-                }
-            } else {
-                let buffer = context.channel.allocator.buffer(capacity: min(length ?? 512, service.maxBodySize))
-                state = .collecting(route, buffer, head)
-            }
-        case .body(var chunk):
-            switch state {
-            case .collecting(let route, var body, let head):
-                if body.readableBytes + chunk.readableBytes > service.maxBodySize {
-                    if case .gateway = route {
-                        forward(head, body: body, context: context)
-                        context.fireChannelRead(wrapInboundOut(part))
-                    } else {
-                        refuseTooLarge(context: context, head: head)
-                    }
-                } else {
-                    state = .idle  // drop the enum's reference, so appending does not copy
-                    body.writeBuffer(&chunk)
-                    state = .collecting(route, body, head)
-                }
-            case .closing:
-                break
-            case .forwarding:
-                context.fireChannelRead(wrapInboundOut(part))
-            case .idle, .waiting:
-                preconditionFailure("a body part arrived outside a request")
-            }
-        case .end:
-            switch state {
-            case .collecting(let route, var body, let head):
-                state = .idle
-                let bytes = body.readBytes(length: body.readableBytes) ?? []
-                switch route {
-                case .acquire:
-                    let reply = replying(context: context, head: head)
-                    service.acquire(bytes) { reply($0) }
-                case .settle:
-                    let reply = replying(context: context, head: head)
-                    service.settle(bytes) { reply($0) }
-                case .gateway(let gatewayRoute): call(gatewayRoute, head: head, bytes: bytes, context: context)
-                }
-            case .closing:
-                break
-            case .forwarding:
-                state = .idle
-                context.fireChannelRead(wrapInboundOut(part))
-            case .idle, .waiting:
-                preconditionFailure("a request end arrived outside a request")
+        }
+        perform(action, context: context)
+    }
+
+    private func perform(_ action: DecisionConnection<Route>.Action, context: ChannelHandlerContext) {
+        switch action {
+        case .none:
+            break
+        case .forward(let part):
+            context.fireChannelRead(wrapInboundOut(part))
+        case .forwardBegun(let head, let body, let then):
+            context.fireChannelRead(wrapInboundOut(.head(head)))
+            if let body, body.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(.body(body))) }
+            if let then { context.fireChannelRead(wrapInboundOut(then)) }
+        case .refuseTooLarge(let head):
+            write(DecisionAnswer(APIError.bodyTooLarge(limit: service.maxBodySize)), context: context, head: head, close: true)
+        case .decide(let route, let head, var body):
+            let bytes = body.readBytes(length: body.readableBytes) ?? []
+            switch route {
+            case .acquire: service.acquire(bytes, then: replying(context: context, head: head))
+            case .settle: service.settle(bytes, then: replying(context: context, head: head))
+            case .gateway(let gatewayRoute): call(gatewayRoute, head: head, bytes: bytes, context: context)
             }
         }
     }
@@ -229,24 +178,7 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// Called by `ForwardedResponseObserver` when Hummingbird has written the end of a
     /// response to a forwarded request.
     func forwardedResponseEnded() {
-        forwarded -= 1
-    }
-
-    private func route(_ uri: String) -> Route? {
-        switch uri {
-        case "/v1/acquire": .acquire
-        case "/v1/settle": .settle
-        default: gatewayRoutes[uri].map { .gateway($0) }
-        }
-    }
-
-    /// Hands a request to Hummingbird after all: its head, then the body read so far
-    /// (the rest follows as it arrives).
-    private func forward(_ head: HTTPRequestHead, body: ByteBuffer?, context: ChannelHandlerContext) {
-        forwarded += 1
-        state = .forwarding
-        context.fireChannelRead(wrapInboundOut(.head(head)))
-        if let body, body.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(.body(body))) }
+        connection.forwardedResponseEnded()
     }
 
     // MARK: - Gateway calls
@@ -264,16 +196,14 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 authorization: authorization.isEmpty ? nil : authorization.joined(separator: ", "), bytes: bytes,
                 route: route)
         } catch {
-            write(GatewayErrors.response(error, dialect: route.dialect), context: context, head: head)
+            done(GatewayErrors.response(error, dialect: route.dialect), head: head, context: context)
             return
         }
         if prepared.streaming {
-            forward(head, body: ByteBuffer(bytes: bytes), context: context)
-            state = .idle
-            context.fireChannelRead(wrapInboundOut(.end(nil)))
+            perform(connection.handOver(head, body: ByteBuffer(bytes: bytes)), context: context)
+            resume(context: context)
             return
         }
-        state = .waiting
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
         gateway.service.limiter.acquire(
@@ -311,7 +241,7 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             let (handler, context) = loopBound.value
             switch outcome {
             case .upstream(let response, let headers):
-                handler.state = .idle
+                handler.connection.answered()
                 handler.write(response, headers: headers, limited: admitted.limited, context: context, head: head)
                 handler.resume(context: context)
             case .failed(let answer):
@@ -326,25 +256,34 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         if eventLoop.inEventLoop { body() } else { eventLoop.execute(body) }
     }
 
-    /// Marks the connection waiting for a decision, and returns what answers it: writes
-    /// the answer on this connection's event loop, then goes on with what waited.
+    /// Returns what answers the request being decided: writes
+    /// the answer on this connection's event loop, then goes on with what waited. In
+    /// memory the answer comes on this event loop, before the decision call returns, and
+    /// is written at once (no task is made for it).
     private func replying(context: ChannelHandlerContext, head: HTTPRequestHead) -> @Sendable (DecisionAnswer) -> Void {
-        state = .waiting
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
         return { answer in
-            Self.onLoop(eventLoop) {
-                let (handler, context) = loopBound.value
-                handler.state = .idle
-                handler.write(answer, context: context, head: head)
-                handler.resume(context: context)
+            if eventLoop.inEventLoop {
+                Self.answered(answer, head: head, loopBound)
+            } else {
+                eventLoop.execute { Self.answered(answer, head: head, loopBound) }
             }
         }
     }
 
+    private static func answered(
+        _ answer: DecisionAnswer, head: HTTPRequestHead, _ loopBound: NIOLoopBound<(DecisionFastPath, ChannelHandlerContext)>
+    ) {
+        let (handler, context) = loopBound.value
+        handler.connection.answered()
+        handler.write(answer, context: context, head: head)
+        handler.resume(context: context)
+    }
+
     /// Writes a gateway answer of its own and goes on with what waited.
     private func done(_ answer: GatewayAnswer, head: HTTPRequestHead, context: ChannelHandlerContext) {
-        state = .idle
+        connection.answered()
         write(answer, context: context, head: head)
         resume(context: context)
     }
@@ -352,10 +291,10 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// After an answer that was waited for: handles the parts that arrived meanwhile,
     /// or flushes at the end of the event loop's round.
     private func resume(context: ChannelHandlerContext) {
-        if queued.isEmpty {
-            flushAfterThisTick(context: context)
-        } else {
+        if connection.hasQueued && !replaying {
             replayQueued(context: context)
+        } else {
+            flushAfterThisTick(context: context)
         }
     }
 
@@ -376,22 +315,17 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Handles the parts that waited while a decision or a gateway call was in flight,
-    /// until they are done or another one is in flight.
+    /// Reads again the parts that waited while a decision or a gateway call was in
+    /// flight, until they are done or another one is in flight (its answer resumes).
     private func replayQueued(context: ChannelHandlerContext) {
-        guard !queued.isEmpty else { return }
-        while !queued.isEmpty {
-            if case .waiting = state { break }
-            handle(queued.removeFirst(), context: context)
+        replaying = true
+        while let part = connection.nextQueued() {
+            read(part, context: context)
         }
+        replaying = false
         // As after a read from the socket: flushes the answers, and lets Hummingbird's
         // channel hand on what was forwarded to it.
         channelReadComplete(context: context)
-    }
-
-    private func refuseTooLarge(context: ChannelHandlerContext, head: HTTPRequestHead) {
-        state = .closing
-        write(DecisionAnswer(APIError.bodyTooLarge(limit: service.maxBodySize)), context: context, head: head, close: true)
     }
 
     private func write(_ answer: DecisionAnswer, context: ChannelHandlerContext, head: HTTPRequestHead, close: Bool = false) {

@@ -1,0 +1,128 @@
+import NIOCore
+import NIOHTTP1
+import Testing
+@testable import WeirServer
+
+/// The connection state machine of the decision server, driven event by event without
+/// sockets: what is decided, forwarded, queued, refused and in what order.
+@Suite("DecisionConnection state machine")
+struct DecisionConnectionTests {
+    enum Route: Equatable { case decision, gateway }
+
+    static func machine(maxBodySize: Int = 16) -> DecisionConnection<Route> {
+        DecisionConnection(maxBodySize: maxBodySize, allocator: ByteBufferAllocator()) { $0 == .gateway }
+    }
+
+    static func head(_ uri: String, method: HTTPMethod = .POST, length: Int? = nil) -> HTTPRequestHead {
+        var head = HTTPRequestHead(version: .http1_1, method: method, uri: uri)
+        if let length { head.headers.add(name: "content-length", value: String(length)) }
+        return head
+    }
+
+    static func route(_ head: HTTPRequestHead) -> Route? {
+        switch head.uri {
+        case "/v1/acquire": .decision
+        case "/gw": .gateway
+        default: nil
+        }
+    }
+
+    /// A short description of an action, to compare sequences.
+    static func describe(_ action: DecisionConnection<Route>.Action) -> String {
+        switch action {
+        case .none: "none"
+        case .forward(.head(let head)): "forward head \(head.uri)"
+        case .forward(.body(let body)): "forward body \(String(buffer: body))"
+        case .forward(.end): "forward end"
+        case .forwardBegun(let head, let body, let then):
+            "forward begun \(head.uri) body \(body.map { String(buffer: $0) } ?? "-") then \(then.map { part -> String in if case .end = part { return "end" }; if case .body(let b) = part { return "body \(String(buffer: b))" }; return "head" } ?? "-")"
+        case .refuseTooLarge(let head): "413 \(head.uri)"
+        case .decide(let route, let head, let body): "decide \(route) \(head.uri) \(String(buffer: body))"
+        }
+    }
+
+    static func feed(_ machine: inout DecisionConnection<Route>, _ parts: [HTTPServerRequestPart]) -> [String] {
+        parts.map { describe(machine.read($0, route: Self.route)) }
+    }
+
+    static func body(_ text: String) -> HTTPServerRequestPart { .body(ByteBuffer(string: text)) }
+
+    @Test("a decision request is collected whole and decided; what arrives meanwhile waits and is read again in order")
+    func collectDecideQueue() {
+        var machine = Self.machine()
+        let first = Self.feed(&machine, [.head(Self.head("/v1/acquire")), Self.body("{\"a\":"), Self.body("1}"), .end(nil)])
+        #expect(first == ["none", "none", "none", "decide decision /v1/acquire {\"a\":1}"])
+        #expect(machine.isWaiting)
+        // Pipelined behind it: a forwarded request and another decision, all queued.
+        let queued = Self.feed(&machine, [.head(Self.head("/healthz", method: .GET)), .end(nil), .head(Self.head("/v1/acquire")), Self.body("{}"), .end(nil)])
+        #expect(queued == ["none", "none", "none", "none", "none"])
+        #expect(machine.nextQueued() == nil, "nothing is read again while the decision is in flight")
+        machine.answered()
+        var replayed: [String] = []
+        while let part = machine.nextQueued() {
+            replayed.append(Self.describe(machine.read(part, route: Self.route)))
+        }
+        // The forwarded request goes on; the decision behind it is forwarded too, since
+        // Hummingbird has not answered the first one yet (answers leave in order).
+        #expect(replayed == ["forward head /healthz", "forward end", "forward head /v1/acquire", "forward body {}", "forward end"])
+        #expect(machine.forwarded == 2)
+        machine.forwardedResponseEnded()
+        machine.forwardedResponseEnded()
+        let after = Self.feed(&machine, [.head(Self.head("/v1/acquire")), .end(nil)])
+        #expect(after == ["none", "decide decision /v1/acquire "], "decided on the fast path again once Hummingbird has answered")
+    }
+
+    @Test("a decision stops the replay; the parts after it wait for its answer")
+    func replayStopsAtDecision() {
+        var machine = Self.machine()
+        _ = Self.feed(&machine, [.head(Self.head("/v1/acquire")), .end(nil)])
+        _ = Self.feed(&machine, [.head(Self.head("/v1/acquire")), Self.body("2"), .end(nil), .head(Self.head("/v1/acquire")), Self.body("3"), .end(nil)])
+        machine.answered()
+        var replayed: [String] = []
+        while let part = machine.nextQueued() { replayed.append(Self.describe(machine.read(part, route: Self.route))) }
+        #expect(replayed == ["none", "none", "decide decision /v1/acquire 2"])
+        #expect(machine.hasQueued)
+        machine.answered()
+        replayed = []
+        while let part = machine.nextQueued() { replayed.append(Self.describe(machine.read(part, route: Self.route))) }
+        #expect(replayed == ["none", "none", "decide decision /v1/acquire 3"])
+        #expect(!machine.hasQueued)
+    }
+
+    @Test("a body over the limit: 413 and close for decisions (everything after dropped), Hummingbird for gateway calls")
+    func oversized() {
+        var declared = Self.machine()
+        #expect(Self.feed(&declared, [.head(Self.head("/v1/acquire", length: 17)), Self.body("x"), .end(nil), .head(Self.head("/v1/acquire")), .end(nil)])
+            == ["413 /v1/acquire", "none", "none", "none", "none"])
+
+        var found = Self.machine()
+        #expect(Self.feed(&found, [.head(Self.head("/v1/acquire")), Self.body("0123456789"), Self.body("0123456789")])
+            == ["none", "none", "413 /v1/acquire"])
+
+        var gateway = Self.machine()
+        #expect(Self.feed(&gateway, [.head(Self.head("/gw")), Self.body("0123456789"), Self.body("0123456789"), .end(nil)])
+            == ["none", "none", "forward begun /gw body 0123456789 then body 0123456789", "forward end"])
+        var declaredGateway = Self.machine()
+        #expect(Self.feed(&declaredGateway, [.head(Self.head("/gw", length: 100)), Self.body("x"), .end(nil)])
+            == ["forward begun /gw body - then -", "forward body x", "forward end"])
+    }
+
+    @Test("a gateway call handed over (a stream) goes to Hummingbird whole, and reading goes on")
+    func handOver() {
+        var machine = Self.machine()
+        let head = Self.head("/gw")
+        #expect(Self.feed(&machine, [.head(head), Self.body("{}"), .end(nil)]) == ["none", "none", "decide gateway /gw {}"])
+        #expect(Self.describe(machine.handOver(head, body: ByteBuffer(string: "{}"))) == "forward begun /gw body {} then end")
+        #expect(!machine.isWaiting)
+        #expect(machine.forwarded == 1)
+        #expect(Self.feed(&machine, [.head(Self.head("/other", method: .GET)), .end(nil)]) == ["forward head /other", "forward end"])
+    }
+
+    @Test("only POST on a fast-path route is decided here")
+    func methodsAndPaths() {
+        var machine = Self.machine()
+        #expect(Self.feed(&machine, [.head(Self.head("/v1/acquire", method: .GET)), .end(nil)]) == ["forward head /v1/acquire", "forward end"])
+        machine.forwardedResponseEnded()
+        #expect(Self.feed(&machine, [.head(Self.head("/admin")), Self.body("{}"), .end(nil)]) == ["forward head /admin", "forward body {}", "forward end"])
+    }
+}
