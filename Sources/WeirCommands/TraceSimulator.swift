@@ -1,4 +1,3 @@
-import Synchronization
 import WeirCore
 import WeirPolicy
 
@@ -94,7 +93,7 @@ public struct TraceSimulator: Sendable {
             // did, the rest of the output would be wrong, so it is reported, not swallowed.
             while let due = pending.popDue(at: now) {
                 clock.set(to: due.end)
-                if case .failure(let error) = Self.atOnce({ limiter.settle(due.lease, actualUnits: due.units, then: $0) }) {
+                if case .failure(let error) = Self.atOnce(limiter.settle(due.lease, actualUnits: due.units)) {
                     throw TraceError(line: line, message: "internal error: settling a lease that ended at \(due.end / Nanoseconds.perMillisecond) ms failed: \(error)")
                 }
             }
@@ -110,7 +109,7 @@ public struct TraceSimulator: Sendable {
             // The TTL outlives the call by 1 ns: the simulation settles it explicitly at its end.
             clock.set(to: now)
             let decision: Decision
-            switch Self.atOnce({ limiter.acquire(resolution, units: units, leaseTTL: duration.map { $0 + 1 }, model: cell("model"), then: $0) }) {
+            switch Self.atOnce(limiter.acquire(resolution, units: units, leaseTTL: duration.map { $0 + 1 }, model: cell("model"))) {
             case .success(let limited): decision = limited.decision
             case .failure(let error): throw TraceError(line: line, message: "internal error: \(error)")
             }
@@ -126,17 +125,10 @@ public struct TraceSimulator: Sendable {
         return output.joined(separator: "\n") + "\n"
     }
 
-    /// The result of a limiter call whose store is in memory: its completion has run
-    /// by the time the call returns.
-    private static func atOnce<Value: Sendable>(
-        _ call: (@escaping @Sendable (Result<Value, any Error>) -> Void) -> Void
-    ) -> Result<Value, any Error> {
-        let result = Mutex<Result<Value, any Error>?>(nil)
-        call { answer in result.withLock { $0 = answer } }
-        guard let answer = result.withLock({ $0 }) else {
-            preconditionFailure("an in-memory limiter answered later")
-        }
-        return answer
+    /// The result of a limiter call whose store is in memory: always ready.
+    private static func atOnce<Value: Sendable>(_ pending: Pending<Result<Value, any Error>>) -> Result<Value, any Error> {
+        guard case .ready(let result) = pending else { preconditionFailure("an in-memory limiter answered later") }
+        return result
     }
 }
 

@@ -186,7 +186,7 @@ public final class EnvoyRateLimitService: Envoy_Service_Ratelimit_V3_RateLimitSe
         }
         switch call.charge {
         case .call:
-            let limited = try await limiter.acquire(resolution, units: call.units, leaseTTL: nil, model: call.model)
+            let limited = try await limiter.decide(resolution, units: call.units, leaseTTL: nil, model: call.model)
             let status = Self.status(of: limited)
             return Outcome(
                 status: status, decision: limited,

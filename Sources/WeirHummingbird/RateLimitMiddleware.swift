@@ -91,7 +91,7 @@ public struct RateLimitMiddleware<Context: RequestContext>: RouterMiddleware {
         guard let lease = limited.decision.lease else { return }
         // A lease can only fail to settle by having expired (its slot is free then) or
         // by a store failure, which the request's own answer must not turn into an error.
-        _ = try? await limiter.settle(lease.id, actualUnits: units)
+        _ = try? await limiter.settled(lease.id, actualUnits: units)
     }
 
     static func errorResponse(

@@ -14,11 +14,11 @@ import WeirCore
 /// - **Settle:** a lease with the units actually used.
 ///
 /// **At once or later.** Whether the store answers at once is settled when the limiter
-/// is made: an `InMemoryStore` never suspends, so `acquire(_:then:)` and
-/// `settle(_:actualUnits:then:)` call their completion before they return, on the
-/// caller's thread (an event loop decides without leaving it). Any other store (Redis)
-/// is awaited in a task, and the completion runs on that task's thread. The `async`
-/// variants are the same steps for callers that are already in a task.
+/// is made: an `InMemoryStore` never suspends, so `acquire` and `settle` answer
+/// `Pending.ready`, on the caller's thread (an event loop decides without leaving it,
+/// and without a closure or task made for it). Any other store (Redis) answers
+/// `Pending.later`: it is awaited in a task, and the completion runs on that task's
+/// thread. `decide` and `settled` are the same steps awaited, for callers already in a task.
 ///
 /// The catalogue can be replaced while calls are decided (a config reload): each call
 /// is resolved against one catalogue, the one current when it started. Usage already
@@ -55,8 +55,8 @@ public final class Limiter: Sendable {
         self.observer = observer
     }
 
-    /// Whether decisions and settlements complete before `acquire(_:then:)` and
-    /// `settle(_:actualUnits:then:)` return (the store is in this process's memory).
+    /// Whether `acquire` and `settle` answer `Pending.ready` (the store is in this
+    /// process's memory).
     public var answersAtOnce: Bool { immediate != nil }
 
     /// The catalogue calls are resolved against now.
@@ -95,32 +95,32 @@ public final class Limiter: Sendable {
     ///   - leaseTTL: nanoseconds; pass one to get a lease to settle (and, where the rule
     ///     limits concurrency, to hold a slot until then).
     ///   - model: the model the call named (for the observer's labels).
-    ///   - completion: called exactly once with the decision or the store's error
-    ///     (`StoreError`); before this returns when `answersAtOnce`.
+    /// - Returns: the decision or the store's error (`StoreError`): `.ready` when
+    ///   `answersAtOnce`, else `.later` (the store is asked when the wait starts).
     public func acquire(
-        _ resolution: Resolution, units: UInt64, leaseTTL: UInt64?, model: String,
-        then completion: @escaping @Sendable (Result<LimitedDecision, any Error>) -> Void
-    ) {
+        _ resolution: Resolution, units: UInt64, leaseTTL: UInt64?, model: String
+    ) -> Pending<Result<LimitedDecision, any Error>> {
         let request = AdmissionRequest(key: resolution.key, limits: resolution.limits, units: units, leaseTTL: leaseTTL)
         if let immediate {
-            completion(.success(observed(immediate.acquire(request), resolution, units: units, model: model)))
-            return
+            return .ready(.success(observed(immediate.acquire(request), resolution, units: units, model: model)))
         }
-        Task { [self] in
-            do {
-                completion(.success(observed(try await store.acquire(request), resolution, units: units, model: model)))
-            } catch {
-                completion(.failure(error))
+        return .later { [self] completion in
+            Task {
+                do {
+                    completion(.success(observed(try await store.acquire(request), resolution, units: units, model: model)))
+                } catch {
+                    completion(.failure(error))
+                }
             }
         }
     }
 
-    /// `acquire(_:units:leaseTTL:model:then:)`, awaited.
+    /// `acquire(_:units:leaseTTL:model:)`, awaited.
     ///
     /// - Throws: the store's errors (`StoreError`).
-    public func acquire(_ resolution: Resolution, units: UInt64, leaseTTL: UInt64?, model: String) async throws -> LimitedDecision {
+    public func decide(_ resolution: Resolution, units: UInt64, leaseTTL: UInt64?, model: String) async throws -> LimitedDecision {
         let request = AdmissionRequest(key: resolution.key, limits: resolution.limits, units: units, leaseTTL: leaseTTL)
-        return observed(try await decide(request), resolution, units: units, model: model)
+        return observed(try await storeDecision(request), resolution, units: units, model: model)
     }
 
     /// Resolves and decides one call of `account`.
@@ -130,11 +130,11 @@ public final class Limiter: Sendable {
     public func acquire(
         account: String, api: String, model: String, units: UInt64, leaseTTL: UInt64?
     ) async throws -> LimitedDecision {
-        try await acquire(resolve(account: account, api: api, model: model), units: units, leaseTTL: leaseTTL, model: model)
+        try await decide(resolve(account: account, api: api, model: model), units: units, leaseTTL: leaseTTL, model: model)
     }
 
     /// The store's decision, awaited (at once in memory).
-    private func decide(_ request: AdmissionRequest) async throws -> Decision {
+    private func storeDecision(_ request: AdmissionRequest) async throws -> Decision {
         if let immediate { return immediate.acquire(request) }
         return try await store.acquire(request)
     }
@@ -149,29 +149,27 @@ public final class Limiter: Sendable {
 
     /// Settles `lease` with the units the call actually used and frees its slot.
     ///
-    /// - Parameter completion: called exactly once with the settlement, a `LeaseError`
-    ///   (unknown, settled or expired lease) or the store's error; before this returns
-    ///   when `answersAtOnce`.
-    public func settle(
-        _ lease: LeaseID, actualUnits: UInt64, then completion: @escaping @Sendable (Result<SettledLease, any Error>) -> Void
-    ) {
+    /// - Returns: the settlement, a `LeaseError` (unknown, settled or expired lease) or
+    ///   the store's error: `.ready` when `answersAtOnce`, else `.later`.
+    public func settle(_ lease: LeaseID, actualUnits: UInt64) -> Pending<Result<SettledLease, any Error>> {
         if let immediate {
-            completion(Result { SettledLease(settlement: try immediate.settle(lease, actualUnits: actualUnits)) })
-            return
+            return .ready(Result { SettledLease(settlement: try immediate.settle(lease, actualUnits: actualUnits)) })
         }
-        Task { [store] in
-            do {
-                completion(.success(SettledLease(settlement: try await store.settle(lease, actualUnits: actualUnits))))
-            } catch {
-                completion(.failure(error))
+        return .later { [store] completion in
+            Task {
+                do {
+                    completion(.success(SettledLease(settlement: try await store.settle(lease, actualUnits: actualUnits))))
+                } catch {
+                    completion(.failure(error))
+                }
             }
         }
     }
 
-    /// `settle(_:actualUnits:then:)`, awaited.
+    /// `settle(_:actualUnits:)`, awaited.
     ///
     /// - Throws: `LeaseError` for unknown, settled or expired leases; the store's errors.
-    public func settle(_ lease: LeaseID, actualUnits: UInt64) async throws -> SettledLease {
+    public func settled(_ lease: LeaseID, actualUnits: UInt64) async throws -> SettledLease {
         if let immediate { return SettledLease(settlement: try immediate.settle(lease, actualUnits: actualUnits)) }
         return SettledLease(settlement: try await store.settle(lease, actualUnits: actualUnits))
     }
@@ -195,9 +193,9 @@ public final class Limiter: Sendable {
         let request = AdmissionRequest(
             key: resolution.key, limits: LimitSet(tokens: tokens, shadow: resolution.limits.shadow), units: 0,
             leaseTTL: Nanoseconds.perSecond)
-        let decision = try await decide(request)
+        let decision = try await storeDecision(request)
         guard let lease = decision.lease else { return (decision.limits.tokens, 0) }
-        let settled = try await settle(lease.id, actualUnits: units)
+        let settled = try await settled(lease.id, actualUnits: units)
         return (settled.settlement.limits.tokens, settled.settlement.charged)
     }
 }

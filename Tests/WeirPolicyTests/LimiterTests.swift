@@ -33,28 +33,30 @@ struct LimiterTests {
         try Catalogue.parse(yaml: config, source: "limiter-tests.yaml")
     }
 
-    @Test("in memory, completions run before the call returns; each decision is observed once, with its model")
+    @Test("in memory, answers are ready at once; each decision is observed once, with its model")
     func inMemoryAtOnce() async throws {
         let clock = ManualClock(start: 1)
         let recorder = Recorder()
         let limiter = Limiter(catalogue: try Self.catalogue(), store: InMemoryStore(clock: clock), observer: recorder)
         #expect(limiter.answersAtOnce)
         let resolution = try limiter.resolve(account: "a", api: "text", model: "MiniMax-M2")
-        let answered = Mutex<LimitedDecision?>(nil)
-        limiter.acquire(resolution, units: 10, leaseTTL: Nanoseconds.perSecond, model: "MiniMax-M2") { result in
-            answered.withLock { $0 = try? result.get() }
+        guard case .ready(let answered) = limiter.acquire(resolution, units: 10, leaseTTL: Nanoseconds.perSecond, model: "MiniMax-M2") else {
+            Issue.record("an in-memory limiter answers at once")
+            return
         }
-        let first = try #require(answered.withLock { $0 }, "answered before acquire returned")
+        let first = try answered.get()
         #expect(first.decision.isAllowed)
         #expect(recorder.count == 1)
         // The slot is held: the next call is refused for concurrency, and observed too.
-        let second = try await limiter.acquire(resolution, units: 10, leaseTTL: Nanoseconds.perSecond, model: "MiniMax-M2")
+        let second = try await limiter.decide(resolution, units: 10, leaseTTL: Nanoseconds.perSecond, model: "MiniMax-M2")
         #expect(second.decision.reason == .concurrency)
         #expect(recorder.count == 2)
         // Settling frees the slot; settlements are not decisions.
-        let settled = Mutex<SettledLease?>(nil)
-        limiter.settle(try #require(first.decision.lease).id, actualUnits: 30) { result in settled.withLock { $0 = try? result.get() } }
-        #expect(settled.withLock { $0 }?.settlement.charged == 20)
+        guard case .ready(let settled) = limiter.settle(try #require(first.decision.lease).id, actualUnits: 30) else {
+            Issue.record("an in-memory limiter settles at once")
+            return
+        }
+        #expect(try settled.get().settlement.charged == 20)
         #expect(recorder.count == 2)
         // A usage report is not a decision either, and counts no request.
         let report = try await limiter.reportUsage(resolution, units: 5)
@@ -69,7 +71,7 @@ struct LimiterTests {
         #expect(recorder.seen.withLock { $0.map(\.model) } == ["MiniMax-M2", "MiniMax-M2", "MiniMax-M2"])
     }
 
-    @Test("a store that suspends: the completion comes later, once, with the decision or the store's error")
+    @Test("a store that suspends: the answer comes later, once, with the decision or the store's error")
     func suspendingStore() async throws {
         let clock = ManualClock(start: 1)
         let recorder = Recorder()
@@ -77,14 +79,18 @@ struct LimiterTests {
         let limiter = Limiter(catalogue: try Self.catalogue(), store: store, observer: recorder)
         #expect(!limiter.answersAtOnce)
         let resolution = try limiter.resolve(account: "a", api: "text", model: "MiniMax-M2")
-        let decision = await withCheckedContinuation { done in
-            limiter.acquire(resolution, units: 1, leaseTTL: nil, model: "MiniMax-M2") { done.resume(returning: $0) }
+        let pending = limiter.acquire(resolution, units: 1, leaseTTL: nil, model: "MiniMax-M2")
+        guard case .later(let wait) = pending else {
+            Issue.record("a suspending store answers later")
+            return
         }
+        #expect(recorder.count == 0, "nothing is decided before the wait starts")
+        let decision = await withCheckedContinuation { done in wait { done.resume(returning: $0) } }
         #expect(try decision.get().decision.isAllowed)
         #expect(recorder.count == 1)
         store.failing = true
         let failed = await withCheckedContinuation { done in
-            limiter.acquire(resolution, units: 1, leaseTTL: nil, model: "MiniMax-M2") { done.resume(returning: $0) }
+            limiter.acquire(resolution, units: 1, leaseTTL: nil, model: "MiniMax-M2").whenReady { done.resume(returning: $0) }
         }
         #expect(throws: StoreError.self) { try failed.get() }
         #expect(recorder.count == 1, "a failed decision is no decision")

@@ -27,9 +27,10 @@ struct FastPathTests {
                 + "POST /v1/acquire HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: \(acquire.utf8.count)\r\n\r\n\(acquire)"
             let started = ContinuousClock.now
             let text = try await RawHTTP.exchange(port: port, request: requests)
-            // The exchange ends when the server closes after `Connection: close`, well
-            // before the 10-second receive timeout.
-            #expect(ContinuousClock.now - started < .seconds(5))
+            // The exchange ends when the server closes after `Connection: close`, before
+            // the 10-second receive timeout (a full parallel test run, browser included,
+            // once took 5.4 s on this 2-core machine).
+            #expect(ContinuousClock.now - started < .seconds(9))
             let statusLines = text.components(separatedBy: "HTTP/1.1 ").dropFirst().map { "HTTP/1.1 " + ($0.components(separatedBy: "\r\n").first ?? "") }
             #expect(statusLines == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request", "HTTP/1.1 200 OK"])
             let ok = text.range(of: #"{"status":"ok"}"#)?.lowerBound

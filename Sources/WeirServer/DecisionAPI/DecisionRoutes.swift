@@ -63,20 +63,22 @@ struct DecisionAnswer: Sendable {
 
 /// `POST /v1/acquire` and `POST /v1/settle`: the decision API of DESIGN.md.
 ///
-/// One path for both stores: parse and resolve, then the limiter decides, and `reply`
-/// gets the answer. With the in-memory store the limiter answers at once, so `reply`
-/// runs before `acquire(_:then:)` returns, on the caller's thread (the event loop, in
-/// `DecisionFastPath`); with Redis it runs when Redis has answered. The Hummingbird
-/// routes (which serve these paths to in-process test clients) await the same calls.
+/// One path for both stores: parse and resolve, then the limiter decides, and the
+/// answer is `Pending`: ready at once with the in-memory store (the event loop writes it
+/// in `DecisionFastPath`, with nothing allocated to wait), later with Redis. The
+/// Hummingbird routes (which serve these paths to in-process test clients) await the
+/// same calls.
 extension WeirService {
     func addDecisionRoutes(to router: Router<BasicRequestContext>) {
-        router.post("/v1/acquire") { request, _ in
-            let body = try await self.body(of: request)
-            return await withCheckedContinuation { answered in self.acquire(body) { answered.resume(returning: $0) } }.response
-        }
-        router.post("/v1/settle") { request, _ in
-            let body = try await self.body(of: request)
-            return await withCheckedContinuation { answered in self.settle(body) { answered.resume(returning: $0) } }.response
+        router.post("/v1/acquire") { request, _ in await Self.value(of: self.acquire(try await self.body(of: request))).response }
+        router.post("/v1/settle") { request, _ in await Self.value(of: self.settle(try await self.body(of: request))).response }
+    }
+
+    /// The answer, awaited.
+    static func value(of pending: Pending<DecisionAnswer>) async -> DecisionAnswer {
+        switch pending {
+        case .ready(let answer): answer
+        case .later(let wait): await withCheckedContinuation { answered in wait { answered.resume(returning: $0) } }
         }
     }
 
@@ -93,22 +95,30 @@ extension WeirService {
     /// 200 `{"allowed": true, "lease", "tier", "limits"}` or
     /// 429 `{"allowed": false, "reason", "retry_after_ms", "tier", "limits", "message"}`;
     /// 503 when the store fails.
-    func acquire(_ body: [UInt8], then reply: @escaping @Sendable (DecisionAnswer) -> Void) {
+    func acquire(_ body: [UInt8]) -> Pending<DecisionAnswer> {
         let prepared: PreparedAcquire
         do {
             prepared = try prepareAcquire(body)
         } catch {
-            reply(DecisionAnswer(error))
-            return
+            return .ready(DecisionAnswer(error))
         }
-        // The completion keeps only the start time: the decision carries its resolution.
-        let started = prepared.started
-        limiter.acquire(prepared.resolution, units: prepared.units, leaseTTL: prepared.leaseTTL, model: prepared.model) {
-            [self] result in
-            switch result {
-            case .success(let limited): reply(answer(limited, started: started))
-            case .failure(let error): reply(DecisionAnswer(storeError(error)))
-            }
+        let decided = limiter.acquire(prepared.resolution, units: prepared.units, leaseTTL: prepared.leaseTTL, model: prepared.model)
+        switch decided {
+        case .ready(let result):
+            return .ready(answer(result, started: prepared.started))
+        case .later:
+            // The completion keeps only the start time: the decision carries its resolution.
+            let started = prepared.started
+            return decided.map { [self] result in answer(result, started: started) }
+        }
+    }
+
+    /// The answer to a decided acquire (or a 503 for a store failure); `started` (on
+    /// `SystemClock`) times it.
+    private func answer(_ result: Result<LimitedDecision, any Error>, started: UInt64) -> DecisionAnswer {
+        switch result {
+        case .success(let limited): answer(limited, started: started)
+        case .failure(let error): DecisionAnswer(storeError(error))
         }
     }
 
@@ -187,20 +197,19 @@ extension WeirService {
     /// `{"lease", "units"}` -> 200 `{"lease", "charged", "refunded", "limits"}`;
     /// 404 for a lease never issued, 409 for one settled already or expired; 503 when
     /// the store fails.
-    func settle(_ body: [UInt8], then reply: @escaping @Sendable (DecisionAnswer) -> Void) {
+    func settle(_ body: [UInt8]) -> Pending<DecisionAnswer> {
         let lease: LeaseID
         let units: UInt64
         do {
             (lease, units) = try parseSettle(body)
         } catch {
-            reply(DecisionAnswer(error))
-            return
+            return .ready(DecisionAnswer(error))
         }
-        limiter.settle(lease, actualUnits: units) { [self] result in
+        return limiter.settle(lease, actualUnits: units).map { [self] result in
             switch result {
-            case .success(let settled): reply(answer(lease, settled))
-            case .failure(let error as LeaseError): reply(DecisionAnswer(Self.apiError(error)))
-            case .failure(let error): reply(DecisionAnswer(storeError(error)))
+            case .success(let settled): answer(lease, settled)
+            case .failure(let error as LeaseError): DecisionAnswer(Self.apiError(error))
+            case .failure(let error): DecisionAnswer(storeError(error))
             }
         }
     }

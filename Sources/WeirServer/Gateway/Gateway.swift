@@ -142,7 +142,7 @@ final class Gateway: Sendable {
         let admitted: AdmittedCall
         let decision: LimitedDecision
         do {
-            decision = try await service.limiter.acquire(
+            decision = try await service.limiter.decide(
                 call.resolution, units: call.estimate.total, leaseTTL: configuration.leaseTTL, model: call.model)
         } catch {
             throw service.storeError(error)

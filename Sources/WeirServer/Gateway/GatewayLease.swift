@@ -53,6 +53,6 @@ final class GatewayLease: Sendable {
     /// A refusal (the lease outlived its TTL: its slot is free already) or a store
     /// failure (it expires there by its TTL) is ignored.
     private static func settle(_ id: LeaseID, units: UInt64, service: WeirService) {
-        service.limiter.settle(id, actualUnits: units) { _ in }
+        if case .later(let wait) = service.limiter.settle(id, actualUnits: units) { wait { _ in } }
     }
 }

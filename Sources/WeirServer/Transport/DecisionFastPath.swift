@@ -163,8 +163,8 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         case .decide(let route, let head, var body):
             let bytes = body.readBytes(length: body.readableBytes) ?? []
             switch route {
-            case .acquire: service.acquire(bytes, then: replying(context: context, head: head))
-            case .settle: service.settle(bytes, then: replying(context: context, head: head))
+            case .acquire: answer(service.acquire(bytes), head: head, context: context)
+            case .settle: answer(service.settle(bytes), head: head, context: context)
             case .gateway(let gatewayRoute): call(gatewayRoute, head: head, bytes: bytes, context: context)
             }
         }
@@ -204,22 +204,33 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             resume(context: context)
             return
         }
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        let eventLoop = context.eventLoop
-        gateway.service.limiter.acquire(
+        let decided = gateway.service.limiter.acquire(
             prepared.resolution, units: prepared.estimate.total, leaseTTL: gateway.configuration.leaseTTL,
-            model: prepared.model
-        ) { result in
-            Self.onLoop(eventLoop) {
-                let (handler, context) = loopBound.value
-                switch result {
-                case .success(let limited):
-                    handler.admitted(gateway.admit(prepared, decision: limited), gateway: gateway, route: route, head: head, context: context)
-                case .failure(let error):
-                    let failure = gateway.service.storeError(error)
-                    handler.done(GatewayErrors.response(failure, dialect: route.dialect), head: head, context: context)
+            model: prepared.model)
+        switch decided {
+        case .ready(let result):
+            decidedCall(result, prepared: prepared, gateway: gateway, route: route, head: head, context: context)
+        case .later(let wait):
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let eventLoop = context.eventLoop
+            wait { result in
+                Self.onLoop(eventLoop) {
+                    let (handler, context) = loopBound.value
+                    handler.decidedCall(result, prepared: prepared, gateway: gateway, route: route, head: head, context: context)
                 }
             }
+        }
+    }
+
+    private func decidedCall(
+        _ result: Result<LimitedDecision, any Error>, prepared: Gateway.PreparedCall, gateway: Gateway, route: GatewayRoute,
+        head: HTTPRequestHead, context: ChannelHandlerContext
+    ) {
+        switch result {
+        case .success(let limited):
+            admitted(gateway.admit(prepared, decision: limited), gateway: gateway, route: route, head: head, context: context)
+        case .failure(let error):
+            done(GatewayErrors.response(gateway.service.storeError(error), dialect: route.dialect), head: head, context: context)
         }
     }
 
@@ -254,6 +265,18 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// decides on the caller's thread), else as a task of the loop.
     private static func onLoop(_ eventLoop: any EventLoop, _ body: @escaping @Sendable () -> Void) {
         if eventLoop.inEventLoop { body() } else { eventLoop.execute(body) }
+    }
+
+    /// Writes the answer to the request being decided: at once when it is ready (in
+    /// memory); else when it comes, on this event loop.
+    private func answer(_ pending: Pending<DecisionAnswer>, head: HTTPRequestHead, context: ChannelHandlerContext) {
+        switch pending {
+        case .ready(let answer):
+            connection.answered()
+            write(answer, context: context, head: head)
+        case .later(let wait):
+            wait(replying(context: context, head: head))
+        }
     }
 
     /// Returns what answers the request being decided: writes

@@ -1,0 +1,30 @@
+/// A value that is either here now or comes later: what the `Limiter` answers with.
+///
+/// With the in-memory store every answer is `.ready`: the caller writes it at once, on
+/// its own thread, with no closure, task or hop made for it. With Redis it is `.later`:
+/// the caller hands `wait` a completion, which is called exactly once, from the store's
+/// task. One path serves both: callers switch on the case, and `map` carries a
+/// transformation through either.
+public enum Pending<Value: Sendable>: Sendable {
+    case ready(Value)
+    /// Starts the wait; `completion` is called exactly once with the value.
+    case later(_ wait: @Sendable (_ completion: @escaping @Sendable (Value) -> Void) -> Void)
+
+    /// `transform` of the value: applied at once to a ready value, on arrival to a later one.
+    @inlinable
+    public func map<Other: Sendable>(_ transform: @escaping @Sendable (Value) -> Other) -> Pending<Other> {
+        switch self {
+        case .ready(let value): .ready(transform(value))
+        case .later(let wait): .later { completion in wait { completion(transform($0)) } }
+        }
+    }
+
+    /// Calls `completion` with the value: at once when ready, else when it comes.
+    @inlinable
+    public func whenReady(_ completion: @escaping @Sendable (Value) -> Void) {
+        switch self {
+        case .ready(let value): completion(value)
+        case .later(let wait): wait(completion)
+        }
+    }
+}
