@@ -3,7 +3,7 @@
 # compared by CPU time per request (from /proc, far steadier on a shared machine than
 # requests per second) as well as requests per second.
 #
-# Each round runs, for each binary in turn: /v1/acquire with every call allowed
+# Each round runs, for each binary in turn (old first in odd rounds, new first in even): /v1/acquire with every call allowed
 # (bench/allowed.yaml), then mostly denied (the built-in catalogue), and, with --redis,
 # both again on `--store redis://` (a redis-server started here, unpinned). Server on
 # core 0, wrk -t1 on core 1, bench/acquire.lua (300 accounts round robin).
@@ -73,7 +73,10 @@ for round in $(seq 1 "$ROUNDS"); do
     for workload in allowed denied; do
       config=""
       [[ $workload == allowed ]] && config="$ROOT/bench/allowed.yaml"
-      for side in old new; do
+      # Alternate which binary goes first (old-new, then new-old): the slot a run takes
+      # in a pair shows in its figures on this machine, so each binary takes both.
+      sides="old new"; (( round % 2 == 0 )) && sides="new old"
+      for side in $sides; do
         binary=$OLD; [[ $side == new ]] && binary=$NEW
         read -r rps cpu p99 < <(measure "$binary" "$config" "$store")
         label=memory; [[ $store != memory ]] && label=redis
@@ -94,4 +97,9 @@ report="$ROOT/bench/results/compare-$(date -u +%Y%m%dT%H%M%SZ).md"
   echo "| round | store | workload | binary | requests/s | CPU per request (us) | p99 |"
   echo "| --- | --- | --- | --- | --- | --- | --- |"
   printf '%s\n' "${rows[@]}"
+  echo
+  echo "Means over rounds (CPU per request, us; requests/s):"
+  echo
+  printf '%s\n' "${rows[@]}" | awk -F'|' '{gsub(/ /,"",$3); gsub(/ /,"",$4); gsub(/ /,"",$5); k=$3" "$4" "$5; c[k]+=$7; r[k]+=$6; n[k]++}
+    END {for (k in c) printf "- %s: %.2f us, %.0f/s\n", k, c[k]/n[k], r[k]/n[k]}' | sort
 } | tee "$report"
