@@ -126,7 +126,9 @@ let package = Package(
             dependencies: ["WeirCommands", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // Release-build benchmarks of the engine; see BENCHMARKS.md.
-        .executableTarget(name: "weir-bench", dependencies: ["WeirCore", "WeirConformance"]),
+        // (WeirServer for the dashboard's refusal history, whose cost on the decision path
+        // it measures.)
+        .executableTarget(name: "weir-bench", dependencies: ["WeirCore", "WeirConformance", "WeirServer"]),
         // The Redis store: a RESP client on SwiftNIO and the Lua scripts of the limiter.
         .target(
             name: "WeirRedis",

@@ -10,6 +10,7 @@ import Foundation
 import Synchronization
 import WeirConformance
 import WeirCore
+import WeirServer
 
 let quick = CommandLine.arguments.contains("--quick")
 /// `--only WORD`: run only the scenarios whose name contains WORD (for profiling).

@@ -6,6 +6,7 @@ import Musl
 import Darwin
 #endif
 import Synchronization
+import WeirCore
 
 /// How many calls were refused, per account, per reason, in each of the last 30
 /// minutes: what the dashboard's refusals chart and the usage stream show.

@@ -1,5 +1,6 @@
 import Testing
 import WeirCore
+import WeirServer
 
 @Suite("Refusal history")
 struct RefusalHistoryTests {
