@@ -125,4 +125,12 @@ struct DecisionConnectionTests {
         machine.forwardedResponseEnded()
         #expect(Self.feed(&machine, [.head(Self.head("/admin")), Self.body("{}"), .end(nil)]) == ["forward head /admin", "forward body {}", "forward end"])
     }
+
+    @Test("an answer Hummingbird writes of its own accord does not push the count below zero")
+    func strayResponseEnd() {
+        var machine = Self.machine()
+        machine.forwardedResponseEnded()
+        #expect(machine.forwarded == 0)
+        #expect(Self.feed(&machine, [.head(Self.head("/v1/acquire")), .end(nil)]) == ["none", "decide decision /v1/acquire "])
+    }
 }

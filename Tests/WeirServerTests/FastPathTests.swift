@@ -71,6 +71,23 @@ struct FastPathTests {
         }
     }
 
+    @Test("malformed HTTP is answered or closed, and the server goes on answering")
+    func malformedHTTP() async throws {
+        let app = try await buildApplication(configuration: testConfiguration())
+        try await app.test(.live) { client in
+            let port = try #require(client.port)
+            for garbage in ["GARBAGE\r\n\r\n", "POST /v1/acquire HTTP/1.1\r\nContent-Length: x\r\n\r\n", "\u{1}\u{2}\u{3}\r\n\r\n"] {
+                let text = try await RawHTTP.exchange(port: port, request: garbage)
+                #expect(!text.contains(" 500 "), "\(garbage.debugDescription): \(text)")
+            }
+            let acquire = #"{"account":"m","api":"text","model":"MiniMax-M2"}"#
+            let text = try await RawHTTP.exchange(
+                port: port,
+                request: "POST /v1/acquire HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: \(acquire.utf8.count)\r\n\r\n\(acquire)")
+            #expect(text.hasPrefix("HTTP/1.1 200"))
+        }
+    }
+
     @Test("a declared body over 1 MiB is refused before it is read")
     func declaredTooLarge() async throws {
         let app = try await buildApplication(configuration: testConfiguration())

@@ -186,7 +186,7 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// A gateway call whose body has been read: answered at once when it is refused or
     /// malformed; otherwise sent upstream, and answered when the upstream has.
     private func call(_ route: GatewayRoute, head: HTTPRequestHead, bytes: [UInt8], context: ChannelHandlerContext) {
-        guard let gateway else { return }
+        guard let gateway else { preconditionFailure("a gateway route on a server without a gateway") }
         let prepared: Gateway.PreparedCall
         do {
             // Several `Authorization` fields read as one value, joined as HTTPFields
@@ -279,10 +279,8 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Returns what answers the request being decided: writes
-    /// the answer on this connection's event loop, then goes on with what waited. In
-    /// memory the answer comes on this event loop, before the decision call returns, and
-    /// is written at once (no task is made for it).
+    /// Returns what answers a request whose decision comes later (Redis): writes the
+    /// answer on this connection's event loop, then goes on with what waited.
     private func replying(context: ChannelHandlerContext, head: HTTPRequestHead) -> @Sendable (DecisionAnswer) -> Void {
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
