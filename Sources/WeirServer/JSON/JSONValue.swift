@@ -2,6 +2,13 @@
 ///
 /// Numbers keep their text so that callers decide what they accept (a non-negative
 /// integer that fits 64 bits, a decimal amount) and can say exactly what was wrong.
+///
+/// **Why not Foundation's `JSONSerialization` or `Codable`.** Two needs they do not meet:
+/// a count such as `18446744073709551616` must be refused by name ("too large: at most
+/// ...") rather than rounded through a `Double`; and the gateway rewrites a client's body
+/// with one member changed (`stream_options.include_usage`) and forwards the rest as
+/// it came, members in document order (`JSONValue+Writing`). Cold paths that need
+/// neither may use `Codable`.
 enum JSONValue: Sendable, Equatable {
     case null
     case bool(Bool)
