@@ -213,6 +213,32 @@ struct RedisClusterTests {
         }
     }
 
+    @Test("the health probe pings every master: one master down fails it (transiently) until it is back")
+    func probeEveryMaster() async throws {
+        try await withRedisCluster { cluster in
+            let client = cluster.servers[0].client(connections: 1, initialBackoff: .zero)
+            defer { Task { await client.close() } }
+            let store = RedisStore(client: client, keyPrefix: "p:")
+            // Calls over many accounts: some are MOVED, and the client learns the map.
+            for account in 0..<32 {
+                _ = try await store.acquire(AdmissionRequest(
+                    key: LimitKey(account: "p\(account)", scope: "s"), limits: LimitSet(requests: .perMinute(10))))
+            }
+            #expect(client.isClusterMode)
+            try await store.probe()
+            cluster.servers[1].kill()
+            await #expect(throws: StoreError.self) { try await store.probe() }
+            do {
+                try await store.probe()
+                Issue.record("a probe with a master down succeeded")
+            } catch let error as StoreError {
+                #expect(error.isTransient, "an unreachable master is an outage, not a bug: \(error)")
+            }
+            try cluster.servers[1].start()
+            try await store.probe()
+        }
+    }
+
     /// The index in `cluster.servers` of the master serving `slot`.
     static func ownerIndex(of slot: Int, admins: [RedisClient], cluster: RedisClusterProcess) async throws -> Int {
         let map = try ClusterMap(slotsReply: try await admins[0].command("CLUSTER", "SLOTS"), defaultHost: "127.0.0.1")
