@@ -56,12 +56,13 @@ struct DecisionChannel: ServerChildChannel, HTTPChannelHandler {
 /// to and from HTTP types, and the response encoder) that a Hummingbird route costs
 /// per request.
 ///
-/// **Speed over uniformity.** A decision is synchronous (parse, resolve, ask the
-/// in-memory store, which never suspends), so it is computed here when the request's
-/// last part arrives, and written back as one buffer of HTTP/1.1 bytes (status line,
-/// headers, body); the request never reaches the router. Everything else (admin, operations, other methods and paths) goes on
-/// to Hummingbird unchanged, and the decision routes stay registered there too: both
-/// call the same `WeirService.acquire` / `settle`, so answers are identical.
+/// **A transport, not a second decision.** A decision request is collected here, decided
+/// through the same `WeirService.acquire` / `settle` (and so the same `Limiter`) as the
+/// Hummingbird routes, which stay registered for in-process clients, and its answer is
+/// written back as one buffer of HTTP/1.1 bytes (status line, headers, body); the request
+/// never reaches the router. Everything else (admin, operations, other methods and
+/// paths) goes on to Hummingbird unchanged. What is read, queued and forwarded, in what
+/// order, is `DecisionConnection`'s to say; this handler performs its actions.
 ///
 /// **Gateway.** With `--upstream`, a call on a path of the gateway's table that does not
 /// ask for a stream is answered here too: prepared, decided and admitted with the same
@@ -73,11 +74,10 @@ struct DecisionChannel: ServerChildChannel, HTTPChannelHandler {
 /// is upstream, whatever else arrives on the connection (HTTP pipelining) waits, and is
 /// handled in order once the answer is written.
 ///
-/// **Both stores, one path.** Decisions go through the limiter's completion-taking
-/// calls. With the in-memory store the completion runs before the call returns, on this
-/// event loop; with Redis it runs when Redis has answered, and the answer is written on
-/// this event loop then. While a decision is in flight, what else arrives on the
-/// connection waits, as behind a gateway call.
+/// **Both stores, one path.** The limiter answers `Pending`: with the in-memory store
+/// `.ready`, written at once on this event loop (no closure, task or hop); with Redis
+/// `.later`, written on this event loop when Redis has answered. While a decision is in
+/// flight, what else arrives on the connection waits, as behind a gateway call.
 ///
 /// **Order.** While a request forwarded to Hummingbird has not been answered (HTTP
 /// pipelining), decision requests are forwarded as well, so responses always leave in
