@@ -189,12 +189,7 @@ public final class FailoverStore: RateLimitStore {
     @discardableResult
     public func probeIfDue() async -> UInt64 {
         let now = clock.now()
-        let due = state.withLock { state -> Bool in
-            guard !state.probing, now >= state.probeAt else { return false }
-            state.probing = true
-            return true
-        }
-        if due {
+        if state.withLock({ Self.beginProbe(&$0, now: now) }) {
             do {
                 try await primary.probe()
                 recovered()
@@ -222,10 +217,15 @@ public final class FailoverStore: RateLimitStore {
         let now = clock.now()
         return state.withLock { state in
             guard state.degraded else { return true }
-            guard !state.probing, now >= state.probeAt else { return false }
-            state.probing = true
-            return true
+            return Self.beginProbe(&state, now: now)
         }
+    }
+
+    /// Starts a probe if one is due at `now` and none is in flight (the caller holds the lock).
+    private static func beginProbe(_ state: inout State, now: UInt64) -> Bool {
+        guard !state.probing, now >= state.probeAt else { return false }
+        state.probing = true
+        return true
     }
 
     /// The primary answered (a call or a probe).

@@ -18,13 +18,4 @@ public enum Pending<Value: Sendable>: Sendable {
         case .later(let wait): .later { completion in wait { completion(transform($0)) } }
         }
     }
-
-    /// Calls `completion` with the value: at once when ready, else when it comes.
-    @inlinable
-    public func whenReady(_ completion: @escaping @Sendable (Value) -> Void) {
-        switch self {
-        case .ready(let value): completion(value)
-        case .later(let wait): wait(completion)
-        }
-    }
 }

@@ -261,8 +261,8 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Runs `body` on `eventLoop`: at once when already there (the in-memory store
-    /// decides on the caller's thread), else as a task of the loop.
+    /// Runs `body` on `eventLoop`: at once when already there, else as a task of the loop
+    /// (a later answer comes from the store's task).
     private static func onLoop(_ eventLoop: any EventLoop, _ body: @escaping @Sendable () -> Void) {
         if eventLoop.inEventLoop { body() } else { eventLoop.execute(body) }
     }
@@ -285,21 +285,13 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
         return { answer in
-            if eventLoop.inEventLoop {
-                Self.answered(answer, head: head, loopBound)
-            } else {
-                eventLoop.execute { Self.answered(answer, head: head, loopBound) }
+            Self.onLoop(eventLoop) {
+                let (handler, context) = loopBound.value
+                handler.connection.answered()
+                handler.write(answer, context: context, head: head)
+                handler.resume(context: context)
             }
         }
-    }
-
-    private static func answered(
-        _ answer: DecisionAnswer, head: HTTPRequestHead, _ loopBound: NIOLoopBound<(DecisionFastPath, ChannelHandlerContext)>
-    ) {
-        let (handler, context) = loopBound.value
-        handler.connection.answered()
-        handler.write(answer, context: context, head: head)
-        handler.resume(context: context)
     }
 
     /// Writes a gateway answer of its own and goes on with what waited.
