@@ -141,11 +141,12 @@ let package = Package(
         ),
         // Test support: a real redis-server on a free loopback port, for the tests of the
         // Redis store and of `weir serve --store redis://`; and `ChildProcess`, with which
-        // every test starts the programs it needs (posix_spawn, not Foundation's Process).
+        // every test starts the programs it needs (posix_spawn, not Foundation's Process);
+        // `EventSignal`, with which tests wait on the server's events instead of polling.
         .target(
             name: "WeirRedisTesting",
             dependencies: [
-                "WeirRedis",
+                "WeirRedis", "WeirPolicy",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]

@@ -20,6 +20,7 @@ public final class MockUpstreamControl: Sendable {
     private let requests = Atomic<Int>(0)
 
     private let recording: Bool
+    private let changed = Mutex<(@Sendable () -> Void)?>(nil)
 
     /// - Parameter recording: keep the requests received (`requestsReceived`); off for
     ///   benchmarks.
@@ -58,7 +59,23 @@ public final class MockUpstreamControl: Sendable {
         return requests.add(1, ordering: .relaxed).newValue
     }
 
-    func began() { inFlight.add(1, ordering: .acquiringAndReleasing) }
-    func ended() { inFlight.subtract(1, ordering: .acquiringAndReleasing) }
-    func abandon() { abandoned.add(1, ordering: .acquiringAndReleasing) }
+    /// Calls `body` after each change of `callsInFlight` or `abandonedStreams` (on the
+    /// mock's thread), so a test waits on these events rather than polling.
+    public func onChange(_ body: @escaping @Sendable () -> Void) {
+        changed.withLock { $0 = body }
+    }
+
+    func began() {
+        inFlight.add(1, ordering: .acquiringAndReleasing)
+        notify()
+    }
+    func ended() {
+        inFlight.subtract(1, ordering: .acquiringAndReleasing)
+        notify()
+    }
+    func abandon() {
+        abandoned.add(1, ordering: .acquiringAndReleasing)
+        notify()
+    }
+    private func notify() { changed.withLock { $0 }?() }
 }

@@ -41,7 +41,7 @@ public final class Limiter: Sendable {
     ///   - profiles: the profile of an account id under a catalogue. Defaults to the
     ///     catalogue's own account of that id, else a new account (lowest tier, no
     ///     overrides). A server merges its registry in here.
-    ///   - observer: told of every decision (not of settlements); nil for none.
+    ///   - observer: told of every decision and settlement; nil for none.
     public init(
         catalogue: Catalogue,
         store: any RateLimitStore,
@@ -139,6 +139,11 @@ public final class Limiter: Sendable {
         return try await store.acquire(request)
     }
 
+    private func observed(_ settled: SettledLease) -> SettledLease {
+        observer?.settled(settled)
+        return settled
+    }
+
     private func observed(_ decision: Decision, _ resolution: Resolution, units: UInt64, model: String) -> LimitedDecision {
         let limited = LimitedDecision(decision: decision, resolution: resolution, units: units, model: model)
         observer?.decided(limited)
@@ -153,12 +158,12 @@ public final class Limiter: Sendable {
     ///   the store's error: `.ready` when `answersAtOnce`, else `.later`.
     public func settle(_ lease: LeaseID, actualUnits: UInt64) -> Pending<Result<SettledLease, any Error>> {
         if let immediate {
-            return .ready(Result { SettledLease(settlement: try immediate.settle(lease, actualUnits: actualUnits)) })
+            return .ready(Result { observed(SettledLease(settlement: try immediate.settle(lease, actualUnits: actualUnits))) })
         }
-        return .later { [store] completion in
+        return .later { [self] completion in
             Task {
                 do {
-                    completion(.success(SettledLease(settlement: try await store.settle(lease, actualUnits: actualUnits))))
+                    completion(.success(observed(SettledLease(settlement: try await store.settle(lease, actualUnits: actualUnits)))))
                 } catch {
                     completion(.failure(error))
                 }
@@ -170,14 +175,15 @@ public final class Limiter: Sendable {
     ///
     /// - Throws: `LeaseError` for unknown, settled or expired leases; the store's errors.
     public func settled(_ lease: LeaseID, actualUnits: UInt64) async throws -> SettledLease {
-        if let immediate { return SettledLease(settlement: try immediate.settle(lease, actualUnits: actualUnits)) }
-        return SettledLease(settlement: try await store.settle(lease, actualUnits: actualUnits))
+        if let immediate { return observed(SettledLease(settlement: try immediate.settle(lease, actualUnits: actualUnits))) }
+        return observed(SettledLease(settlement: try await store.settle(lease, actualUnits: actualUnits)))
     }
 
     // MARK: - Usage after the fact
 
     /// Adds `units` to the tokens dimension of `resolution`'s key after the call (Envoy's
-    /// usage reports), without counting a request. Not a decision: the observer is not told.
+    /// usage reports), without counting a request. Not a decision: the observer is told
+    /// of the settlement only.
     ///
     /// Done as a zero-unit admission on the tokens limit alone whose lease is settled at
     /// once with `units`: the settlement records them even beyond the limit, as
@@ -200,9 +206,15 @@ public final class Limiter: Sendable {
     }
 }
 
-/// Told of every decision the `Limiter` takes, once, on the deciding thread (an event
-/// loop with the in-memory store): metrics, refusal histories. Must not block beyond a
-/// short lock.
+/// Told of every decision the `Limiter` takes and every lease it settles, once each, on
+/// the deciding thread (an event loop with the in-memory store): metrics, refusal
+/// histories, audit. Must not block beyond a short lock.
 public protocol DecisionObserver: Sendable {
     func decided(_ decision: LimitedDecision)
+    /// A lease was settled (a call's end, or a usage report's instant lease).
+    func settled(_ lease: SettledLease)
+}
+
+extension DecisionObserver {
+    public func settled(_ lease: SettledLease) {}
 }

@@ -11,6 +11,7 @@ import Testing
 import WeirCore
 import WeirEnvoy
 import WeirServer
+import WeirRedisTesting
 
 typealias RLSRequest = Envoy_Service_Ratelimit_V3_RateLimitRequest
 typealias RLSResponse = Envoy_Service_Ratelimit_V3_RateLimitResponse
@@ -59,6 +60,9 @@ struct WeirHarness {
     let clock: ManualClock
     let configuration: ServerConfiguration
     let ports = PortBox()
+    /// Pinged by every decision and settlement of the server (Envoy's usage reports
+    /// included), for tests that wait on them.
+    let signal = EventSignal()
 
     init(
         clock: ManualClock = ManualClock(start: 1_000 * Nanoseconds.perSecond),
@@ -72,6 +76,7 @@ struct WeirHarness {
             adminToken: adminToken, clock: clock,
             logger: Logger(label: "weir-envoy-test", factory: { _ in SwiftLogNoOpLogHandler() }))
         let ports = self.ports
+        configuration.observer = signal
         configuration.envoy = EnvoyServiceConfiguration(
             host: "127.0.0.1", port: 0, domain: domain, unknownDescriptors: unknown,
             onListening: { ports.set($0) })

@@ -9,6 +9,7 @@ import Testing
 import WeirCore
 import WeirMockUpstream
 import WeirServer
+import WeirRedisTesting
 
 /// A gateway (`weir serve` with an upstream) and a mock upstream, both running live in
 /// this process on free 127.0.0.1 ports, with a manual clock for the limiter.
@@ -19,6 +20,9 @@ struct GatewayHarness: Sendable {
     let clock: ManualClock
     /// The test's own client, with room for 100 concurrent connections.
     let client: HTTPClient
+    /// Pinged by every decision and settlement of the gateway and every change at the
+    /// mock upstream; `eventually` waits on it.
+    let signal: EventSignal
 
     static let silent = Logger(label: "weir-test", factory: { _ in SwiftLogNoOpLogHandler() })
 
@@ -92,6 +96,8 @@ struct GatewayHarness: Sendable {
         _ body: @Sendable (GatewayHarness) async throws -> Void
     ) async throws {
         let control = MockUpstreamControl()
+        let signal = EventSignal()
+        control.onChange { signal.ping() }
         var mock = mock
         mock.port = 0
         mock.logger = silent
@@ -103,6 +109,7 @@ struct GatewayHarness: Sendable {
             try config.write(toFile: configPath, atomically: true, encoding: .utf8)
             let clock = ManualClock(start: 1_000 * Nanoseconds.perSecond)
             var configuration = testConfiguration(clock: clock, configPath: configPath, dataDirectory: directory)
+            configuration.observer = signal
             configuration.gateway = GatewayConfiguration(
                 upstream: URL(string: "http://127.0.0.1:\(upstreamPortOverride ?? upstreamPort)")!,
                 upstreamKey: upstreamKey, timeout: timeout, forwardUnknown: forwardUnknown, maxResponseSize: maxResponseSize)
@@ -113,7 +120,7 @@ struct GatewayHarness: Sendable {
                 let httpClient = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: clientConfiguration)
                 let harness = GatewayHarness(
                     port: try #require(client.port), upstreamPort: upstreamPort, control: control, clock: clock,
-                    client: httpClient)
+                    client: httpClient, signal: signal)
                 do {
                     try await body(harness)
                 } catch {
@@ -153,12 +160,12 @@ struct GatewayHarness: Sendable {
         return line.flatMap { Double($0.split(separator: " ").last ?? "") }.map { Int($0) }
     }
 
-    /// Waits until `condition` holds, for at most 10 s (the server finishing work that
-    /// follows a response, not time passing), through the suite-wide `eventually`.
+    /// Waits until `condition` holds: checked now and after each event of the gateway
+    /// (a decision, a settlement) or the mock upstream (a call begun, ended or
+    /// abandoned), never on a timer; the suite's time limit ends a wait for `what` that
+    /// never comes.
     func eventually(_ what: String, _ condition: @Sendable () async throws -> Bool) async throws {
-        guard try await WeirServerTests.eventually(within: .seconds(10), condition) else {
-            throw TestFailure("not within 10 s: \(what)")
-        }
+        try await signal.wait(until: condition)
     }
 
     // MARK: - HTTP
@@ -206,13 +213,3 @@ struct GatewayHarness: Sendable {
     }
 }
 
-/// Polls `condition` until it holds or `limit` passes (a wait for another part's
-/// event, bounded; not a sleep standing in for time). True when it held.
-func eventually(within limit: Duration, _ condition: () async throws -> Bool) async throws -> Bool {
-    let deadline = ContinuousClock.now + limit
-    while true {
-        if try await condition() { return true }
-        if ContinuousClock.now >= deadline { return false }
-        try await Task.sleep(for: .milliseconds(20))
-    }
-}

@@ -342,6 +342,7 @@ struct GatewayTests {
                         "/v1/chat/completions", body: body, key: key,
                         headers: ["x-mock-completion-tokens": "400", "x-mock-hold-after-events": "1"])
                     answered.value.withLock { $0 += 1 }
+                    gateway.signal.ping()
                     return answer
                 }
             }

@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import Prometheus
 import WeirCore
+import WeirPolicy
 import WeirEnvoy
 
 /// Everything `buildApplication(configuration:)` needs. The executable fills it from
@@ -42,6 +43,9 @@ public struct ServerConfiguration: Sendable {
     /// Gateway mode (`--upstream`): proxy the model API's paths to this upstream; nil
     /// serves the decision API alone.
     public var gateway: GatewayConfiguration?
+    /// Told of every decision and settlement of every shape, besides the server's own
+    /// metrics and refusal history (audit, or a test waiting on them); nil for none.
+    public var observer: (any DecisionObserver)? = nil
 
     public init(
         host: String = "127.0.0.1",

@@ -62,7 +62,7 @@ final class WeirService: Sendable {
         self.limiter = Limiter(
             catalogue: catalogue, store: backend.store,
             profiles: { id, catalogue in WeirService.profile(id: id, catalogue: catalogue, registry: registry) },
-            observer: DecisionRecorder(metrics: metrics, refusals: refusals))
+            observer: DecisionRecorder(metrics: metrics, refusals: refusals, extra: configuration.observer))
         self.logger = configuration.logger
         self.configPath = configuration.configPath
         self.maxBodySize = configuration.maxBodySize
@@ -173,6 +173,12 @@ final class WeirService: Sendable {
 struct DecisionRecorder: DecisionObserver {
     let metrics: ServerMetrics
     let refusals: RefusalHistory
+    /// The configuration's own observer, told after the server's records.
+    let extra: (any DecisionObserver)?
+
+    func settled(_ lease: SettledLease) {
+        extra?.settled(lease)
+    }
 
     func decided(_ limited: LimitedDecision) {
         let decision = limited.decision
@@ -181,6 +187,7 @@ struct DecisionRecorder: DecisionObserver {
             api: resolution.rule.api, model: ServerMetrics.modelLabel(rule: resolution.rule, model: limited.model),
             decision: decision)
         if !decision.isAllowed { refusals.record(account: resolution.key.account, reason: decision.reason ?? .requests) }
+        extra?.decided(limited)
     }
 }
 
