@@ -129,7 +129,7 @@ let package = Package(
         // (WeirServer for the dashboard's refusal history, whose cost on the decision path
         // it measures.)
         .executableTarget(name: "weir-bench", dependencies: ["WeirCore", "WeirConformance", "WeirServer"]),
-        // The Redis store: a RESP client on SwiftNIO and the Lua scripts of the limiter.
+        // The Redis store: a RESP client on SwiftNIO and the limiter's Lua function library.
         .target(
             name: "WeirRedis",
             dependencies: [
@@ -137,7 +137,8 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
-            ]
+            ],
+            resources: [.embedInCode("Lua/weir.lua")]
         ),
         // Test support: a real redis-server on a free loopback port, for the tests of the
         // Redis store and of `weir serve --store redis://`; and `ChildProcess`, with which

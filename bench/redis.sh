@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Benchmark of the Redis store: in one run, against one private redis-server,
 #   (b) the ceiling Redis itself sets: redis-benchmark calling the project's own acquire
-#       script by EVALSHA, -c CONCURRENCY connections, random accounts;
+#       function by FCALL, -c CONCURRENCY connections, random accounts;
 #   (a) Weir: RedisStore.acquire through RedisClient (weir-redis-bench), CONCURRENCY
 #       concurrent callers, the same limits, units and accounts;
 #   (c) the Python `limits` library with its Redis storage (moving-window and
 #       fixed-window), CONCURRENCY callers (4 processes of threads);
-#   (d) bench/redis_floor.py: Redis's own CPU per decision for the acquire script and for
+#   (d) bench/redis_floor.py: Redis's own CPU per decision for the acquire function and for
 #       the least a decision on per-account state costs, i.e. what one Redis core allows.
 # redis-server is pinned to core 0, every client to core 1. Each run starts on an empty
 # Redis (FLUSHALL). Prints decisions/s, the ratio of Weir to the ceiling and to limits;
@@ -31,7 +31,9 @@ bench_cleanup_on_exit
 bench_install redis-server redis-benchmark -- redis-server redis-tools
 if ! python3 -c "import limits, redis" 2>/dev/null; then
   echo "installing limits and redis from PyPI"
-  python3 -m pip install --quiet limits redis
+  # A Debian system Python refuses pip installs outside a venv (PEP 668) unless told.
+  python3 -m pip install --quiet limits redis 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages limits redis
 fi
 
 if [[ -z "${WEIR_REDIS_BENCH_BINARY:-}" ]]; then
@@ -50,15 +52,16 @@ for _ in $(seq 1 200); do
 done
 cli() { redis-cli -p "$PORT" "$@"; }
 
-# (b) redis-benchmark: the acquire script by EVALSHA with the arguments RedisStore sends
+# (b) redis-benchmark: the acquire function by FCALL with the arguments RedisStore sends
 # (Redis TIME, requests GCRA 6000/min, tokens GCRA 1,000,000/min, no lease). It is
 # bounded by count: about DURATION seconds at the first measured rate, at most 2 minutes.
-SHA=$(cli SCRIPT LOAD "$("$BENCH" --print-acquire-script)")
+cli FUNCTION LOAD REPLACE "$("$BENCH" --print-library)" >/dev/null
+ACQUIRE=$("$BENCH" --print-acquire-function)
 KEY='rb:{acct__rand_int__|chat}'
 # run_benchmark REQUESTS: prints "requests/s p50_ms" of redis-benchmark's last line.
 run_benchmark() {
   timeout 120 taskset -c "$CLIENT_CORE" redis-benchmark -p "$PORT" -c "$CONCURRENCY" -n "$1" \
-    -r "$ACCOUNTS" -q EVALSHA "$SHA" 5 "$KEY" "$KEY:rlog" "$KEY:tlog" "$KEY:slots" "$KEY:lease:-" \
+    -r "$ACCOUNTS" -q FCALL "$ACQUIRE" 5 "$KEY" "$KEY:rlog" "$KEY:tlog" "$KEY:slots" "$KEY:lease:-" \
     "" 1000 "g 6000 60000000000 6000" "g 1000000 60000000000 1000000" "" 0 "$UNITS" "" - \
     | tr '\r' '\n' | grep 'requests per second' | tail -1 \
     | sed -E 's/.*: ([0-9.]+) requests per second, p50=([0-9.]+) msec.*/\1 \2/'
@@ -92,7 +95,7 @@ report="$ROOT/bench/results/redis-$(date -u +%Y%m%dT%H%M%SZ).md"
   echo
   echo "| target | decisions/s | Weir's ratio to it | p50 | errors |"
   echo "| --- | --- | --- | --- | --- |"
-  echo "| redis-benchmark EVALSHA acquire script (ceiling), -c $CONCURRENCY | $ceiling_rps | $(ratio "$weir_rps" "$ceiling_rps") | ${ceiling_p50} ms | |"
+  echo "| redis-benchmark FCALL acquire function (ceiling), -c $CONCURRENCY | $ceiling_rps | $(ratio "$weir_rps" "$ceiling_rps") | ${ceiling_p50} ms | |"
   echo "| Weir RedisStore.acquire, $CONCURRENCY callers | $weir_rps | 1.00 | ${weir_p50} us (p99 ${weir_p99} us) | $weir_errors |"
   echo "| Python limits $(python3 -c 'import limits; print(limits.__version__)'), moving-window | $moving_rps | $(ratio "$weir_rps" "$moving_rps") | | $moving_errors |"
   echo "| Python limits, fixed-window | $fixed_rps | $(ratio "$weir_rps" "$fixed_rps") | | $fixed_errors |"

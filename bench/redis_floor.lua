@@ -1,7 +1,7 @@
 -- The floor of a Redis decision, for bench/redis_floor.py: the least any script must do
 -- to decide two GCRA limits (requests and tokens) per call with per-account state in a
 -- hash, batched as RedisStore batches (KEYS: five per call; ARGV: now, grace, then seven
--- per call, as RedisScripts.acquire). Per call: one HMGET, the GCRA step in doubles, one
+-- per call, as the library's weir_acquire). Per call: one HMGET, the GCRA step in doubles, one
 -- HSET. It is NOT a limiter: no exact arithmetic (doubles throughout), no statuses
 -- (a constant reply of the same shape), no TTLs, no sliding windows, leases or slots.
 local T = redis.call('TIME')

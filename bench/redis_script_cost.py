@@ -1,18 +1,19 @@
 #!/usr/bin/env python3
-"""Server-side cost of the Redis store's Lua scripts: Redis's own `INFO commandstats`
-usec_per_call of EVALSHA (time inside the script, without network I/O), which is robust
+"""Server-side cost of the Redis store's Lua code: Redis's own `INFO commandstats`
+usec_per_call of FCALL (time inside the function, without network I/O), which is robust
 on a busy machine where throughput figures are not.
 
-The scripts are read from Sources/WeirRedis/RedisScripts.swift (no Swift build needed),
-of the working tree or of a git revision (--rev), so that two versions can be measured in
-one go:
+The code is read from Sources/WeirRedis/Lua/weir.lua (no Swift build needed), of the
+working tree or of a git revision (--rev), so that two versions can be measured in one
+go; a revision from before the function library has EVAL scripts in
+Sources/WeirRedis/RedisScripts.swift, called with EVALSHA:
 
     bench/redis_script_cost.py [--rev REV] [--calls 20000] [--reps 3]
 
 One private redis-server on a free port (stopped by its PID at the end), on an empty
 database per measurement:
 - floor: `return 1` with the arguments of the acquire call below;
-- acquire: redis-benchmark -c 64 EVALSHA with exactly the arguments bench/redis.sh uses
+- acquire: redis-benchmark -c 64 FCALL with exactly the arguments bench/redis.sh uses
   (Redis TIME, requests GCRA 6,000/min, tokens GCRA 1,000,000/min, 100 units, no lease,
   1,000 random accounts); the same with sliding-window limits;
 - with leases (a pipelined client, calls/10 of each): acquire with a 60 s lease, settle
@@ -37,7 +38,46 @@ except ImportError:
     sys.exit("redis_script_cost.py: the `redis` Python package is missing (python3 -m pip install redis)")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCE = "Sources/WeirRedis/RedisScripts.swift"
+LIBRARY = "Sources/WeirRedis/Lua/weir.lua"
+SCRIPTS = "Sources/WeirRedis/RedisScripts.swift"
+
+
+class Code:
+    """Weir's Lua code at a revision (None: the working tree), loaded into a Redis: the
+    function library (called with FCALL), or before it the EVAL scripts (EVALSHA)."""
+
+    def __init__(self, rev=None, version="bench"):
+        def read(path):
+            if rev is None:
+                return open(os.path.join(ROOT, path)).read()
+            return subprocess.check_output(["git", "-C", ROOT, "show", f"{rev}:{path}"], text=True,
+                                           stderr=subprocess.DEVNULL)
+        try:
+            self.library = read(LIBRARY).replace("{{version}}", version)
+            self.scripts = None
+        except (OSError, subprocess.CalledProcessError):
+            self.library = None
+            self.scripts = scripts(read(SCRIPTS))
+        self.version = version
+        self.names = {}
+
+    def load(self, client):
+        if self.library is not None:
+            client.execute_command("FUNCTION", "LOAD", "REPLACE", self.library)
+            self.names = {name: f"weir_{name}_{self.version}" for name in ("acquire", "settle", "status")}
+        else:
+            self.names = {name: client.script_load(text) for name, text in self.scripts.items()}
+        return self
+
+    def command(self, name):
+        """The command and its first argument that call `name` (then numkeys, keys, args)."""
+        if self.library is not None:
+            return ["FCALL", self.names[name]]
+        return ["EVALSHA", self.names[name]]
+
+    @property
+    def stat(self):
+        return "cmdstat_fcall" if self.library is not None else "cmdstat_evalsha"
 
 
 def scripts(text):
@@ -120,30 +160,26 @@ def main():
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--reps", type=int, default=3)
     options = parser.parse_args()
-    if options.rev:
-        text = subprocess.check_output(["git", "-C", ROOT, "show", f"{options.rev}:{SOURCE}"], text=True)
-    else:
-        text = open(os.path.join(ROOT, SOURCE)).read()
-    source = scripts(text)
+    code = Code(options.rev)
     for tool in ("redis-server", "redis-benchmark"):
         if not shutil.which(tool):
             sys.exit(f"redis_script_cost.py: {tool} is missing (bench/redis.sh installs it)")
 
     work, port, client = start_redis("weir-script-cost.", decode_responses=True)
     try:
-        shas = {name: client.script_load(text) for name, text in source.items()}
-        shas["floor"] = client.script_load("return 1")
+        code.load(client)
+        floor = ["EVALSHA", client.script_load("return 1")]
 
-        def usec():
-            return client.info("commandstats")["cmdstat_evalsha"]["usec_per_call"]
+        def usec(stat):
+            return client.info("commandstats")[stat]["usec_per_call"]
 
-        def benchmark(sha, args):
+        def benchmark(command, args, stat):
             client.flushall()
             client.config_resetstat()
             subprocess.run(["timeout", "300", "redis-benchmark", "-p", str(port), "-c", "64", "-n", str(options.calls),
-                            "-r", "1000", "-q", "EVALSHA", sha, "5", KEY, KEY + ":rlog", KEY + ":tlog", KEY + ":slots",
+                            "-r", "1000", "-q"] + command + ["5", KEY, KEY + ":rlog", KEY + ":tlog", KEY + ":slots",
                             KEY + ":lease:-"] + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-            return usec()
+            return usec(stat)
 
         def leases(concurrency):
             """usec_per_call of acquire with a lease, settle, status (pipelined, 500 a batch)."""
@@ -158,10 +194,11 @@ def main():
                 return [base, base + ":rlog", base + ":tlog", base + ":slots"] + ([base + ":lease:" + lease] if lease else [])
 
             for name, call in (
-                ("acquire", lambda i: pipe.evalsha(shas["acquire"], 5, *keys(i, f"L{i}"), "", "1000", *limits, "0", "100",
-                                                   "60000000000", f"L{i}")),
-                ("settle", lambda i: pipe.evalsha(shas["settle"], 5, *keys(i, f"L{i}"), "", str(50 + i % 100), f"L{i}", "1000")),
-                ("status", lambda i: pipe.evalsha(shas["status"], 4, *keys(i, None), "", *limits, "1000")),
+                ("acquire", lambda i: pipe.execute_command(*code.command("acquire"), 5, *keys(i, f"L{i}"), "", "1000",
+                                                           *limits, "0", "100", "60000000000", f"L{i}")),
+                ("settle", lambda i: pipe.execute_command(*code.command("settle"), 5, *keys(i, f"L{i}"), "",
+                                                          str(50 + i % 100), f"L{i}", "1000")),
+                ("status", lambda i: pipe.execute_command(*code.command("status"), 4, *keys(i, None), "", *limits, "1000")),
             ):
                 client.config_resetstat()
                 for i in range(count):
@@ -169,7 +206,7 @@ def main():
                     if len(pipe) >= 500:
                         pipe.execute()
                 pipe.execute()
-                out[name] = usec()
+                out[name] = usec(code.stat)
             return out
 
         rows = {}
@@ -178,16 +215,16 @@ def main():
             rows[label] = min(rows.get(label, float("inf")), value)
 
         for _ in range(options.reps):
-            keep("floor: `return 1`, same arguments", benchmark(shas["floor"], acquire_args(GCRA)))
-            keep("acquire, GCRA, no lease (bench/redis.sh's call)", benchmark(shas["acquire"], acquire_args(GCRA)))
-            keep("acquire, sliding window, no lease", benchmark(shas["acquire"], acquire_args(SLIDING)))
+            keep("floor: `return 1` (EVALSHA), same arguments", benchmark(floor, acquire_args(GCRA), "cmdstat_evalsha"))
+            keep("acquire, GCRA, no lease (bench/redis.sh's call)", benchmark(code.command("acquire"), acquire_args(GCRA), code.stat))
+            keep("acquire, sliding window, no lease", benchmark(code.command("acquire"), acquire_args(SLIDING), code.stat))
             for concurrency, suffix in (("", ""), ("g 1000000 1 1000000", ", with a concurrency limit")):
                 figures = leases(concurrency)
                 keep(f"acquire, GCRA, 60 s lease{suffix}", figures["acquire"])
                 keep(f"settle{suffix}", figures["settle"])
                 keep(f"status{suffix}", figures["status"])
         version = options.rev or "working tree"
-        print(f"| script call ({version}) | usec_per_call |")
+        print(f"| call ({version}) | usec_per_call |")
         print("| --- | --- |")
         for label, value in rows.items():
             print(f"| {label} | {value:.2f} |")

@@ -26,6 +26,28 @@ public struct DimensionStatus: Sendable, Hashable {
         self.remaining = remaining
         self.reset = reset
     }
+
+    /// A GCRA limit's status at `now`, given its theoretical arrival time. Every store
+    /// computes a GCRA status here.
+    @inlinable
+    public static func gcra(_ limit: Limit, tat: UInt64, now: UInt64) -> DimensionStatus {
+        DimensionStatus(
+            limit: limit.limit, remaining: GCRA.remaining(tat: tat, now: now, limit: limit),
+            reset: GCRA.reset(tat: tat, now: now))
+    }
+
+    /// A sliding-window limit's status, given the units its log counts (pruned at `now`)
+    /// and the nanoseconds until the log is empty.
+    @inlinable
+    public static func slidingWindow(_ limit: Limit, used: UInt64, reset: UInt64) -> DimensionStatus {
+        DimensionStatus(limit: limit.limit, remaining: limit.limit.subtractingSaturating(used), reset: reset)
+    }
+
+    /// A concurrency limit's status, given the slots held (expired ones freed).
+    @inlinable
+    public static func concurrency(_ limit: Limit, held: UInt64) -> DimensionStatus {
+        DimensionStatus(limit: limit.limit, remaining: limit.limit.subtractingSaturating(held), reset: 0)
+    }
 }
 
 /// The per-dimension statuses of a decision or a settlement. Stored properties,

@@ -256,9 +256,7 @@ struct KeyState {
         }
         if let concurrency = limits.concurrency {
             expireSlots(now: now)
-            let held = UInt64(extras?.slots.count ?? 0)
-            result.concurrency = DimensionStatus(
-                limit: concurrency.limit, remaining: concurrency.limit.subtractingSaturating(held), reset: 0)
+            result.concurrency = .concurrency(concurrency, held: UInt64(extras?.slots.count ?? 0))
         }
         return result
     }
@@ -267,21 +265,14 @@ struct KeyState {
     private mutating func status(_ dimension: Dimension, limit: Limit, now: UInt64) -> DimensionStatus {
         switch limit.algorithm {
         case .gcra:
-            let tat = dimension == .requests ? requestsTAT : tokensTAT
-            return DimensionStatus(
-                limit: limit.limit,
-                remaining: GCRA.remaining(tat: tat, now: now, limit: limit),
-                reset: GCRA.reset(tat: tat, now: now))
+            return .gcra(limit, tat: dimension == .requests ? requestsTAT : tokensTAT, now: now)
         case .slidingWindow:
             guard let extras else {
                 return DimensionStatus(limit: limit.limit, remaining: limit.limit, reset: 0)
             }
             return extras.withLog(dimension) { log in
                 log.prune(now: log.effectiveTime(now), window: limit.window)
-                return DimensionStatus(
-                    limit: limit.limit,
-                    remaining: limit.limit.subtractingSaturating(log.used),
-                    reset: log.reset(window: limit.window, now: now))
+                return .slidingWindow(limit, used: log.used, reset: log.reset(window: limit.window, now: now))
             }
         }
     }

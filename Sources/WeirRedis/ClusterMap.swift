@@ -35,6 +35,10 @@ struct ClusterMap: Sendable {
         }
     }
 
+    /// Whether every slot has a known master (a map read whole from a healthy cluster; not
+    /// one patched slot by slot from `MOVED` replies alone).
+    var isComplete: Bool { !owners.contains(-1) }
+
     /// The endpoint of the master serving `slot`, if the map knows one.
     func node(for slot: Int) -> String? {
         let index = owners[slot]

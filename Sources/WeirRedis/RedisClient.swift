@@ -32,7 +32,7 @@ import WeirCore
 /// keep their order, commands for different nodes have none between them. `MOVED` patches
 /// the map, refreshes it and retries on the named node; `ASK` retries once on the named
 /// node after `ASKING`; at most `maximumRedirects` hops per command. Commands without keys
-/// (`SCRIPT LOAD`, `PING`) go to the seed. A command whose keys span slots is refused
+/// (`PING`) go to the seed; `onEveryMaster` sends one to every master. A command whose keys span slots is refused
 /// (permanent `StoreError`). When a node cannot be reached (a master that died and was
 /// replaced by a replica), the call fails transiently and the client reads the map again
 /// from the first node that answers (at most every 100 ms), so later calls go to the new
@@ -178,14 +178,33 @@ public final class RedisClient: Sendable {
     /// - Throws: the first node's failure (`StoreError`, transient for timeouts and lost
     ///   connections), within the command timeout per node.
     public func ping() async throws {
+        try await onEveryMaster(["PING"])
+    }
+
+    /// Sends `command` (one without keys, such as `PING` or `FUNCTION LOAD`) to every
+    /// master this client routes to (the seed alone outside a cluster), one after another.
+    /// A cluster map known only in part (slots patched from `MOVED` replies while a full
+    /// read was under way) is read whole from the seed first, so no master is missed.
+    ///
+    /// - Throws: the first node's failure or error reply (`StoreError`, transient for
+    ///   timeouts and lost connections), within the command timeout per node.
+    public func onEveryMaster(_ command: [String]) async throws {
         let (map, nodes) = topology.withLock { ($0.map, $0.nodes) }
-        guard let map else {
-            _ = try Self.checked(try await seed.send([["PING"]])[0])
+        guard var known = map else {
+            _ = try Self.checked(try await seed.send([command])[0])
             return
         }
-        for endpoint in map.nodes {
+        if !known.isComplete {
+            let fresh = try ClusterMap(
+                slotsReply: Self.checked(try await seed.send([["CLUSTER", "SLOTS"]])[0]), defaultHost: seed.host)
+            if !fresh.nodes.isEmpty {
+                known = fresh
+                topology.withLock { $0.map = fresh }
+            }
+        }
+        for endpoint in known.nodes {
             let node = nodes[endpoint] ?? self.node(named: endpoint)
-            _ = try Self.checked(try await node.send([["PING"]])[0])
+            _ = try Self.checked(try await node.send([command])[0])
         }
     }
 

@@ -4,9 +4,10 @@ import WeirCore
 /// A `RateLimitStore` in Redis, shared by every Weir instance that uses the same Redis
 /// and key prefix.
 ///
-/// Each operation is one Lua script (`RedisScripts`), loaded once with `SCRIPT LOAD`,
-/// called with `EVALSHA` and loaded again when Redis answers `NOSCRIPT` (after a restart
-/// or `SCRIPT FLUSH`). A script checks and updates every dimension of a call atomically,
+/// Each operation is one function of Weir's Lua library (`RedisLibrary`, `Lua/weir.lua`),
+/// called with `FCALL`; the library is loaded (`FUNCTION LOAD REPLACE`, on every master of
+/// a cluster) when Redis answers that it lacks the function (a new or restarted server,
+/// `FUNCTION FLUSH`), and the call made again. A function checks and updates every dimension of a call atomically,
 /// with the same arithmetic as `GCRA`, `SlidingWindowLog` and `KeyState`, so the decisions
 /// are those of `InMemoryStore` for the same timeline.
 ///
@@ -14,25 +15,25 @@ import WeirCore
 /// companions: one hash tag per limit key, so a call's keys share a Redis Cluster slot.
 /// `|`, `{`, `}` and `%` in account and scope are percent-encoded, so distinct keys never
 /// share a tag's text. Keys expire once they carry no information, plus `idleGrace` (the
-/// state hash up to one grace more: see `RedisScripts`, Expiry).
+/// state hash up to one grace more: see the library's Expiry).
 ///
 /// **Leases.** Lease ids have bit 63 set (never an `InMemoryStore` id). A lease's record lives with its limit key; settling only has the lease id,
 /// so an index key `<prefix>{lease:<id>}` -> `account|scope` is written in the same
-/// pipelined write as the acquire (one round trip) and read by `settle` before its script
+/// pipelined write as the acquire (one round trip) and read by `settle` before its function
 /// (two round trips). The index outlives the record by `idleGrace`, so a lease past its
 /// TTL is `expired`; once the index is gone too, it is `unknown`.
 ///
 /// **Time.** Redis's own clock (`TIME`) unless a `NanosecondClock` is given, whose time
-/// is then passed to each script (tests drive the store with a `ManualClock` this way;
+/// is then passed to each function call (tests drive the store with a `ManualClock` this way;
 /// a batch takes the clock's time when it is sent). Key expiry always runs on Redis's
 /// clock, hence the grace.
 ///
 /// **Failures.** Every Redis or transport failure throws `StoreError` (transient for
-/// timeouts, lost connections and Redis busy states; not for script errors). A denial is
+/// timeouts, lost connections and Redis busy states; not for errors the library raises). A denial is
 /// never an error.
 ///
 /// **Batches.** Acquires that arrive while as many batches as the client has connections
-/// are in flight wait for the next batch (`CallBatcher`), which is one acquire script call
+/// are in flight wait for the next batch (`CallBatcher`), which is one acquire function call
 /// for all of them (one per hash slot on a cluster): one `TIME`, then each call decided in
 /// order, exactly as alone at that moment. An idle store sends each call at once. On a
 /// cluster the in-flight bound counts batches across all nodes. A queued acquire waits
@@ -46,40 +47,27 @@ public final class RedisStore: RateLimitStore {
     public let keyPrefix: String
     private let clock: (any NanosecondClock)?
     private let graceMilliseconds: UInt64
-    private let shas = Mutex<[Script: String]>([:])
     private let specCache = Mutex<[LimitSet: [String]]>([:])
     /// Acquires that queue while earlier ones are in flight go to Redis together.
     private let batcher: CallBatcher<AcquireCall, [RESPValue]>
 
-    /// One acquire as the batched script takes it: its five keys, its seven arguments and,
-    /// for a lease, the write of the lease's index (sent just before the script).
+    /// One acquire as the batched function takes it: its five keys, its seven arguments and,
+    /// for a lease, the write of the lease's index (sent just before the call).
     struct AcquireCall: Sendable {
         var keys: [String]
         var arguments: [String]
         var index: [String]?
     }
 
-    enum Script: CaseIterable {
-        case acquire, settle, status
-
-        var source: String {
-            switch self {
-            case .acquire: RedisScripts.acquire
-            case .settle: RedisScripts.settle
-            case .status: RedisScripts.status
-            }
-        }
-    }
-
     /// - Parameters:
     ///   - client: the connections to Redis.
     ///   - keyPrefix: prepended to every key (e.g. `weir:`).
     ///   - clock: nil in production (Redis `TIME`); a clock whose time is passed to the
-    ///     scripts, for tests and simulation.
+    ///     functions, for tests and simulation.
     ///   - idleGraceMilliseconds: how long keys outlive the moment they go idle (at least;
     ///     the state hash up to twice as long), and lease indexes their records. Must exceed the largest difference between the store's
     ///     clock and Redis's while a key is in use (only with an injected clock).
-    ///   - maximumBatch: acquires in one script call, at most (1 sends each alone). Up to
+    ///   - maximumBatch: acquires in one function call, at most (1 sends each alone). Up to
     ///     as many batches as the client has connections are in flight at once.
     public init(
         client: RedisClient, keyPrefix: String = "weir:", clock: (any NanosecondClock)? = nil,
@@ -97,7 +85,7 @@ public final class RedisStore: RateLimitStore {
     public func acquire(_ request: AdmissionRequest) async throws -> Decision {
         let (call, lease) = acquireCall(request)
         let reply = try await batcher.submit(call) { [self] calls in await acquireBatch(calls) }
-        return try Self.decision(reply, lease: lease)
+        return try Self.decision(reply, lease: lease, limits: request.limits)
     }
 
     public func settle(_ lease: LeaseID, actualUnits: UInt64) async throws -> Settlement {
@@ -112,13 +100,13 @@ public final class RedisStore: RateLimitStore {
         switch reply.first?.string {
         case "expired": throw LeaseError.expired(lease)
         case "settled": throw LeaseError.alreadySettled(lease)
-        case "ok" where reply.count == 16: break
+        case "ok" where reply.count == 14: break
         default: throw Self.malformed(reply)
         }
         let limitSet = try Self.limitSet(reply[3...6].map { $0.string ?? "" })
         return Settlement(
             key: key, charged: Self.number(reply[1]) ?? 0, refunded: Self.number(reply[2]) ?? 0,
-            limits: try Self.statuses(reply[7...]), limitSet: limitSet)
+            limits: try Self.statuses(reply[7...], limits: limitSet), limitSet: limitSet)
     }
 
     public func status(of key: LimitKey, limits: LimitSet) async throws -> LimitStatuses {
@@ -127,8 +115,8 @@ public final class RedisStore: RateLimitStore {
         arguments[3] = String(graceMilliseconds)
         arguments.insert(now(), at: 0)
         let reply = try await run(.status, keys: Array(keys(base, lease: "-").prefix(4)), arguments: arguments)
-        guard reply.count == 9 else { throw Self.malformed(reply) }
-        return try Self.statuses(reply[...])
+        guard reply.count == 7 else { throw Self.malformed(reply) }
+        return try Self.statuses(reply[...], limits: limits)
     }
 
     /// `PING` on every master of the client.
@@ -136,11 +124,14 @@ public final class RedisStore: RateLimitStore {
         try await client.ping()
     }
 
-    /// The acquire script's Lua source (for benchmarks that call it directly, e.g.
-    /// `redis-benchmark EVALSHA`). KEYS and ARGV are documented in `RedisScripts.acquire`.
-    public static var acquireScriptSource: String { RedisScripts.acquire }
+    /// The Lua function library's source, as `FUNCTION LOAD` takes it, and the name of its
+    /// acquire function (for benchmarks that call it directly, e.g. `redis-benchmark FCALL`).
+    /// KEYS and ARGV are documented in the library.
+    public static var library: (source: String, acquireFunction: String) {
+        (RedisLibrary.source, RedisLibrary.Function.acquire.name)
+    }
 
-    // MARK: - Scripts
+    // MARK: - Function calls
 
     private func now() -> String {
         clock.map { String($0.now()) } ?? ""
@@ -154,21 +145,32 @@ public final class RedisStore: RateLimitStore {
         keyPrefix + "{lease:" + lease + "}"
     }
 
-    /// Runs `script` and returns its reply's elements.
-    /// A server that does not know the script (restarted, `SCRIPT FLUSH`, or another node
-    /// of a cluster) answers `NOSCRIPT`; the call is then made once with `EVAL`, which also
-    /// loads the script on that server for the next `EVALSHA`.
-    private func run(_ script: Script, keys: [String], arguments: [String]) async throws -> [RESPValue] {
-        let sha = try await digest(script)
-        var reply = try await client.pipeline([["EVALSHA", sha, String(keys.count)] + keys + arguments])[0]
-        if let message = reply.errorMessage, message.hasPrefix("NOSCRIPT") {
-            reply = try await client.pipeline([["EVAL", script.source, String(keys.count)] + keys + arguments])[0]
-        }
-        guard case .array(let elements?) = try RedisClient.checked(reply) else { throw Self.malformed([reply]) }
+    /// Calls `function` and returns its reply's elements; see `call(_:keys:arguments:)`.
+    private func run(_ function: RedisLibrary.Function, keys: [String], arguments: [String]) async throws -> [RESPValue] {
+        let reply = try await call(function, keys: keys, arguments: arguments, after: [])
+        guard case .array(let elements?) = try RedisClient.checked(reply.last!) else { throw Self.malformed([reply.last!]) }
         return elements
     }
 
-    /// The script's part of `request` (its keys and arguments, and its lease's index
+    /// Sends `before` and `FCALL function` in one pipelined write and returns their
+    /// replies. When the server lacks the function, the library is loaded on every master
+    /// and the `FCALL` alone sent again (twice at most: a client that meets a cluster for
+    /// the first time loads on the seed, then learns the map from the `MOVED` that follows).
+    private func call(
+        _ function: RedisLibrary.Function, keys: [String], arguments: [String], after before: [[String]]
+    ) async throws -> [RESPValue] {
+        let command = ["FCALL", function.name, String(keys.count)] + keys + arguments
+        var replies = try await client.pipeline(before + [command])
+        var loads = 0
+        while RedisLibrary.isMissing(replies[before.count]), loads < 2 {
+            try await client.onEveryMaster(["FUNCTION", "LOAD", "REPLACE", RedisLibrary.source])
+            replies[before.count] = try await client.pipeline([command])[0]
+            loads += 1
+        }
+        return replies
+    }
+
+    /// The acquire function's part of `request` (its keys and arguments, and its lease's index
     /// write), and the id of the lease it would issue.
     func acquireCall(_ request: AdmissionRequest) -> (AcquireCall, LeaseID?) {
         let tag = Self.tag(request.key)
@@ -185,11 +187,11 @@ public final class RedisStore: RateLimitStore {
         return (AcquireCall(keys: keys(base, lease: leaseName), arguments: arguments, index: index), lease)
     }
 
-    /// The decision in an acquire's reply (see `RedisScripts.acquire`); `lease` is the id
+    /// The decision in an acquire's reply (see the library's `acquire`); `lease` is the id
     /// the call asked for, if any.
-    static func decision(_ reply: [RESPValue], lease: LeaseID?) throws -> Decision {
-        guard reply.count == 16 else { throw malformed(reply) }
-        let statuses = try statuses(reply[7...])
+    static func decision(_ reply: [RESPValue], lease: LeaseID?, limits: LimitSet) throws -> Decision {
+        guard reply.count == 14 else { throw malformed(reply) }
+        let statuses = try statuses(reply[7...], limits: limits)
         var issued: Lease?
         if let lease, let expiresAt = number(reply[4]) {
             issued = Lease(id: lease, reservedUnits: number(reply[5]) ?? 0, holdsSlot: number(reply[6]) == 1, expiresAt: expiresAt)
@@ -204,12 +206,12 @@ public final class RedisStore: RateLimitStore {
             lease: issued)
     }
 
-    /// Sends a batch of acquires: one acquire script call for all of them on a single
-    /// Redis, or one per hash slot on a cluster (where a script's keys must share a slot),
+    /// Sends a batch of acquires: one acquire function call for all of them on a single
+    /// Redis, or one per hash slot on a cluster (where a call's keys must share a slot),
     /// each group in one pipelined write after the indexes of the leases its calls would
     /// issue. Groups go concurrently and fail alone: a node that cannot be reached fails
     /// only the calls whose slots it serves. Answers each call with its reply's values, or
-    /// with the error of its index write, its own script error or its group's failure.
+    /// with the error of its index write, its own error in the library or its group's failure.
     func acquireBatch(_ calls: [AcquireCall]) async -> [Result<[RESPValue], any Error>] {
         await acquireBatch(calls, bySlot: client.isClusterMode)
     }
@@ -235,14 +237,8 @@ public final class RedisStore: RateLimitStore {
             groups = [Array(calls.indices)]
         }
         let time = now()
-        let sha: String
-        do {
-            sha = try await digest(.acquire)
-        } catch {
-            return calls.map { _ in .failure(error) }
-        }
         if groups.count == 1 {
-            let answers = await acquireGroup(calls, time: time, sha: sha)
+            let answers = await acquireGroup(calls, time: time)
             guard !bySlot, calls.count > 1 else { return answers }
             let refused = answers.allSatisfy {
                 guard case .failure(let error as StoreError) = $0 else { return false }
@@ -254,7 +250,7 @@ public final class RedisStore: RateLimitStore {
         await withTaskGroup(of: (Int, [Result<[RESPValue], any Error>]).self) { tasks in
             for (number, group) in groups.enumerated() {
                 let members = group.map { calls[$0] }
-                tasks.addTask { (number, await self.acquireGroup(members, time: time, sha: sha)) }
+                tasks.addTask { (number, await self.acquireGroup(members, time: time)) }
             }
             for await (number, results) in tasks {
                 for (position, result) in zip(groups[number], results) { answers[position] = result }
@@ -263,9 +259,9 @@ public final class RedisStore: RateLimitStore {
         return answers
     }
 
-    /// One script call for `calls` (keys of one slot on a cluster), after their lease
+    /// One acquire call for `calls` (keys of one slot on a cluster), after their lease
     /// indexes' writes, in one pipelined write; see `acquireBatch`.
-    private func acquireGroup(_ calls: [AcquireCall], time: String, sha: String) async -> [Result<[RESPValue], any Error>] {
+    private func acquireGroup(_ calls: [AcquireCall], time: String) async -> [Result<[RESPValue], any Error>] {
         var keys: [String] = []
         var arguments = [time, String(graceMilliseconds)]
         keys.reserveCapacity(5 * calls.count)
@@ -280,14 +276,10 @@ public final class RedisStore: RateLimitStore {
                 indexed.append(position)
             }
         }
-        commands.append(["EVALSHA", sha, String(keys.count)] + keys + arguments)
         var answers = [Result<[RESPValue], any Error>](repeating: .success([]), count: calls.count)
         do {
-            let replies = try await client.pipeline(commands)
-            var reply = replies[indexed.count]
-            if let message = reply.errorMessage, message.hasPrefix("NOSCRIPT") {
-                reply = try await client.pipeline([["EVAL", Script.acquire.source, String(keys.count)] + keys + arguments])[0]
-            }
+            let replies = try await call(.acquire, keys: keys, arguments: arguments, after: commands)
+            let reply = replies[indexed.count]
             guard case .array(let elements?) = try RedisClient.checked(reply), elements.count == calls.count else {
                 throw Self.malformed([reply])
             }
@@ -308,20 +300,6 @@ public final class RedisStore: RateLimitStore {
             return calls.map { _ in .failure(error) }
         }
         return answers
-    }
-
-    /// The digest of `script` on Redis, loading it first if this store has not yet.
-    private func digest(_ script: Script) async throws -> String {
-        if let sha = shas.withLock({ $0[script] }) { return sha }
-        return try await load(script)
-    }
-
-    private func load(_ script: Script) async throws -> String {
-        guard let sha = try await client.command("SCRIPT", "LOAD", script.source).string else {
-            throw StoreError("redis: SCRIPT LOAD gave no digest", isTransient: false)
-        }
-        shas.withLock { $0[script] = sha }
-        return sha
     }
 
     // MARK: - Encoding
@@ -408,20 +386,51 @@ public final class RedisStore: RateLimitStore {
             shadow: specs[3] == "1")
     }
 
-    static func statuses(_ values: ArraySlice<RESPValue>) throws -> LimitStatuses {
-        guard values.count == 9 else { throw malformed(Array(values)) }
+    /// The statuses of `limits` from the state the library returns after a call (its
+    /// `state`: epoch, `now` after it, each dimension's TAT or log total and reset, the
+    /// slots held), computed by the same functions as `InMemoryStore`'s (`GCRA.remaining`
+    /// and `.reset`, a log's total against its limit), so both stores answer alike.
+    static func statuses(_ values: ArraySlice<RESPValue>, limits: LimitSet) throws -> LimitStatuses {
+        guard values.count == 7 else { throw malformed(Array(values)) }
         let first = values.startIndex
-        func status(_ offset: Int) throws -> DimensionStatus? {
-            if case .bulkString(let bytes) = values[first + offset], bytes?.isEmpty ?? true { return nil }
-            guard let limit = number(values[first + offset]), let remaining = number(values[first + offset + 1]),
-                  let reset = number(values[first + offset + 2])
-            else { throw malformed(Array(values)) }
-            return DimensionStatus(limit: limit, remaining: remaining, reset: reset)
+        guard let epoch = number(values[first]), epoch <= UInt64.max / Nanoseconds.perSecond,
+              let after = number(values[first + 1])
+        else { throw malformed(Array(values)) }
+        let (now, overflow) = (epoch * Nanoseconds.perSecond).addingReportingOverflow(after)
+        guard !overflow else { throw malformed(Array(values)) }
+        func status(_ limit: Limit?, _ offset: Int) throws -> DimensionStatus? {
+            guard let limit else { return nil }
+            let value = values[first + offset]
+            switch limit.algorithm {
+            case .gcra:
+                // The TAT: an offset from the epoch (an integer, possibly negative), or the
+                // absolute time as text.
+                var tat = number(value)
+                if case .integer(let shift) = value {
+                    let base = epoch * Nanoseconds.perSecond
+                    let (sum, overflow) = shift >= 0
+                        ? base.addingReportingOverflow(UInt64(shift)) : base.subtractingReportingOverflow(shift.magnitude)
+                    tat = overflow ? nil : sum
+                }
+                guard let tat else { throw malformed(Array(values)) }
+                return .gcra(limit, tat: tat, now: now)
+            case .slidingWindow:
+                guard let total = number(value), let reset = number(values[first + offset + 1]) else {
+                    throw malformed(Array(values))
+                }
+                return .slidingWindow(limit, used: total, reset: reset)
+            }
         }
-        return LimitStatuses(requests: try status(0), tokens: try status(3), concurrency: try status(6))
+        var concurrency: DimensionStatus?
+        if let limit = limits.concurrency {
+            guard let held = number(values[first + 6]) else { throw malformed(Array(values)) }
+            concurrency = .concurrency(limit, held: held)
+        }
+        return LimitStatuses(
+            requests: try status(limits.requests, 2), tokens: try status(limits.tokens, 4), concurrency: concurrency)
     }
 
-    /// A number in a script's reply: a RESP integer (below 2^53) or decimal text (any
+    /// A number in a function's reply: a RESP integer (below 2^53) or decimal text (any
     /// UInt64); nil for anything else, such as the empty string of an absent value.
     static func number(_ value: RESPValue) -> UInt64? {
         switch value {
@@ -448,7 +457,7 @@ public final class RedisStore: RateLimitStore {
     }
 
     private static func malformed(_ reply: [String]) -> StoreError {
-        StoreError("redis: unexpected script reply \(reply.prefix(4))", isTransient: false)
+        StoreError("redis: unexpected function reply \(reply.prefix(4))", isTransient: false)
     }
 
     private static func malformed(_ reply: [RESPValue]) -> StoreError {

@@ -3,10 +3,10 @@
 //
 //     weir-redis-bench --port 6379 [--concurrency 64] [--seconds 10] [--accounts 1000]
 //                      [--connections 4] [--units 100] [--prefix weir:]
-//     weir-redis-bench --print-acquire-script
+//     weir-redis-bench --print-library | --print-acquire-function
 //
-// Every decision is a call of the acquire script (Redis's own clock; calls made while
-// others are in flight share a script call, as `RedisStore` batches them): requests
+// Every decision is a call of the acquire function (Redis's own clock; calls made while
+// others are in flight share a function call, as `RedisStore` batches them): requests
 // GCRA 6,000/min and tokens GCRA 1,000,000/min per account, accounts drawn at random
 // from `accounts`, the same call `bench/redis.sh` gives redis-benchmark. Each caller
 // loops until the time is up (and at most 10 million calls). Prints one line:
@@ -23,8 +23,12 @@ func option(_ name: String, _ fallback: Int) -> Int {
     return value
 }
 
-if CommandLine.arguments.contains("--print-acquire-script") {
-    print(RedisStore.acquireScriptSource)
+if CommandLine.arguments.contains("--print-library") {
+    print(RedisStore.library.source)
+    exit(0)
+}
+if CommandLine.arguments.contains("--print-acquire-function") {
+    print(RedisStore.library.acquireFunction)
     exit(0)
 }
 

@@ -137,7 +137,7 @@ struct RedisStoreDifferentialTests {
                 let replies = await store.acquireBatch(calls.map(\.0))
                 #expect(replies.count == requests.count)
                 for (index, (reply, call)) in zip(replies, calls).enumerated() {
-                    let actual = try RedisStore.decision(try reply.get(), lease: call.1)
+                    let actual = try RedisStore.decision(try reply.get(), lease: call.1, limits: requests[index].limits)
                     #expect(Self.same(expected[index], actual), "seed \(seed) round \(round) call \(index): \(requests[index])\nswift \(expected[index])\nredis \(actual)")
                     outcomes[actual.reason.map { "denied \($0)" } ?? "allowed", default: 0] += 1
                 }
@@ -170,7 +170,7 @@ struct RedisStoreDifferentialTests {
                 switch reply {
                 case .success(let values):
                     #expect(index % 2 == 0, "call \(index) on the bad key succeeded")
-                    remaining.append(try #require(try RedisStore.decision(values, lease: nil).limits.requests?.remaining))
+                    remaining.append(try #require(try RedisStore.decision(values, lease: nil, limits: limits).limits.requests?.remaining))
                 case .failure(let error):
                     #expect(index % 2 == 1, "call \(index) on the good key failed: \(error)")
                     #expect("\(error)".contains("WRONGTYPE"), "\(error)")

@@ -128,7 +128,7 @@ struct RedisStoreTests {
         }
     }
 
-    @Test("reloads its scripts after SCRIPT FLUSH (NOSCRIPT)")
+    @Test("loads its function library again after FUNCTION FLUSH")
     func noscript() async throws {
         try await withRedisServer { server in
             let client = server.client()
@@ -138,8 +138,50 @@ struct RedisStoreTests {
             let key = LimitKey(account: "n", scope: "s")
             let limits = LimitSet(requests: .perMinute(3))
             #expect(try await store.acquire(AdmissionRequest(key: key, limits: limits)).isAllowed)
-            try await client.command("SCRIPT", "FLUSH")
-            #expect(try await store.acquire(AdmissionRequest(key: key, limits: limits)).limits.requests?.remaining == 1)
+            try await client.command("FUNCTION", "FLUSH")
+            let leased = try await store.acquire(AdmissionRequest(key: key, limits: limits, leaseTTL: Nanoseconds.perSecond))
+            #expect(leased.limits.requests?.remaining == 1)
+            try await client.command("FUNCTION", "FLUSH")
+            let lease = try #require(leased.lease)
+            #expect(try await store.settle(lease.id, actualUnits: 0).limits.requests?.remaining == 1)
+            try await client.command("FUNCTION", "FLUSH")
+            #expect(try await store.status(of: key, limits: limits).requests?.remaining == 1)
+            // One library, named by the source's digest: another version's stays beside it.
+            guard case .array(let libraries?) = try await client.command("FUNCTION", "LIST", "LIBRARYNAME", "weir_*") else {
+                Issue.record("FUNCTION LIST gave no array")
+                return
+            }
+            #expect(libraries.count == 1)
+        }
+    }
+
+    @Test("with Redis's clock, a busy key's TTL is set once per grace, never short")
+    func ttlDeadline() async throws {
+        try await withRedisServer { server in
+            let client = server.client()
+            defer { Task { await client.close() } }
+            func redisMilliseconds() async throws -> UInt64 {
+                guard case .array(let time?) = try await client.command("TIME"), time.count == 2,
+                      let seconds = UInt64(time[0].string ?? ""), let micros = UInt64(time[1].string ?? "")
+                else { throw StoreError("TIME gave no time", isTransient: false) }
+                return seconds * 1_000 + micros / 1_000
+            }
+            let store = RedisStore(client: client, keyPrefix: "x:", idleGraceMilliseconds: 600_000)
+            let key = LimitKey(account: "x", scope: "s")
+            let limits = LimitSet(requests: Limit(algorithm: .gcra, limit: 1_000, window: 60 * Nanoseconds.perSecond))
+            let before = try await redisMilliseconds()
+            #expect(try await store.acquire(AdmissionRequest(key: key, limits: limits)).isAllowed)
+            let state = "x:{x|s}"
+            let deadline = try #require(UInt64(try await client.command("HGET", state, "x").string ?? ""))
+            let ttl = try #require(UInt64(try await client.command("PTTL", state).string ?? ""))
+            let after = try await redisMilliseconds()
+            // The need (60 ms of debt plus one grace) and one grace more, from the call's moment.
+            #expect(deadline >= before + 1_200_060 && deadline <= after + 1_200_060, "deadline \(deadline), \(before)...\(after)")
+            // The real TTL reaches the deadline (PTTL rounds down to the ms).
+            #expect(ttl + after + 1 >= deadline)
+            // The next calls need less than the deadline covers: no new deadline, no PEXPIRE.
+            for _ in 0..<5 { #expect(try await store.acquire(AdmissionRequest(key: key, limits: limits)).isAllowed) }
+            #expect(UInt64(try await client.command("HGET", state, "x").string ?? "") == deadline)
         }
     }
 
