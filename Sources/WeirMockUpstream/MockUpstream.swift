@@ -94,7 +94,7 @@ struct MockHandler: Sendable {
             let name = field.name.canonicalName
             headers[name] = headers[name].map { $0 + ", " + field.value } ?? field.value
         }
-        let number = control.record(.init(path: path, headers: headers, body: bytes))
+        let number = control.record(.init(path: request.head.path ?? path, headers: headers, body: bytes))
         func header(_ name: String) -> Int? { headers[name].flatMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
         let options = Options(
             status: header("x-mock-status"), completionTokens: header("x-mock-completion-tokens"),

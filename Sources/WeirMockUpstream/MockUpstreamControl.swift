@@ -7,6 +7,7 @@ import Synchronization
 public final class MockUpstreamControl: Sendable {
     /// One request as the mock received it.
     public struct Received: Sendable {
+        /// The request target: its path, and its query if any.
         public var path: String
         /// Header names lowercased; repeated headers joined with ", ".
         public var headers: [String: String]

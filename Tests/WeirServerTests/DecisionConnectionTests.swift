@@ -10,7 +10,7 @@ struct DecisionConnectionTests {
     enum Route: Equatable { case decision, gateway }
 
     static func machine(maxBodySize: Int = 16) -> DecisionConnection<Route> {
-        DecisionConnection(maxBodySize: maxBodySize, allocator: ByteBufferAllocator()) { $0 == .gateway }
+        DecisionConnection(maxBodySize: maxBodySize, allocator: ByteBufferAllocator())
     }
 
     static func head(_ uri: String, method: HTTPMethod = .POST, length: Int? = nil) -> HTTPRequestHead {
@@ -34,9 +34,7 @@ struct DecisionConnectionTests {
         case .forward(.head(let head)): "forward head \(head.uri)"
         case .forward(.body(let body)): "forward body \(String(buffer: body))"
         case .forward(.end): "forward end"
-        case .forwardBegun(let head, let body, let then):
-            "forward begun \(head.uri) body \(body.map { String(buffer: $0) } ?? "-") then \(then.map { part -> String in if case .end = part { return "end" }; if case .body(let b) = part { return "body \(String(buffer: b))" }; return "head" } ?? "-")"
-        case .refuseTooLarge(let head): "413 \(head.uri)"
+        case .refuseTooLarge(let route, let head): "413 \(route) \(head.uri)"
         case .decide(let route, let head, let body): "decide \(route) \(head.uri) \(String(buffer: body))"
         }
     }
@@ -62,14 +60,22 @@ struct DecisionConnectionTests {
         while let part = machine.nextQueued() {
             replayed.append(Self.describe(machine.read(part, route: Self.route)))
         }
-        // The forwarded request goes on; the decision behind it is forwarded too, since
-        // Hummingbird has not answered the first one yet (answers leave in order).
-        #expect(replayed == ["forward head /healthz", "forward end", "forward head /v1/acquire", "forward body {}", "forward end"])
-        #expect(machine.forwarded == 2)
-        machine.forwardedResponseEnded()
-        machine.forwardedResponseEnded()
-        let after = Self.feed(&machine, [.head(Self.head("/v1/acquire")), .end(nil)])
-        #expect(after == ["none", "decide decision /v1/acquire "], "decided on the fast path again once Hummingbird has answered")
+        // The forwarded request goes on; the decision behind it is held until Hummingbird
+        // has answered the first one (answers leave in order).
+        #expect(replayed == ["forward head /healthz", "forward end", "none"])
+        #expect(machine.forwarded == 1)
+        #expect(machine.nextQueued() == nil, "nothing is read again while a request is held")
+        let more = Self.feed(&machine, [.head(Self.head("/v1/acquire")), .end(nil)])
+        #expect(more == ["none", "none"], "what arrives behind a held request is queued")
+        let goesOn = machine.forwardedResponseEnded()
+        #expect(goesOn, "the held request may go on")
+        replayed = []
+        while let part = machine.nextQueued() { replayed.append(Self.describe(machine.read(part, route: Self.route))) }
+        #expect(replayed == ["none", "none", "decide decision /v1/acquire {}"])
+        machine.answered()
+        replayed = []
+        while let part = machine.nextQueued() { replayed.append(Self.describe(machine.read(part, route: Self.route))) }
+        #expect(replayed == ["none", "decide decision /v1/acquire "])
     }
 
     @Test("a decision stops the replay; the parts after it wait for its answer")
@@ -89,47 +95,38 @@ struct DecisionConnectionTests {
         #expect(!machine.hasQueued)
     }
 
-    @Test("a body over the limit: 413 and close for decisions (everything after dropped), Hummingbird for gateway calls")
+    @Test("a body over the limit: 413 and close (everything after dropped), for decisions and gateway calls alike")
     func oversized() {
         var declared = Self.machine()
         #expect(Self.feed(&declared, [.head(Self.head("/v1/acquire", length: 17)), Self.body("x"), .end(nil), .head(Self.head("/v1/acquire")), .end(nil)])
-            == ["413 /v1/acquire", "none", "none", "none", "none"])
+            == ["413 decision /v1/acquire", "none", "none", "none", "none"])
 
         var found = Self.machine()
         #expect(Self.feed(&found, [.head(Self.head("/v1/acquire")), Self.body("0123456789"), Self.body("0123456789")])
-            == ["none", "none", "413 /v1/acquire"])
+            == ["none", "none", "413 decision /v1/acquire"])
 
         var gateway = Self.machine()
         #expect(Self.feed(&gateway, [.head(Self.head("/gw")), Self.body("0123456789"), Self.body("0123456789"), .end(nil)])
-            == ["none", "none", "forward begun /gw body 0123456789 then body 0123456789", "forward end"])
+            == ["none", "none", "413 gateway /gw", "none"])
         var declaredGateway = Self.machine()
         #expect(Self.feed(&declaredGateway, [.head(Self.head("/gw", length: 100)), Self.body("x"), .end(nil)])
-            == ["forward begun /gw body - then -", "forward body x", "forward end"])
-    }
-
-    @Test("a gateway call handed over (a stream) goes to Hummingbird whole, and reading goes on")
-    func handOver() {
-        var machine = Self.machine()
-        let head = Self.head("/gw")
-        #expect(Self.feed(&machine, [.head(head), Self.body("{}"), .end(nil)]) == ["none", "none", "decide gateway /gw {}"])
-        #expect(Self.describe(machine.handOver(head, body: ByteBuffer(string: "{}"))) == "forward begun /gw body {} then end")
-        #expect(!machine.isWaiting)
-        #expect(machine.forwarded == 1)
-        #expect(Self.feed(&machine, [.head(Self.head("/other", method: .GET)), .end(nil)]) == ["forward head /other", "forward end"])
+            == ["413 gateway /gw", "none", "none"])
     }
 
     @Test("only POST on a fast-path route is decided here")
     func methodsAndPaths() {
         var machine = Self.machine()
         #expect(Self.feed(&machine, [.head(Self.head("/v1/acquire", method: .GET)), .end(nil)]) == ["forward head /v1/acquire", "forward end"])
-        machine.forwardedResponseEnded()
+        let held = machine.forwardedResponseEnded()
+        #expect(!held, "no request was held")
         #expect(Self.feed(&machine, [.head(Self.head("/admin")), Self.body("{}"), .end(nil)]) == ["forward head /admin", "forward body {}", "forward end"])
     }
 
     @Test("an answer Hummingbird writes of its own accord does not push the count below zero")
     func strayResponseEnd() {
         var machine = Self.machine()
-        machine.forwardedResponseEnded()
+        let held = machine.forwardedResponseEnded()
+        #expect(!held)
         #expect(machine.forwarded == 0)
         #expect(Self.feed(&machine, [.head(Self.head("/v1/acquire")), .end(nil)]) == ["none", "decide decision /v1/acquire "])
     }

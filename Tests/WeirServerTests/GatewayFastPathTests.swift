@@ -82,8 +82,8 @@ struct GatewayFastPathTests {
         }
     }
 
-    @Test("a streaming call still streams (Hummingbird's route), and one with a query string goes there too")
-    func streamingAndQueriesGoToTheRouter() async throws {
+    @Test("a streaming call is relayed in chunks on the event loop, and one with a query string passes its query on")
+    func streamingAndQueries() async throws {
         try await GatewayHarness.run { gateway in
             let key = try await gateway.key(for: "acme")
             let stream = #"{"model": "MiniMax-M2", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 100, "stream": true}"#
@@ -91,11 +91,53 @@ struct GatewayFastPathTests {
                 "/v1/text/chatcompletion_v2", body: stream, key: key, headers: ["x-mock-completion-tokens": "3"])
             #expect(streamed.status == 200)
             #expect(streamed.header("content-type")?.hasPrefix("text/event-stream") == true)
+            #expect(streamed.header("transfer-encoding") == "chunked")
+            #expect(streamed.header("x-ratelimit-limit-requests") != nil)
             #expect(streamed.body.contains("data: "))
             let queried = try await gateway.send(
                 "/v1/text/chatcompletion_v2?trace=1", body: Self.chat, key: key, headers: ["x-mock-completion-tokens": "10"])
             #expect(queried.status == 200)
-            #expect(gateway.control.requestsReceived.last?.path.hasPrefix("/v1/text/chatcompletion_v2") == true)
+            #expect(gateway.control.requestsReceived.last?.path == "/v1/text/chatcompletion_v2?trace=1")
+            #expect(try await gateway.activeLeases() == 0)
+        }
+    }
+
+    @Test("a stream and requests pipelined behind it: the stream's chunks end before the next answer begins")
+    func pipeliningBehindAStream() async throws {
+        try await GatewayHarness.run { gateway in
+            let key = try await gateway.key(for: "acme")
+            let stream = #"{"model": "MiniMax-M2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100, "stream": true}"#
+            let requests =
+                "POST /v1/text/chatcompletion_v2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(key)\r\n"
+                + "x-mock-completion-tokens: 6\r\nContent-Length: \(stream.utf8.count)\r\n\r\n\(stream)"
+                + "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                + "POST /v1/text/chatcompletion_v2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(key)\r\nConnection: close\r\n"
+                + "x-mock-completion-tokens: 10\r\nContent-Length: \(Self.chat.utf8.count)\r\n\r\n\(Self.chat)"
+            let text = try await RawHTTP.exchange(port: gateway.port, request: requests)
+            let statusLines = text.components(separatedBy: "HTTP/1.1 ").dropFirst()
+                .map { "HTTP/1.1 " + ($0.components(separatedBy: "\r\n").first ?? "") }
+            #expect(statusLines == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK"])
+            // The stream's last chunk, then the health check, then the second call.
+            let lastChunk = try #require(text.range(of: "\r\n0\r\n\r\n")?.lowerBound)
+            let healthy = try #require(text.range(of: #"{"status":"ok"}"#)?.lowerBound)
+            let usage = try #require(text.range(of: #""total_tokens""#, range: healthy..<text.endIndex)?.lowerBound)
+            #expect(lastChunk < healthy && healthy < usage)
+            #expect(try await gateway.activeLeases() == 0)
+        }
+    }
+
+    @Test("a gateway call over the body limit: 413 in the path's dialect, nothing forwarded, the connection closed")
+    func oversizedCall() async throws {
+        try await GatewayHarness.run { gateway in
+            let key = try await gateway.key(for: "acme")
+            let huge = #"{"model": "MiniMax-M2", "messages": [{"role": "user", "content": ""# + String(repeating: "x", count: 1 << 20) + #""}]}"#
+            let native = try await gateway.send("/v1/text/chatcompletion_v2", body: huge, key: key)
+            #expect(native.status == 413)
+            #expect(native.miniMaxCode != nil, "MiniMax's envelope on its own path: \(native.body.prefix(200))")
+            let openAI = try await gateway.send("/v1/chat/completions", body: huge, key: key)
+            #expect(openAI.status == 413)
+            #expect((openAI.json["error"] as? [String: Any]) != nil, "OpenAI's envelope: \(openAI.body.prefix(200))")
+            #expect(gateway.control.requestsReceived.isEmpty)
             #expect(try await gateway.activeLeases() == 0)
         }
     }

@@ -37,7 +37,7 @@ public func buildApplication(configuration: ServerConfiguration) async throws ->
             service: service, configuration: gatewayConfiguration,
             eventLoopGroup: configuration.eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton)
         made.addRoutes(to: router)
-        services.append(GatewayClientService(clients: made.clients))
+        services.append(GatewayClientService(client: made.client))
         gateway = made
         gatewayDescription = "; gateway to \(gatewayConfiguration.upstream.absoluteString)"
             + (gatewayConfiguration.forwardUnknown ? " (forwarding unknown paths)" : "")

@@ -106,13 +106,13 @@ struct RegistryRefreshService: Service {
     }
 }
 
-/// Shuts the gateway's upstream clients down once the server has stopped (services
+/// Shuts the gateway's upstream client down once the server has stopped (services
 /// stop in reverse order, the HTTP server first, so in-flight calls finish first).
 struct GatewayClientService: Service {
-    let clients: [HTTPClient]
+    let client: HTTPClient
 
     func run() async throws {
         try? await gracefulShutdown()
-        for client in clients { try await client.shutdown() }
+        try await client.shutdown()
     }
 }

@@ -42,28 +42,22 @@ import WeirPolicy
 /// `Accept-Encoding` is dropped so that the usage can be read; the upstream's own
 /// `x-ratelimit-*` / `RateLimit*` headers are replaced by Weir's.
 ///
-/// **Two ways in, the same steps.** The Hummingbird routes below serve every call; with
-/// the in-memory store, `DecisionFastPath` answers the non-streaming ones on the event
-/// loop first, through the same `prepare`, `admit` and `settle` and the delegate-based
-/// `send` (`Gateway+EventLoop.swift`).
+/// **One way in.** Every call on a path of the table, streaming or not, is served by
+/// `DecisionFastPath` on the client connection's event loop: `prepare`, the limiter's
+/// decision, `admit`, then `send` (`Gateway+EventLoop.swift`), which relays a stream or
+/// reads a response whole and settles. Only `--forward-unknown` goes through a
+/// Hummingbird route (`forwardUnknown`), on the same client.
 ///
 /// Concurrency: thread-safe; one instance per application, shared by every request.
 final class Gateway: Sendable {
     let service: WeirService
     let configuration: GatewayConfiguration
-    /// The Hummingbird routes' client (streaming calls, `--forward-unknown`): its read
-    /// timeout is `--upstream-timeout`, the longest silence between two pieces of a body.
+    /// The one upstream client: at most `maxConnections` connections. No read timeout of
+    /// its own: `--upstream-timeout` (the longest silence of the upstream) is kept by one
+    /// timer per exchange (`UpstreamExchange`, and `forwardUnknown`) rather than the
+    /// three timers per call AsyncHTTPClient's read timeout arms (when the request is
+    /// sent, at the head, at each body part).
     let client: HTTPClient
-    /// The event-loop path's client (`Gateway+EventLoop.swift`, non-streaming calls):
-    /// the same settings without a read timeout. Every call on it has a deadline of
-    /// `--upstream-timeout` from its start, which is all the read timeout ever did for
-    /// a response read whole (no silence outlasts the whole call), without the three
-    /// timers per call (armed when the request is sent, again at the head, again at
-    /// the body) that AsyncHTTPClient's read timeout costs. Its own pool: at most
-    /// `maxConnections` connections each.
-    let eventLoopClient: HTTPClient
-    /// Both clients, to shut down when the server stops.
-    var clients: [HTTPClient] { [client, eventLoopClient] }
     /// The upstream URL without a trailing `/`; a call goes to `base + path`.
     let base: String
     /// A `POST` to `base + path` for each path of the table, its URL parsed and broken
@@ -91,8 +85,7 @@ final class Gateway: Sendable {
         let timeout = TimeAmount.nanoseconds(Int64(clamping: configuration.timeout))
         var clientConfiguration = HTTPClient.Configuration(
             redirectConfiguration: .disallow,
-            timeout: HTTPClient.Configuration.Timeout(
-                connect: min(timeout, .seconds(10)), read: timeout),
+            timeout: HTTPClient.Configuration.Timeout(connect: min(timeout, .seconds(10)), read: nil),
             connectionPool: HTTPClient.Configuration.ConnectionPool(
                 idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: configuration.maxConnections),
             decompression: .disabled)
@@ -106,89 +99,18 @@ final class Gateway: Sendable {
         // A request's head and body leave in one write rather than two.
         clientConfiguration.http1_1ConnectionDebugInitializer = { RequestFlushCoalescer.install(on: $0) }
         self.client = HTTPClient(eventLoopGroup: eventLoopGroup, configuration: clientConfiguration)
-        clientConfiguration.timeout.read = nil
-        self.eventLoopClient = HTTPClient(eventLoopGroup: eventLoopGroup, configuration: clientConfiguration)
     }
 
     // MARK: - Routes
 
+    /// With `--forward-unknown`, every path outside the table (the table's own are
+    /// `DecisionFastPath`'s).
     func addRoutes(to router: Router<BasicRequestContext>) {
-        for route in GatewayRoute.all {
-            router.post(RouterPath(route.path)) { request, _ in await self.handle(request, route: route) }
+        guard configuration.forwardUnknown else { return }
+        let methods: [HTTPRequest.Method] = [.get, .post, .put, .delete, .patch, .head, .options]
+        for method in methods {
+            router.on("**", method: method) { request, _ in try await self.forwardUnknown(request) }
         }
-        if configuration.forwardUnknown {
-            let methods: [HTTPRequest.Method] = [.get, .post, .put, .delete, .patch, .head, .options]
-            for method in methods {
-                router.on("**", method: method) { request, _ in try await self.forwardUnknown(request) }
-            }
-        }
-    }
-
-    /// One call on a path of the table; never throws: every failure is an answer.
-    func handle(_ request: Request, route: GatewayRoute) async -> Response {
-        do {
-            return try await proxy(request, route: route)
-        } catch let error as APIError {
-            return GatewayErrors.response(error, dialect: route.dialect).response
-        } catch {
-            service.logger.error("gateway: unexpected failure", metadata: ["path": "\(route.path)", "error": "\(error)"])
-            return GatewayErrors.response(GatewayErrors.upstreamFailed("internal error"), dialect: route.dialect).response
-        }
-    }
-
-    private func proxy(_ request: Request, route: GatewayRoute) async throws -> Response {
-        let call = try prepare(
-            authorization: request.headers[.authorization], bytes: try await service.body(of: request), route: route)
-        let admitted: AdmittedCall
-        let decision: LimitedDecision
-        do {
-            decision = try await service.limiter.decide(
-                call.resolution, units: call.estimate.total, leaseTTL: configuration.leaseTTL, model: call.model)
-        } catch {
-            throw service.storeError(error)
-        }
-        switch admit(call, decision: decision) {
-        case .admitted(let call): admitted = call
-        case .denied(let denial): return denial.response
-        }
-
-        var upstreamRequest = HTTPClientRequest(url: base + (request.head.path ?? route.path))
-        upstreamRequest.method = .POST
-        upstreamRequest.headers = forwardedHeaders(request.headers)
-        upstreamRequest.body = .bytes(ByteBuffer(bytes: admitted.forwarded))
-
-        let response: HTTPClientResponse
-        do {
-            response = try await client.execute(
-                upstreamRequest, deadline: .now() + .nanoseconds(Int64(clamping: configuration.timeout)))
-        } catch {
-            throw failed(admitted, error)
-        }
-
-        var headers = responseHeaders(response.headers)
-        admitted.limited.addHeaders(to: &headers)
-        let status = HTTPResponse.Status(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase)
-        if Self.isEventStream(response.headers) && response.status.code < 400 {
-            return Response(status: status, headers: headers, body: ResponseBody { writer in
-                try await Self.stream(
-                    response.body, to: &writer, meter: admitted.meter, lease: admitted.lease, stripUsage: admitted.stripUsage)
-            })
-        }
-
-        // Non-streaming: read the whole body for its usage, settle, answer.
-        var collected = ByteBuffer()
-        do {
-            for try await chunk in response.body {
-                guard collected.readableBytes + chunk.readableBytes <= configuration.maxResponseSize else {
-                    throw ResponseTooLarge()
-                }
-                collected.writeImmutableBuffer(chunk)
-            }
-        } catch {
-            throw failed(admitted, error)
-        }
-        settle(admitted, statusCode: Int(response.status.code), body: collected)
-        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: collected))
     }
 
     // MARK: - The steps of a call
@@ -215,6 +137,8 @@ final class Gateway: Sendable {
         var forwarded: [UInt8]
         /// Whether the usage-only chunk is the gateway's, to be kept from the client.
         var stripUsage: Bool
+        /// Whether the client asked for a stream (one the upstream answers is relayed).
+        var streaming: Bool
 
         var estimate: UInt64 { meter.estimate.total }
     }
@@ -275,7 +199,7 @@ final class Gateway: Sendable {
         }
         return .admitted(AdmittedCall(
             limited: limited, lease: lease, meter: UsageMeter(metering: call.route.metering, estimate: call.estimate),
-            forwarded: forwarded, stripUsage: stripUsage))
+            forwarded: forwarded, stripUsage: stripUsage, streaming: call.streaming))
     }
 
     /// Settles a call whose whole response body was read: with the usage it reports;
@@ -318,33 +242,6 @@ final class Gateway: Sendable {
             }
             if keep { out.writeBytes(event.raw) }
         }
-    }
-
-    /// Forwards an SSE body event by event, reading usage as it goes, and settles.
-    private static func stream(
-        _ body: HTTPClientResponse.Body, to writer: inout any ResponseBodyWriter,
-        meter: UsageMeter, lease: GatewayLease?, stripUsage: Bool
-    ) async throws {
-        var meter = meter
-        var parser = SSEParser()
-        do {
-            for try await chunk in body {
-                let events = parser.feed(chunk.readableBytesView)
-                guard !events.isEmpty else { continue }
-                var out = ByteBuffer()
-                pass(events, into: &out, meter: &meter, stripUsage: stripUsage)
-                lease?.updateFallback(meter.interruptedUnits)
-                if out.readableBytes > 0 { try await writer.write(out) }
-            }
-            if !parser.pendingBytes.isEmpty { try await writer.write(ByteBuffer(bytes: parser.pendingBytes)) }
-        } catch {
-            // Upstream reset or timeout, or the client gone: settle with what went by,
-            // then end the response abruptly so the client sees it incomplete.
-            lease?.settle(meter.interruptedUnits)
-            throw error
-        }
-        lease?.settle(meter.completedUnits)
-        try await writer.finish(nil)
     }
 
     private static let doneMarker: [UInt8] = Array("[DONE]".utf8)
@@ -514,9 +411,10 @@ final class Gateway: Sendable {
             upstreamRequest.body = .stream(request.body, length: length.map { .known($0) } ?? .unknown)
         }
         let response: HTTPClientResponse
+        let silence = TimeAmount.nanoseconds(Int64(clamping: configuration.timeout))
         do {
-            response = try await client.execute(
-                upstreamRequest, deadline: .now() + .nanoseconds(Int64(clamping: configuration.timeout)))
+            // The deadline covers the wait for the head; the body's silences are timed below.
+            response = try await client.execute(upstreamRequest, deadline: .now() + silence)
         } catch {
             return GatewayErrors.response(upstreamError(error), dialect: .openAI).response
         }
@@ -524,8 +422,31 @@ final class Gateway: Sendable {
         return Response(
             status: status, headers: responseHeaders(response.headers, replacingRateLimits: false),
             body: ResponseBody { writer in
-                for try await chunk in response.body { try await writer.write(chunk) }
+                let pieces = response.body.makeAsyncIterator()
+                while let chunk = try await Self.next(of: pieces, within: silence) { try await writer.write(chunk) }
                 try await writer.finish(nil)
             })
+    }
+
+    /// The body's next piece, or `HTTPClientError.readTimeout` when the upstream is
+    /// silent for `silence` (the pending read is then cancelled, and with it the
+    /// request). The iterator is a reference to the body's stream: the child task reads
+    /// through a copy, and only one read is in flight at a time.
+    private static func next(
+        of pieces: HTTPClientResponse.Body.AsyncIterator, within silence: TimeAmount
+    ) async throws -> ByteBuffer? {
+        nonisolated(unsafe) let pieces = pieces
+        return try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+            group.addTask {
+                var reader = pieces
+                return try await reader.next()
+            }
+            group.addTask {
+                try await Task.sleep(nanoseconds: UInt64(silence.nanoseconds))
+                throw HTTPClientError.readTimeout
+            }
+            defer { group.cancelAll() }
+            return try await group.next() ?? nil
+        }
     }
 }

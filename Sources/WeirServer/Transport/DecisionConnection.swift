@@ -11,13 +11,13 @@ import NIOHTTP1
 /// - A request the fast path serves (`route` is non-nil) is collected whole, then
 ///   decided (`Action.decide`); the connection then waits until `answered()`, and parts
 ///   that arrive meanwhile (HTTP pipelining) are queued, to be read again in order.
-/// - Every other request is forwarded to Hummingbird part by part. While a forwarded
-///   request's response has not ended, fast-path requests are forwarded too, so answers
-///   always leave in request order.
+/// - Every other request is forwarded to Hummingbird part by part. A fast-path request
+///   that arrives while a forwarded request's response has not ended waits for it (it is
+///   held, and what follows is queued), so answers always leave in request order; the
+///   fast path's requests are never Hummingbird's.
 /// - A body over `maxBodySize` (declared or found while reading) is refused with 413 and
 ///   the connection closes (the rest of the body cannot be told from a next request
-///   without reading it); everything after it is dropped. A route that
-///   `forwardsOversized` instead goes to Hummingbird, which words the refusal itself.
+///   without reading it); everything after it is dropped.
 ///
 /// Not thread-safe: one per connection, used on its event loop only.
 struct DecisionConnection<Route> {
@@ -32,17 +32,17 @@ struct DecisionConnection<Route> {
         case forwarding
         /// A fast-path request is being decided (or sent upstream); parts wait in `queued`.
         case waiting
+        /// A fast-path request waits, in `queued` with what follows, for the responses to
+        /// the requests forwarded before it.
+        case held
     }
 
     enum Action {
         case none
         /// Pass this part on to Hummingbird.
         case forward(HTTPServerRequestPart)
-        /// Hand Hummingbird a request begun on the fast path: its head, the body read so
-        /// far, then `part` (the chunk that arrived, or the request's end) if any.
-        case forwardBegun(HTTPRequestHead, body: ByteBuffer?, then: HTTPServerRequestPart?)
-        /// Answer 413 to `head` and close the connection.
-        case refuseTooLarge(HTTPRequestHead)
+        /// Answer 413 to `head` (a request of `Route`) and close the connection.
+        case refuseTooLarge(Route, HTTPRequestHead)
         /// The request is whole: decide it, then call `answered()`.
         case decide(Route, HTTPRequestHead, body: ByteBuffer)
     }
@@ -54,12 +54,10 @@ struct DecisionConnection<Route> {
     private(set) var forwarded = 0
     let maxBodySize: Int
     private let allocator: ByteBufferAllocator
-    private let forwardsOversized: (Route) -> Bool
 
-    init(maxBodySize: Int, allocator: ByteBufferAllocator, forwardsOversized: @escaping (Route) -> Bool) {
+    init(maxBodySize: Int, allocator: ByteBufferAllocator) {
         self.maxBodySize = maxBodySize
         self.allocator = allocator
-        self.forwardsOversized = forwardsOversized
     }
 
     /// Whether a decision is in flight (parts are being queued).
@@ -72,26 +70,34 @@ struct DecisionConnection<Route> {
     /// served by the fast path); it is called for heads only.
     mutating func read(_ part: HTTPServerRequestPart, route: (HTTPRequestHead) -> Route?) -> Action {
         switch (state, part) {
-        case (.waiting, _):
+        case (.waiting, _), (.held, _):
             queued.append(part)
             return .none
         case (.closing, _):
             return .none
         case (.idle, .head(let head)):
-            guard forwarded == 0, head.method == .POST, let route = route(head) else {
+            guard head.method == .POST, let route = route(head) else {
                 forwarded += 1
                 state = .forwarding
                 return .forward(part)
             }
+            guard forwarded == 0 else {
+                // First in the queue: it may come from it (read again), ahead of its body.
+                state = .held
+                queued.prepend(part)
+                return .none
+            }
             let length = head.headers.first(name: "content-length").flatMap { Int($0) }
             if let length, length > maxBodySize {
-                return oversized(route, head: head, body: nil, then: nil)
+                state = .closing
+                return .refuseTooLarge(route, head)
             }
             state = .collecting(route, allocator.buffer(capacity: min(max(length ?? 512, 0), maxBodySize)), head)
             return .none
         case (.collecting(let route, var body, let head), .body(var chunk)):
             if body.readableBytes + chunk.readableBytes > maxBodySize {
-                return oversized(route, head: head, body: body, then: part)
+                state = .closing
+                return .refuseTooLarge(route, head)
             }
             state = .idle  // drop the enum's reference, so appending does not copy
             body.writeBuffer(&chunk)
@@ -112,38 +118,19 @@ struct DecisionConnection<Route> {
         }
     }
 
-    private mutating func oversized(
-        _ route: Route, head: HTTPRequestHead, body: ByteBuffer?, then part: HTTPServerRequestPart?
-    ) -> Action {
-        if forwardsOversized(route) {
-            forwarded += 1
-            state = .forwarding
-            return .forwardBegun(head, body: body, then: part)
-        }
-        state = .closing
-        return .refuseTooLarge(head)
-    }
-
-    /// The request being decided turns out to be Hummingbird's after all (a gateway
-    /// call asking for a stream): hand it over whole.
-    mutating func handOver(_ head: HTTPRequestHead, body: ByteBuffer) -> Action {
-        guard case .waiting = state else { preconditionFailure("handOver while not deciding a request") }
-        forwarded += 1
-        state = .idle
-        return .forwardBegun(head, body: body, then: .end(nil))
-    }
-
     /// The decision has been answered (its response written): reading goes on.
     mutating func answered() {
         guard case .waiting = state else { preconditionFailure("an answer while no request was being decided") }
         state = .idle
     }
 
-    /// The next part that waited, to be read again with `read`; nil when none waits or
-    /// another decision is in flight.
+    /// The next part that waited, to be read again with `read`; nil when none waits, or
+    /// another decision is in flight, or a request is held.
     mutating func nextQueued() -> HTTPServerRequestPart? {
-        if case .waiting = state { return nil }
-        return queued.popFirst()
+        switch state {
+        case .waiting, .held: return nil
+        default: return queued.popFirst()
+        }
     }
 
     /// Whether parts wait to be read again.
@@ -151,8 +138,12 @@ struct DecisionConnection<Route> {
 
     /// Hummingbird has written the end of a response to a forwarded request. (An answer
     /// Hummingbird writes of its own accord, to a request it never got from here, is not
-    /// counted: the count never goes below zero.)
-    mutating func forwardedResponseEnded() {
+    /// counted: the count never goes below zero.) Returns whether a held request may go
+    /// on now: the queued parts are then to be read again.
+    mutating func forwardedResponseEnded() -> Bool {
         if forwarded > 0 { forwarded -= 1 }
+        guard forwarded == 0, case .held = state else { return false }
+        state = .idle
+        return true
     }
 }

@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import HTTPTypes
 import HummingbirdCore
@@ -22,7 +23,7 @@ struct DecisionChannel: ServerChildChannel, HTTPChannelHandler {
 
     let responder: Responder
     let service: WeirService
-    /// The gateway (`--upstream`), whose non-streaming calls the fast path answers too.
+    /// The gateway (`--upstream`), whose calls the fast path serves too.
     var gateway: Gateway?
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
@@ -64,15 +65,17 @@ struct DecisionChannel: ServerChildChannel, HTTPChannelHandler {
 /// paths) goes on to Hummingbird unchanged. What is read, queued and forwarded, in what
 /// order, is `DecisionConnection`'s to say; this handler performs its actions.
 ///
-/// **Gateway.** With `--upstream`, a call on a path of the gateway's table that does not
-/// ask for a stream is answered here too: prepared, decided and admitted with the same
-/// steps as the gateway's route (`Gateway.prepare`, `admit`), sent upstream with
-/// AsyncHTTPClient on this channel's event loop (`Gateway.send`), its lease settled
-/// from the response, and the response written back, all without leaving the loop. A
-/// streaming call (`stream: true`), a body over the limit and a path with a query go to
-/// Hummingbird, whose route streams and words every error the same way. While a call
-/// is upstream, whatever else arrives on the connection (HTTP pipelining) waits, and is
-/// handled in order once the answer is written.
+/// **Gateway.** With `--upstream`, every call on a path of the gateway's table (a query
+/// string passed on) is served here: prepared, decided and admitted (`Gateway.prepare`,
+/// the limiter, `Gateway.admit`), sent upstream with AsyncHTTPClient on this channel's
+/// event loop (`Gateway.send`), its lease settled from the response, and the response
+/// written back, all without leaving the loop. A call that asked for a stream and gets
+/// one is relayed as it comes, in chunked transfer coding (HTTP/1.0: until the connection
+/// closes), each write waited for before the upstream is read further; a stream cut short
+/// ends the connection abruptly, and a client gone mid-stream cancels the upstream
+/// exchange (its lease settled with what went by). While a call is upstream, whatever
+/// else arrives on the connection (HTTP pipelining) waits, and is handled in order once
+/// the answer is written.
 ///
 /// **Both stores, one path.** The limiter answers `Pending`: with the in-memory store
 /// `.ready`, written at once on this event loop (no closure, task or hop); with Redis
@@ -80,8 +83,8 @@ struct DecisionChannel: ServerChildChannel, HTTPChannelHandler {
 /// flight, what else arrives on the connection waits, as behind a gateway call.
 ///
 /// **Order.** While a request forwarded to Hummingbird has not been answered (HTTP
-/// pipelining), decision requests are forwarded as well, so responses always leave in
-/// request order.
+/// pipelining), a request of the fast path waits for that answer, so responses always
+/// leave in request order.
 ///
 /// **Limits.** A body over the service's limit (declared by `Content-Length` or found
 /// while reading) is answered 413 at once and the connection closed, since the rest of
@@ -115,6 +118,15 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private var needsFlush = false
     /// Whether a flush is scheduled for the end of the event loop's round.
     private var flushScheduled = false
+    /// This handler's context, to go on with a held request when Hummingbird's answer
+    /// ahead of it has been written.
+    private var context: ChannelHandlerContext?
+    /// The upstream exchange of a streaming gateway call in flight, cancelled when the
+    /// client goes away.
+    private var stream: HTTPClient.Task<UpstreamExchange.Response>?
+    /// Whether the stream being relayed is in chunked transfer coding (else HTTP/1.0's
+    /// body up to the connection's close).
+    private var streamIsChunked = false
 
     init(service: WeirService, gateway: Gateway?) {
         self.service = service
@@ -124,12 +136,7 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             for route in GatewayRoute.all { routes[route.path] = route }
         }
         self.gatewayRoutes = routes
-        // A gateway call over the size limit goes to Hummingbird, whose route words the
-        // refusal in the path's dialect.
-        self.connection = DecisionConnection(maxBodySize: service.maxBodySize, allocator: ByteBufferAllocator()) { route in
-            if case .gateway = route { return true }
-            return false
-        }
+        self.connection = DecisionConnection(maxBodySize: service.maxBodySize, allocator: ByteBufferAllocator())
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -142,7 +149,7 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             switch head.uri {
             case "/v1/acquire": .acquire
             case "/v1/settle": .settle
-            default: gatewayRoutes[head.uri].map { .gateway($0) }
+            default: Self.gatewayRoute(head.uri, in: gatewayRoutes).map { .gateway($0) }
             }
         }
         perform(action, context: context)
@@ -154,11 +161,10 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             break
         case .forward(let part):
             context.fireChannelRead(wrapInboundOut(part))
-        case .forwardBegun(let head, let body, let then):
-            context.fireChannelRead(wrapInboundOut(.head(head)))
-            if let body, body.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(.body(body))) }
-            if let then { context.fireChannelRead(wrapInboundOut(then)) }
-        case .refuseTooLarge(let head):
+        case .refuseTooLarge(.gateway(let route), let head):
+            let refusal = GatewayErrors.response(APIError.bodyTooLarge(limit: service.maxBodySize), dialect: route.dialect)
+            write(refusal, context: context, head: head, close: true)
+        case .refuseTooLarge(_, let head):
             write(DecisionAnswer(APIError.bodyTooLarge(limit: service.maxBodySize)), context: context, head: head, close: true)
         case .decide(let route, let head, var body):
             let bytes = body.readBytes(length: body.readableBytes) ?? []
@@ -170,15 +176,43 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// The gateway route of a request target: a path of the table, with or without a query.
+    private static func gatewayRoute(_ uri: String, in routes: [String: GatewayRoute]) -> GatewayRoute? {
+        if let route = routes[uri] { return route }
+        guard let query = uri.firstIndex(of: "?") else { return nil }
+        return routes[String(uri[..<query])]
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        // A client gone mid-stream: the upstream exchange ends now, and its lease is
+        // settled with what went by (`Gateway.send`).
+        stream?.cancel()
+        context.fireChannelInactive()
+    }
+
     func channelReadComplete(context: ChannelHandlerContext) {
         flushAfterThisTick(context: context)
         context.fireChannelReadComplete()
     }
 
     /// Called by `ForwardedResponseObserver` when Hummingbird has written the end of a
-    /// response to a forwarded request.
-    func forwardedResponseEnded() {
-        connection.forwardedResponseEnded()
+    /// response to a forwarded request: a request held behind it goes on, once this
+    /// write (made from Hummingbird's side of the pipeline) has returned.
+    func forwardedResponseEnded(context: ChannelHandlerContext) {
+        guard connection.forwardedResponseEnded() else { return }
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            guard let context = loopBound.value.context else { return }
+            loopBound.value.resume(context: context)
+        }
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
     }
 
     // MARK: - Gateway calls
@@ -197,11 +231,6 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 route: route)
         } catch {
             done(GatewayErrors.response(error, dialect: route.dialect), head: head, context: context)
-            return
-        }
-        if prepared.streaming {
-            perform(connection.handOver(head, body: ByteBuffer(bytes: bytes)), context: context)
-            resume(context: context)
             return
         }
         let decided = gateway.service.limiter.acquire(
@@ -248,8 +277,23 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        gateway.send(admitted, path: route.path, headers: head.headers, dialect: route.dialect, on: context.eventLoop) { outcome in
+        var sink: UpstreamExchange.Sink?
+        if admitted.streaming {
+            sink = UpstreamExchange.Sink(
+                begin: { response in
+                    let (handler, context) = loopBound.value
+                    handler.beginStream(response, gateway: gateway, limited: admitted.limited, context: context, head: head)
+                },
+                send: { events in
+                    let (handler, context) = loopBound.value
+                    return handler.relay(events, context: context)
+                })
+        }
+        let task = gateway.send(
+            admitted, uri: head.uri, headers: head.headers, dialect: route.dialect, on: context.eventLoop, sink: sink
+        ) { outcome in
             let (handler, context) = loopBound.value
+            handler.stream = nil
             switch outcome {
             case .upstream(let response, let headers):
                 handler.connection.answered()
@@ -257,8 +301,65 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 handler.resume(context: context)
             case .failed(let answer):
                 handler.done(answer, head: head, context: context)
+            case .streamed(let rest):
+                handler.endStream(rest, context: context, head: head)
+            case .cut:
+                context.close(promise: nil)
             }
         }
+        if admitted.streaming { stream = task }
+    }
+
+    // MARK: - Relayed streams
+
+    /// Writes the head of a relayed stream: the upstream's status and headers (less
+    /// hop-by-hop and rate limit ones), the decision's rate limit headers, and the
+    /// framing.
+    private func beginStream(
+        _ response: HTTPResponseHead, gateway: Gateway, limited: LimitedDecision, context: ChannelHandlerContext,
+        head: HTTPRequestHead
+    ) {
+        var bytes = Self.statusLine(code: Int(response.status.code), reason: response.status.reasonPhrase, head: head)
+        Self.append(gateway.responseHeaders(response.headers), to: &bytes)
+        limited.appendHTTP1Headers(to: &bytes)
+        streamIsChunked = !(head.version.major == 1 && head.version.minor == 0)
+        bytes.append(contentsOf: (streamIsChunked ? "Transfer-Encoding: chunked" : "Connection: close").utf8)
+        if streamIsChunked && !head.isKeepAlive { bytes.append(contentsOf: "\r\nConnection: close".utf8) }
+        bytes.append(contentsOf: "\r\nDate: ".utf8)
+        bytes.append(contentsOf: HTTPDate.now().utf8)
+        bytes.append(contentsOf: "\r\n\r\n".utf8)
+        context.writeAndFlush(wrapOutboundOut(.byteBuffer(context.channel.allocator.buffer(bytes: bytes))), promise: nil)
+    }
+
+    /// Writes events of a relayed stream (one chunk); the future completes once written.
+    private func relay(_ events: ByteBuffer, context: ChannelHandlerContext) -> EventLoopFuture<Void> {
+        context.writeAndFlush(wrapOutboundOut(.byteBuffer(framed(events, context: context))))
+    }
+
+    private func framed(_ events: ByteBuffer, context: ChannelHandlerContext) -> ByteBuffer {
+        guard streamIsChunked else { return events }
+        var buffer = context.channel.allocator.buffer(capacity: events.readableBytes + 16)
+        buffer.writeString(String(events.readableBytes, radix: 16))
+        buffer.writeStaticString("\r\n")
+        buffer.writeImmutableBuffer(events)
+        buffer.writeStaticString("\r\n")
+        return buffer
+    }
+
+    /// Ends a relayed stream that ended well: `rest` (what followed its last event), the
+    /// last chunk; then goes on with what waited, or closes when the connection does.
+    private func endStream(_ rest: ByteBuffer, context: ChannelHandlerContext, head: HTTPRequestHead) {
+        var end = rest.readableBytes > 0 ? framed(rest, context: context) : context.channel.allocator.buffer(capacity: 5)
+        if streamIsChunked { end.writeStaticString("0\r\n\r\n") }
+        connection.answered()
+        if !streamIsChunked || !head.isKeepAlive {
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            context.writeAndFlush(wrapOutboundOut(.byteBuffer(end))).whenComplete { _ in bound.value.close(promise: nil) }
+            return
+        }
+        context.write(wrapOutboundOut(.byteBuffer(end)), promise: nil)
+        needsFlush = true
+        resume(context: context)
     }
 
     /// Runs `body` on `eventLoop`: at once when already there, else as a task of the loop
@@ -349,11 +450,11 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Writes a gateway answer of its own (an error, a denial).
-    private func write(_ answer: GatewayAnswer, context: ChannelHandlerContext, head: HTTPRequestHead) {
+    private func write(_ answer: GatewayAnswer, context: ChannelHandlerContext, head: HTTPRequestHead, close: Bool = false) {
         var bytes = Self.statusLine(code: answer.status.code, reason: answer.status.reasonPhrase, head: head)
         Self.append(answer.headers, to: &bytes)
         bytes.append(contentsOf: "Content-Type: application/json\r\n".utf8)
-        write(bytes, body: Array(answer.body.utf8), context: context, head: head)
+        write(bytes, body: Array(answer.body.utf8), context: context, head: head, close: close)
     }
 
     /// Writes the upstream's answer to a gateway call: its status, `headers` (the
@@ -435,7 +536,7 @@ final class ForwardedResponseObserver: ChannelOutboundHandler, RemovableChannelH
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if case .end = unwrapOutboundIn(data) {
-            fastPath.forwardedResponseEnded()
+            fastPath.forwardedResponseEnded(context: context)
         }
         context.write(data, promise: promise)
     }
