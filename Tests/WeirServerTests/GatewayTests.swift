@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import Synchronization
 import Testing
+import WeirConformance
 import WeirCore
 import WeirMockUpstream
 import WeirServer
@@ -300,6 +301,54 @@ struct GatewayTests {
             try await gateway.eventually("the upstream stream is dropped") { gateway.control.abandonedStreams == 1 }
             #expect(try await gateway.used("acme", rule: "chat", dimension: "tokens") == 27)
             #expect(try await gateway.used("acme", rule: "chat", dimension: "concurrency") == 0)
+        }
+    }
+
+    @Test("1,000 streams aborted at random points: every slot is freed, no lease leaks, each upstream call dropped")
+    func abortedStreams() async throws {
+        try await GatewayHarness.run { gateway in
+            // 20 accounts with one concurrency slot each; 50 rounds of one stream per
+            // account, each read to a random point (the head only, or 1 to 3 events of a
+            // stream the upstream keeps open) and then dropped by the client. A round
+            // begins once every lease of the last one is settled: a slot that was not
+            // freed would refuse the account's next stream with 429.
+            gateway.control.hold()
+            defer { gateway.control.release() }
+            let accounts = (0..<20).map { "abort\($0)" }
+            var keys: [String] = []
+            for account in accounts { keys.append(try await gateway.key(for: account)) }
+            let body = #"{"model": "MiniMax-M2", "stream": true, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50}"#
+            var random = SeededGenerator(seed: 1_000)
+            var streams = 0
+            for _ in 0..<50 {
+                let points = keys.map { _ in Int.random(in: 0...3, using: &random) }
+                let statuses = try await withThrowingTaskGroup(of: UInt.self) { group in
+                    for (key, point) in zip(keys, points) {
+                        let request = gateway.request(
+                            "/v1/text/chatcompletion_v2", body: body, key: key,
+                            headers: ["x-mock-completion-tokens": "40", "x-mock-hold-after-events": "3"])
+                        group.addTask {
+                            let response = try await gateway.client.execute(request, timeout: .seconds(30))
+                            guard response.status == .ok, point > 0 else { return response.status.code }
+                            var text = ""
+                            for try await chunk in response.body {
+                                text += String(buffer: chunk)
+                                if GatewayHarness.events(text).count >= point { break }
+                            }
+                            return response.status.code
+                        }
+                    }
+                    return try await group.reduce(into: [UInt]()) { $0.append($1) }
+                }
+                #expect(statuses.allSatisfy { $0 == 200 }, "every stream admitted: \(statuses)")
+                streams += statuses.count
+                try await gateway.eventually("every lease of the round settled") { try await gateway.activeLeases() == 0 }
+            }
+            #expect(streams == 1_000)
+            try await gateway.eventually("every upstream stream dropped") { gateway.control.abandonedStreams == 1_000 }
+            for account in accounts.prefix(3) {
+                #expect(try await gateway.used(account, rule: "chat", dimension: "concurrency") == 0)
+            }
         }
     }
 

@@ -34,6 +34,13 @@ struct AdminAuthMiddleware: RouterMiddleware {
 }
 
 /// The admin API of DESIGN.md, under `/admin/v1`.
+///
+/// **Why its JSON is written by hand** (`JSONWriter`, `JSONValue`), though it is a cold
+/// path: the answers are pinned byte for byte (the golden transcript; clients and the
+/// dashboard read them), and Foundation's `JSONEncoder` on Linux writes an object's keys
+/// in hash order and normalises decimals (`12.50` becomes `12.5`); and a request's errors
+/// name the field and what was wrong with it (`tier: must be a tier name or null, got
+/// number`), which `DecodingError` cannot say, nor tell `"tier": null` from no `tier`.
 extension WeirService {
     func addAdminRoutes(to router: Router<BasicRequestContext>) {
         let admin = router.group("/admin/v1").add(middleware: AdminAuthMiddleware(tokenHash: adminTokenHash))
