@@ -214,7 +214,7 @@ let package = Package(
         .testTarget(
             name: "WeirServerTests",
             dependencies: [
-                "WeirServer", "WeirAnswers", "WeirPolicy", "WeirCore", "WeirConformance", "WeirRedis", "WeirRedisTesting",
+                "WeirServer", "WeirAnswers", "WeirPolicy", "WeirCore", "WeirConformance", "WeirRedis", "WeirRedisTesting", "WeirEnvoy",
                 "WeirMockUpstream",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -84,6 +84,21 @@ public struct ServeCommand: AsyncParsableCommand {
     @Flag(name: .customLong("forward-unknown"), help: "Forward paths outside the gateway table untouched (default: 404).")
     var forwardUnknown = false
 
+    @Option(name: .customLong("idle-timeout"), help: "Close a connection with nothing open or pending after this long without a byte (e.g. 75s).")
+    var idleTimeout = "75s"
+
+    @Option(name: .customLong("request-timeout"), help: "A request must arrive whole within this long of its first byte, else 408 (e.g. 30s).")
+    var requestTimeout = "30s"
+
+    @Option(name: .customLong("max-connections"), help: "Open connections at most on the HTTP port; more are closed as they are accepted.")
+    var maxConnections = 4_096
+
+    @Option(name: .customLong("max-header-bytes"), help: "Bytes of a request's header fields at most (names and values), else 431.")
+    var maxHeaderBytes = 16_384
+
+    @Option(name: .customLong("max-header-count"), help: "Header fields of a request at most, else 431.")
+    var maxHeaderCount = 100
+
     public init() {}
 
     /// The gateway settings of the command line, or nil without --upstream.
@@ -106,6 +121,22 @@ public struct ServeCommand: AsyncParsableCommand {
         return GatewayConfiguration(
             upstream: url, upstreamKey: try upstreamKeyFile.map { try Self.readSecret($0, option: "--upstream-key-file") },
             timeout: timeout, forwardUnknown: forwardUnknown)
+    }
+
+    /// The connection limits of the command line.
+    func connectionLimits() throws -> ConnectionLimits {
+        guard let idle = Self.duration(idleTimeout), idle > 0 else {
+            throw ValidationError("--idle-timeout \(idleTimeout): expected a positive duration such as 500ms, 30s or 5m")
+        }
+        guard let request = Self.duration(requestTimeout), request > 0 else {
+            throw ValidationError("--request-timeout \(requestTimeout): expected a positive duration such as 500ms, 30s or 5m")
+        }
+        guard maxConnections > 0 else { throw ValidationError("--max-connections must be at least 1, got \(maxConnections)") }
+        guard maxHeaderBytes >= 1_024 else { throw ValidationError("--max-header-bytes must be at least 1024, got \(maxHeaderBytes)") }
+        guard maxHeaderCount >= 8 else { throw ValidationError("--max-header-count must be at least 8, got \(maxHeaderCount)") }
+        return ConnectionLimits(
+            idleTimeout: idle, requestReadTimeout: request, maxConnections: maxConnections, maxHeaderCount: maxHeaderCount,
+            maxHeaderBytes: maxHeaderBytes)
     }
 
     /// `500ms`, `30s`, `5m`, `1h` (a whole number and a unit) in nanoseconds.
@@ -180,11 +211,14 @@ public struct ServeCommand: AsyncParsableCommand {
             store: storeSettings,
             gateway: gateway
         )
+        configuration.connectionLimits = try connectionLimits()
         if let grpcPort {
             guard (0...65535).contains(grpcPort) else { throw ValidationError("--grpc-port must be between 0 and 65535, got \(grpcPort)") }
             guard !envoyDomain.isEmpty else { throw ValidationError("--envoy-domain must not be empty") }
             configuration.envoy = EnvoyServiceConfiguration(
                 host: grpcHost ?? host, port: grpcPort, domain: envoyDomain, unknownDescriptors: envoyUnknown)
+            configuration.envoy?.idleTimeout = .nanoseconds(configuration.connectionLimits.idleTimeout)
+            configuration.envoy?.maxConnections = configuration.connectionLimits.maxConnections
         }
         do {
             let application = try await buildApplication(configuration: configuration)

@@ -1,3 +1,4 @@
+import NIOCore
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Logging
@@ -28,14 +29,32 @@ public struct EnvoyRateLimitServer: Service {
     public func run() async throws {
         let configuration = service.configuration
         let host = configuration.host == "localhost" ? "127.0.0.1" : configuration.host
+        // Connections beyond the limit are closed as they are accepted; one that sends no
+        // byte for the idle timeout is closed (gRPC's own idle handling only asks a client
+        // to leave: GOAWAY, then a PING a hostile client never answers); the RPCs one
+        // connection holds are bounded.
+        let connections = ConnectionCount()
+        let maxConnections = configuration.maxConnections
+        let idleTimeout = configuration.idleTimeout.map { TimeAmount.nanoseconds(Int64(clamping: $0.nanoseconds)) }
+        let transportConfig = HTTP2ServerTransport.Posix.Config.defaults { config in
+            config.http2.maxConcurrentStreams = configuration.maxConcurrentStreams
+            config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
+                guard connections.open(channel, limit: maxConnections) else { return channel.close() }
+                guard let idleTimeout else { return channel.eventLoop.makeSucceededVoidFuture() }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers(
+                        [IdleStateHandler(readTimeout: idleTimeout), IdleConnectionCloser()], position: .first)
+                }
+            }
+        }
         let transport =
             host.contains(":")
             ? HTTP2ServerTransport.Posix(
                 address: .ipv6(host: host, port: configuration.port), transportSecurity: .plaintext,
-                eventLoopGroup: eventLoopGroup)
+                config: transportConfig, eventLoopGroup: eventLoopGroup)
             : HTTP2ServerTransport.Posix(
                 address: .ipv4(host: host, port: configuration.port), transportSecurity: .plaintext,
-                eventLoopGroup: eventLoopGroup)
+                config: transportConfig, eventLoopGroup: eventLoopGroup)
         let server = GRPCServer(transport: transport, services: [service])
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
@@ -49,5 +68,28 @@ public struct EnvoyRateLimitServer: Service {
         } onGracefulShutdown: {
             server.beginGracefulShutdown()
         }
+    }
+}
+
+/// Closes a connection when `IdleStateHandler` says nothing was read for its timeout.
+final class IdleConnectionCloser: ChannelInboundHandler, Sendable {
+    typealias InboundIn = NIOAny
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case IdleStateHandler.IdleStateEvent.read = event {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+}
+
+extension Duration {
+    /// The duration in whole nanoseconds (saturating).
+    var nanoseconds: UInt64 {
+        let (seconds, attoseconds) = components
+        guard seconds >= 0 else { return 0 }
+        let (whole, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
+        return overflow ? .max : whole.addingReportingOverflow(UInt64(attoseconds / 1_000_000_000)).partialValue
     }
 }

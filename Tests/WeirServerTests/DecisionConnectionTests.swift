@@ -35,6 +35,7 @@ struct DecisionConnectionTests {
         case .forward(.body(let body)): "forward body \(String(buffer: body))"
         case .forward(.end): "forward end"
         case .refuseTooLarge(let route, let head): "413 \(route) \(head.uri)"
+        case .refuseHeaders(let head): "431 \(head.uri)"
         case .decide(let route, let head, let body): "decide \(route) \(head.uri) \(String(buffer: body))"
         }
     }
@@ -111,6 +112,23 @@ struct DecisionConnectionTests {
         var declaredGateway = Self.machine()
         #expect(Self.feed(&declaredGateway, [.head(Self.head("/gw", length: 100)), Self.body("x"), .end(nil)])
             == ["413 gateway /gw", "none", "none"])
+    }
+
+    @Test("a head over the header limits: 431 and close, whatever its route; one at the limits goes on")
+    func headerBounds() {
+        let limits = ConnectionLimits(maxHeaderCount: 3, maxHeaderBytes: 40)
+        func head(_ uri: String, _ fields: [(String, String)], method: HTTPMethod = .POST) -> HTTPServerRequestPart {
+            .head(HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: HTTPHeaders(fields)))
+        }
+        var many = DecisionConnection<Route>(maxBodySize: 16, limits: limits, allocator: ByteBufferAllocator())
+        #expect(Self.feed(&many, [head("/v1/acquire", [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")]), .end(nil), head("/v1/acquire", []), .end(nil)])
+            == ["431 /v1/acquire", "none", "none", "none"])
+        var long = DecisionConnection<Route>(maxBodySize: 16, limits: limits, allocator: ByteBufferAllocator())
+        #expect(Self.feed(&long, [head("/healthz", [("cookie", String(repeating: "x", count: 35))], method: .GET), .end(nil)])
+            == ["431 /healthz", "none"])
+        var fits = DecisionConnection<Route>(maxBodySize: 16, limits: limits, allocator: ByteBufferAllocator())
+        #expect(Self.feed(&fits, [head("/v1/acquire", [("a", "1"), ("b", "2"), ("cookie", String(repeating: "x", count: 30))]), .end(nil)])
+            == ["none", "decide decision /v1/acquire "])
     }
 
     @Test("only POST on a fast-path route is decided here")

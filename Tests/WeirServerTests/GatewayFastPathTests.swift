@@ -126,6 +126,25 @@ struct GatewayFastPathTests {
         }
     }
 
+    @Test("the idle timeout never cuts a call waiting on the upstream, nor a stream whose events come slower than it")
+    func idleTimeoutSparesCallsInFlight() async throws {
+        try await GatewayHarness.run(limits: ConnectionLimits(idleTimeout: 150_000_000)) { gateway in
+            let key = try await gateway.key(for: "acme")
+            let slow = try await gateway.send(
+                "/v1/text/chatcompletion_v2", body: Self.chat, key: key,
+                headers: ["x-mock-stall-ms": "400", "x-mock-completion-tokens": "10"])
+            #expect(slow.status == 200)
+            #expect(slow.body.contains("total_tokens"))
+            let stream = #"{"model": "MiniMax-M2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100, "stream": true}"#
+            let streamed = try await gateway.send(
+                "/v1/text/chatcompletion_v2", body: stream, key: key,
+                headers: ["x-mock-completion-tokens": "16", "x-mock-event-interval-ms": "200"])
+            #expect(streamed.status == 200)
+            #expect(streamed.body.contains("data: [DONE]") || GatewayHarness.events(streamed.body).count >= 2, "\(streamed.body.suffix(120))")
+            #expect(try await gateway.activeLeases() == 0)
+        }
+    }
+
     @Test("a gateway call over the body limit: 413 in the path's dialect, nothing forwarded, the connection closed")
     func oversizedCall() async throws {
         try await GatewayHarness.run { gateway in

@@ -93,6 +93,7 @@ struct GatewayHarness: Sendable {
         maxResponseSize: Int = 64 << 20,
         mock: MockUpstreamConfiguration = MockUpstreamConfiguration(port: 0, logger: GatewayHarness.silent),
         upstreamPortOverride: Int? = nil,
+        limits: ConnectionLimits = ConnectionLimits(),
         _ body: @Sendable (GatewayHarness) async throws -> Void
     ) async throws {
         let control = MockUpstreamControl()
@@ -110,6 +111,7 @@ struct GatewayHarness: Sendable {
             let clock = ManualClock(start: 1_000 * Nanoseconds.perSecond)
             var configuration = testConfiguration(clock: clock, configPath: configPath, dataDirectory: directory)
             configuration.observer = signal
+            configuration.connectionLimits = limits
             configuration.gateway = GatewayConfiguration(
                 upstream: URL(string: "http://127.0.0.1:\(upstreamPortOverride ?? upstreamPort)")!,
                 upstreamKey: upstreamKey, timeout: timeout, forwardUnknown: forwardUnknown, maxResponseSize: maxResponseSize)

@@ -171,11 +171,12 @@ final class ServerProcess: Sendable {
         return port
     }
 
-    /// The exit code (128 + the signal when a signal ended it), once the process has exited.
+    /// The exit code (128 + the signal when a signal ended it), once the process has exited
+    /// and its output has been read to the end.
     func exitStatus() async -> Int32 {
         var iterator = changes.makeAsyncIterator()
         while true {
-            if let status = exited.value.withLock({ $0 }) { return status }
+            if let status = exited.value.withLock({ $0 }), drained.value.withLock({ $0 }) { return status }
             _ = await iterator.next()
         }
     }

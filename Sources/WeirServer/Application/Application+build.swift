@@ -1,3 +1,4 @@
+import WeirEnvoy
 import Hummingbird
 import HummingbirdCore
 import Logging
@@ -45,6 +46,8 @@ public func buildApplication(configuration: ServerConfiguration) async throws ->
 
     let gatewayLine = gatewayDescription
     let fastGateway = gateway
+    let connectionLimits = configuration.connectionLimits
+    let connections = ConnectionCount()
     let logger = configuration.logger
     let catalogue = service.limiter.catalogue
     let configDescription = configuration.configPath.map { "\($0) (\(catalogue.rules.count) rules)" }
@@ -60,7 +63,11 @@ public func buildApplication(configuration: ServerConfiguration) async throws ->
     if frameworkLogger.logLevel > .debug { frameworkLogger.logLevel = max(frameworkLogger.logLevel, .warning) }
     return Application(
         router: router,
-        server: HTTPServerBuilder { responder in DecisionChannel(responder: responder, service: service, gateway: fastGateway) },
+        server: HTTPServerBuilder { responder in
+            DecisionChannel(
+                responder: responder, service: service, gateway: fastGateway, limits: connectionLimits,
+                connections: connections)
+        },
         configuration: ApplicationConfiguration(address: .hostname(configuration.host, port: configuration.port)),
         services: services,
         onServerRunning: { channel in

@@ -43,6 +43,9 @@ public struct ServerConfiguration: Sendable {
     /// Gateway mode (`--upstream`): proxy the model API's paths to this upstream; nil
     /// serves the decision API alone.
     public var gateway: GatewayConfiguration?
+    /// What one client may hold of the HTTP port: idle and slow-request timeouts, open
+    /// connections, header fields.
+    public var connectionLimits = ConnectionLimits()
     /// Told of every decision and settlement of every shape, besides the server's own
     /// metrics and refusal history (audit, or a test waiting on them); nil for none.
     public var observer: (any DecisionObserver)? = nil

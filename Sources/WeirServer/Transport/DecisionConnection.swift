@@ -18,6 +18,8 @@ import NIOHTTP1
 /// - A body over `maxBodySize` (declared or found while reading) is refused with 413 and
 ///   the connection closes (the rest of the body cannot be told from a next request
 ///   without reading it); everything after it is dropped.
+/// - A head with more fields or field bytes than `limits` allows is refused with 431,
+///   whatever its route, and the connection closes.
 ///
 /// Not thread-safe: one per connection, used on its event loop only.
 struct DecisionConnection<Route> {
@@ -43,6 +45,8 @@ struct DecisionConnection<Route> {
         case forward(HTTPServerRequestPart)
         /// Answer 413 to `head` (a request of `Route`) and close the connection.
         case refuseTooLarge(Route, HTTPRequestHead)
+        /// Answer 431 to `head` (its header fields are over the limits) and close.
+        case refuseHeaders(HTTPRequestHead)
         /// The request is whole: decide it, then call `answered()`.
         case decide(Route, HTTPRequestHead, body: ByteBuffer)
     }
@@ -53,11 +57,30 @@ struct DecisionConnection<Route> {
     /// Requests forwarded to Hummingbird whose response has not ended yet.
     private(set) var forwarded = 0
     let maxBodySize: Int
+    let limits: ConnectionLimits
     private let allocator: ByteBufferAllocator
 
-    init(maxBodySize: Int, allocator: ByteBufferAllocator) {
+    init(maxBodySize: Int, limits: ConnectionLimits = ConnectionLimits(), allocator: ByteBufferAllocator) {
         self.maxBodySize = maxBodySize
+        self.limits = limits
         self.allocator = allocator
+    }
+
+    /// Whether the answer to an earlier request than the one being read is pending (a
+    /// decision in flight, a request held, a forwarded response not ended).
+    var isAnsweringEarlier: Bool {
+        switch state {
+        case .waiting, .held: return true
+        case .forwarding: return forwarded > 1
+        default: return forwarded > 0
+        }
+    }
+
+    /// Whether nothing is open or pending: no request being read, decided, held or
+    /// forwarded, nothing queued (the connection may be closed as idle).
+    var isQuiet: Bool {
+        guard case .idle = state else { return false }
+        return forwarded == 0 && queued.isEmpty
     }
 
     /// Whether a decision is in flight (parts are being queued).
@@ -76,6 +99,10 @@ struct DecisionConnection<Route> {
         case (.closing, _):
             return .none
         case (.idle, .head(let head)):
+            guard limits.admits(head.headers) else {
+                state = .closing
+                return .refuseHeaders(head)
+            }
             guard head.method == .POST, let route = route(head) else {
                 forwarded += 1
                 state = .forwarding

@@ -9,6 +9,7 @@ import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
 import Synchronization
 import WeirAnswers
+import WeirEnvoy
 import WeirPolicy
 
 /// The server's HTTP/1 channel: Hummingbird's, with `DecisionFastPath` in front of its
@@ -25,15 +26,28 @@ struct DecisionChannel: ServerChildChannel, HTTPChannelHandler {
     let service: WeirService
     /// The gateway (`--upstream`), whose calls the fast path serves too.
     var gateway: Gateway?
+    /// What one client may hold of the port.
+    var limits: ConnectionLimits
+    /// The connections open on the port, shared by every connection.
+    let connections: ConnectionCount
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        channel.eventLoop.makeCompletedFuture {
+        // Beyond `maxConnections`, a connection is closed as it is accepted.
+        guard connections.open(channel, limit: limits.maxConnections) else {
+            logger.debug("connection refused: \(limits.maxConnections) connections open")
+            channel.close(promise: nil)
+            return channel.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel)
+        }
+        return channel.eventLoop.makeCompletedFuture {
             // NIO's HTTP/1 decoder and encoder as `configureHTTPServerPipeline` sets them
             // up (no pipelining assistance, no error handling, no outbound header
             // validation: Hummingbird's choices), but apart, so that the fast path sits
-            // between them: it reads decoded requests and writes encoded bytes.
-            let fastPath = DecisionFastPath(service: service, gateway: gateway)
+            // between them: it reads decoded requests and writes encoded bytes. The
+            // connection guard, first, keeps the idle and slow-request time limits.
+            let connectionGuard = ConnectionGuard(limits: limits)
+            let fastPath = DecisionFastPath(service: service, gateway: gateway, limits: limits, guard: connectionGuard)
             try channel.pipeline.syncOperations.addHandlers([
+                connectionGuard,
                 ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)),
                 fastPath,
                 HTTPResponseEncoder(configuration: .init()),
@@ -118,6 +132,9 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private var needsFlush = false
     /// Whether a flush is scheduled for the end of the event loop's round.
     private var flushScheduled = false
+    /// Keeps the connection's time limits; told when a request has been read whole and
+    /// when nothing is pending.
+    private let connectionGuard: ConnectionGuard
     /// This handler's context, to go on with a held request when Hummingbird's answer
     /// ahead of it has been written.
     private var context: ChannelHandlerContext?
@@ -128,22 +145,28 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// body up to the connection's close).
     private var streamIsChunked = false
 
-    init(service: WeirService, gateway: Gateway?) {
+    init(service: WeirService, gateway: Gateway?, limits: ConnectionLimits, guard connectionGuard: ConnectionGuard) {
         self.service = service
         self.gateway = gateway
+        self.connectionGuard = connectionGuard
         var routes: [String: GatewayRoute] = [:]
         if gateway != nil {
             for route in GatewayRoute.all { routes[route.path] = route }
         }
         self.gatewayRoutes = routes
-        self.connection = DecisionConnection(maxBodySize: service.maxBodySize, allocator: ByteBufferAllocator())
+        self.connection = DecisionConnection(maxBodySize: service.maxBodySize, limits: limits, allocator: ByteBufferAllocator())
+        connectionGuard.answering = { [weak self] in
+            guard let self else { return false }
+            return self.connection.isAnsweringEarlier || self.stream != nil
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         read(unwrapInboundIn(data), context: context)
     }
 
-    private func read(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+    private func read(_ part: HTTPServerRequestPart, context: ChannelHandlerContext, replayed: Bool = false) {
+        if !replayed, case .end = part { connectionGuard.requestRead() }
         let gatewayRoutes = self.gatewayRoutes
         let action = connection.read(part) { head in
             switch head.uri {
@@ -166,6 +189,12 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             write(refusal, context: context, head: head, close: true)
         case .refuseTooLarge(_, let head):
             write(DecisionAnswer(APIError.bodyTooLarge(limit: service.maxBodySize)), context: context, head: head, close: true)
+        case .refuseHeaders(let head):
+            let limits = connection.limits
+            let error = APIError(
+                status: .requestHeaderFieldsTooLarge, code: "headers_too_large",
+                message: "the request's header fields are over the limits: \(limits.maxHeaderCount) fields, \(limits.maxHeaderBytes) bytes")
+            write(DecisionAnswer(error), context: context, head: head, close: true)
         case .decide(let route, let head, var body):
             let bytes = body.readBytes(length: body.readableBytes) ?? []
             switch route {
@@ -181,6 +210,24 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         if let route = routes[uri] { return route }
         guard let query = uri.firstIndex(of: "?") else { return nil }
         return routes[String(uri[..<query])]
+    }
+
+    /// A request NIO's parser cannot read (a head over its 80 KiB, bytes that are not
+    /// HTTP): 431 or 400 when nothing is being answered, and the connection closes.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let parserError = error as? HTTPParserError else {
+            context.fireErrorCaught(error)
+            return
+        }
+        guard connection.isQuiet, stream == nil else {
+            context.close(promise: nil)
+            return
+        }
+        let answer = parserError == .headerOverflow
+            ? APIError(status: .requestHeaderFieldsTooLarge, code: "headers_too_large", message: "the request's head is over 80 KiB")
+            : APIError(status: .badRequest, code: "invalid_http", message: "the request is not valid HTTP/1.1: \(parserError)")
+        let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: ["connection": "close"])
+        write(DecisionAnswer(answer), context: context, head: head, close: true)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -199,7 +246,10 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// response to a forwarded request: a request held behind it goes on, once this
     /// write (made from Hummingbird's side of the pipeline) has returned.
     func forwardedResponseEnded(context: ChannelHandlerContext) {
-        guard connection.forwardedResponseEnded() else { return }
+        guard connection.forwardedResponseEnded() else {
+            if connection.isQuiet && stream == nil { connectionGuard.quiet() }
+            return
+        }
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         context.eventLoop.execute {
             guard let context = loopBound.value.context else { return }
@@ -403,13 +453,15 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// After an answer that was waited for: handles the parts that arrived meanwhile,
-    /// or flushes at the end of the event loop's round.
+    /// or flushes at the end of the event loop's round; when nothing is left open or
+    /// pending, the idle timer starts.
     private func resume(context: ChannelHandlerContext) {
         if connection.hasQueued && !replaying {
             replayQueued(context: context)
         } else {
             flushAfterThisTick(context: context)
         }
+        if connection.isQuiet && stream == nil { connectionGuard.quiet() }
     }
 
     /// Flushes once the event loop has handled every event of this round: answers
@@ -434,7 +486,7 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private func replayQueued(context: ChannelHandlerContext) {
         replaying = true
         while let part = connection.nextQueued() {
-            read(part, context: context)
+            read(part, context: context, replayed: true)
         }
         replaying = false
         // As after a read from the socket: flushes the answers, and lets Hummingbird's
