@@ -5,14 +5,14 @@ import WeirAnswers
 /// of `ConnectionLimits`, on the connection's event loop.
 ///
 /// - **Idle.** When `DecisionFastPath` says the connection is quiet (nothing open or
-///   pending), a timer of `idleTimeout` starts; any byte from the client stops it; when
-///   it fires, the connection is closed.
-/// - **Slow requests.** The first byte of a request starts a timer of
-///   `requestReadTimeout`; the request's end (`requestRead()`, from the fast path, for
-///   every request) stops it. When it fires while nothing is being answered, the client
-///   gets 408 and the connection is closed; while an earlier answer is still being
-///   written (a pipelined request behind a stream), the timer starts again, since the
-///   slow request cannot be answered before that one anyway.
+///   pending), its idle time starts; any byte from the client ends it; after
+///   `idleTimeout` of it, the connection is closed.
+/// - **Slow requests.** The first byte of a request starts its read time; the request's
+///   end (`requestRead()`, from the fast path, for every request) ends it. After
+///   `requestReadTimeout` of it while nothing is being answered, the client gets 408 and
+///   the connection is closed; while an earlier answer is still being written (a
+///   pipelined request behind a stream), the wait starts again, since the slow request
+///   cannot be answered before that one anyway.
 ///
 /// Not thread-safe, like every channel handler: one per connection, used on its event
 /// loop only.
@@ -22,12 +22,18 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
     typealias OutboundOut = IOData
 
     private let limits: ConnectionLimits
-    /// Whether a request has begun (bytes read) and not yet ended.
+    /// Whether a request has begun (bytes read) and not yet ended, and since when.
     private var reading = false
+    private var readingSince = NIODeadline.uptimeNanoseconds(0)
+    /// Whether the fast path has nothing open or pending (set by `quiet()`, cleared by
+    /// bytes), and since when.
+    private var isQuiet = false
+    private var quietSince = NIODeadline.uptimeNanoseconds(0)
+    /// At most one timer of each kind per connection, moved on lazily: a request or an
+    /// answer only records the time, so a busy keep-alive connection arms a timer once
+    /// per timeout rather than once per request.
     private var readTimer: Scheduled<Void>?
     private var idleTimer: Scheduled<Void>?
-    /// Whether the fast path has nothing open or pending (set by `quiet()`, cleared by bytes).
-    private var isQuiet = false
     private var context: ChannelHandlerContext?
 
     init(limits: ConnectionLimits) {
@@ -55,11 +61,10 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         isQuiet = false
-        idleTimer?.cancel()
-        idleTimer = nil
         if !reading {
             reading = true
-            armReadTimer(context: context)
+            readingSince = .now()
+            if readTimer == nil { armReadTimer(at: readingSince + timeAmount(limits.requestReadTimeout), context: context) }
         }
         context.fireChannelRead(data)
     }
@@ -67,37 +72,53 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
     /// The request being read has ended (its last part decoded).
     func requestRead() {
         reading = false
-        readTimer?.cancel()
-        readTimer = nil
     }
 
-    /// Nothing is open or pending on the connection: the idle timer starts.
+    /// Nothing is open or pending on the connection: the idle time starts.
     func quiet() {
-        guard let context, !reading, idleTimer == nil, context.channel.isActive else { return }
+        guard let context, !reading, !isQuiet, context.channel.isActive else { return }
         isQuiet = true
-        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        idleTimer = context.eventLoop.scheduleTask(in: .nanoseconds(Int64(clamping: limits.idleTimeout))) {
-            let (handler, context) = bound.value
-            handler.idleTimer = nil
-            guard handler.isQuiet else { return }
-            context.close(promise: nil)
-        }
+        quietSince = .now()
+        if idleTimer == nil { armIdleTimer(at: quietSince + timeAmount(limits.idleTimeout), context: context) }
     }
 
     /// Whether an answer is still being written; the fast path tells.
     var answering: () -> Bool = { false }
 
-    private func armReadTimer(context: ChannelHandlerContext) {
+    private func timeAmount(_ nanoseconds: UInt64) -> TimeAmount {
+        .nanoseconds(Int64(clamping: nanoseconds))
+    }
+
+    private func armIdleTimer(at deadline: NIODeadline, context: ChannelHandlerContext) {
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        readTimer = context.eventLoop.scheduleTask(in: .nanoseconds(Int64(clamping: limits.requestReadTimeout))) {
+        idleTimer = context.eventLoop.scheduleTask(deadline: deadline) {
+            let (handler, context) = bound.value
+            handler.idleTimer = nil
+            guard handler.isQuiet else { return }  // the next quiet() arms it again
+            let due = handler.quietSince + handler.timeAmount(handler.limits.idleTimeout)
+            if NIODeadline.now() >= due {
+                context.close(promise: nil)
+            } else {
+                handler.armIdleTimer(at: due, context: context)
+            }
+        }
+    }
+
+    private func armReadTimer(at deadline: NIODeadline, context: ChannelHandlerContext) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        readTimer = context.eventLoop.scheduleTask(deadline: deadline) {
             let (handler, context) = bound.value
             handler.readTimer = nil
-            guard handler.reading else { return }
-            if handler.answering() {
-                handler.armReadTimer(context: context)
-                return
+            guard handler.reading else { return }  // the next request's first byte arms it again
+            let due = handler.readingSince + handler.timeAmount(handler.limits.requestReadTimeout)
+            if NIODeadline.now() < due {
+                handler.armReadTimer(at: due, context: context)
+            } else if handler.answering() {
+                // The slow request cannot be answered before the earlier one anyway.
+                handler.armReadTimer(at: .now() + handler.timeAmount(handler.limits.requestReadTimeout), context: context)
+            } else {
+                handler.refuseSlowRequest(context: context)
             }
-            handler.refuseSlowRequest(context: context)
         }
     }
 

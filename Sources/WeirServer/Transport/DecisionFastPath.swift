@@ -144,6 +144,8 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// Whether the stream being relayed is in chunked transfer coding (else HTTP/1.0's
     /// body up to the connection's close).
     private var streamIsChunked = false
+    /// Whether the gateway call last sent upstream has ended.
+    private var callEnded = true
 
     init(service: WeirService, gateway: Gateway?, limits: ConnectionLimits, guard connectionGuard: ConnectionGuard) {
         self.service = service
@@ -339,11 +341,15 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                     return handler.relay(events, context: context)
                 })
         }
+        // One gateway call is in flight per connection at a time; its outcome may come
+        // before `send` returns (a call that fails at once).
+        callEnded = false
         let task = gateway.send(
             admitted, uri: head.uri, headers: head.headers, dialect: route.dialect, on: context.eventLoop, sink: sink
         ) { outcome in
             let (handler, context) = loopBound.value
             handler.stream = nil
+            handler.callEnded = true
             switch outcome {
             case .upstream(let response, let headers):
                 handler.connection.answered()
@@ -357,7 +363,7 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 context.close(promise: nil)
             }
         }
-        if admitted.streaming { stream = task }
+        if admitted.streaming, !callEnded { stream = task }
     }
 
     // MARK: - Relayed streams
