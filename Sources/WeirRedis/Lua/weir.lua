@@ -7,7 +7,7 @@ in Swift. Loaded once per server; every helper below is built once per load, not
 Functions (each headed below by its KEYS and ARGV):
   weir_acquire_{{version}}  one call or a batch of calls, decided in order at one `now`
   weir_settle_{{version}}   settles a lease: charges or refunds tokens, frees its slot
-  weir_status_{{version}}   the statuses of a limit key, consuming nothing
+  weir_status_{{version}}   the state of a limit key's statuses, consuming nothing
 `{{version}}` is replaced by the loader with a digest of this text, so that Weir instances of
 different versions sharing one Redis (a rolling upgrade) each call their own code.
 
@@ -76,9 +76,9 @@ to the general code at the first value that needs more; BENCHMARKS.md has the fi
 ]]
 
 -- Lua's and Redis's functions as upvalues, bound by `start` at each FCALL: Redis runs a
--- library's load without Lua's standard globals, and a function reaches each global
--- through the globals' metatable, which costs far more than an upvalue (measured: the
--- common acquire took twice the Redis CPU with globals).
+-- library's load without Lua's standard globals (a load that calls `tonumber` fails), so
+-- they cannot be bound once there; bound per FCALL, each use is an upvalue rather than a
+-- lookup through the globals' metatable.
 local type, tonumber, tostring, unpack, error, pcall
 local format, match, ssub, concat, insert, max, floor, fmod, rcall, rpcall
 -- Whether every value of the current call is a number (see Fast values): set by `begin`,
@@ -877,7 +877,7 @@ end
 -- [3] lease id, [4] grace ms.
 -- Returns 'expired' or 'settled' alone when refused (a missing record is one that
 -- expired: the caller checked that the lease was issued); else 'ok', charged, refunded,
--- the four limit specs, then the nine status values.
+-- the four limit specs, then the state statuses are computed from (`state`).
 local function settle(K, A)
   begin(K, 0)
   local now = clock(A[1])
@@ -929,7 +929,8 @@ local function settle(K, A)
 end
 
 -- Status. K: the first four keys. A: [1] now or '', [2] requests spec, [3] tokens spec,
--- [4] concurrency spec, [5] grace ms. Returns the nine status values. Consumes nothing
+-- [4] concurrency spec, [5] grace ms. Returns the state statuses are computed from
+-- (`state`). Consumes nothing
 -- (it only drops log entries and slots that no longer count).
 local function status_of(K, A)
   begin(K, 0)

@@ -8,6 +8,6 @@ struct GatewayAnswer: Sendable {
     var headers = HTTPFields()
     var body: String
 
-    /// The answer for a Hummingbird route.
+    /// The answer for a Hummingbird route (`--forward-unknown`'s).
     var response: Response { Response.json(status: status, body, headers: headers) }
 }

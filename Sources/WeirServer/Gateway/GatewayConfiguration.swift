@@ -22,8 +22,8 @@ public struct GatewayConfiguration: Sendable {
     /// Time-to-live of the lease a call holds while it runs, in nanoseconds: the
     /// safety net for a call whose end Weir never sees. Default 1 hour.
     public var leaseTTL: UInt64
-    /// Most connections kept open to the upstream (the pool's size), per client: the
-    /// event-loop path and the Hummingbird routes each have one (`Gateway`). Default 1024.
+    /// Most connections kept open to the upstream (the pool's size of the gateway's one
+    /// client). Default 1024.
     public var maxConnections: Int
     /// Largest non-streaming upstream body read (to find its usage), in bytes; a
     /// larger one is answered 502. Default 64 MiB.

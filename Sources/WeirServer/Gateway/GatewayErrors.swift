@@ -16,8 +16,8 @@ import WeirAnswers
 ///   `type` the dimension that refused (`requests`, `tokens`, `concurrency`).
 ///
 /// Denials carry the rate limit headers of the decision API (`Retry-After` included).
-/// Each answer is a `GatewayAnswer`, which the Hummingbird routes send as a `Response`
-/// and `DecisionFastPath` writes as HTTP/1.1 bytes.
+/// Each answer is a `GatewayAnswer`, which `DecisionFastPath` writes as HTTP/1.1 bytes
+/// (and `--forward-unknown`'s Hummingbird route sends as a `Response`).
 enum GatewayErrors {
     /// HTTP 429 for a refused call.
     static func denied(_ limited: LimitedDecision, dialect: GatewayRoute.Dialect) -> GatewayAnswer {

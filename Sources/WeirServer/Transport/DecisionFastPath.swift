@@ -276,7 +276,7 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         let prepared: Gateway.PreparedCall
         do {
             // Several `Authorization` fields read as one value, joined as HTTPFields
-            // joins them for the Hummingbird route (which makes no valid key).
+            // joins them (which makes no valid key).
             let authorization = head.headers["authorization"]
             prepared = try gateway.prepare(
                 authorization: authorization.isEmpty ? nil : authorization.joined(separator: ", "), bytes: bytes,
