@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Resident memory of `weir serve --upstream` around streams aborted by their clients:
-before, after each of three rounds of N streams (each dropped at a random point: after
+before, after each of R rounds of N streams (each dropped at a random point: after
 the head or after 1 to 3 events), and whether every lease and concurrency slot came back.
 
-    bench/aborted_streams.py WEIR_BINARY [--streams 1000] [--concurrency 20]
+    bench/aborted_streams.py WEIR_BINARY [--streams 1000] [--rounds 3] [--concurrency 20]
 
 Starts `weir mock-upstream` (events every 50 ms, so that a stream is still running when
 its client leaves) and `weir serve --upstream` with bench/aborted_streams.yaml (one
@@ -86,6 +86,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("binary")
     parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=20)
     options = parser.parse_args()
     work = tempfile.mkdtemp(prefix="weir-aborted.")
@@ -100,7 +101,7 @@ def main():
         print(f"| moment | resident memory (KiB) | active leases | 200s |")
         print(f"| --- | --- | --- | --- |")
         print(f"| start | {rss_kib(server.pid)} | {metric(weir, 'weir_active_leases')} | |")
-        for round_number in range(1, 4):
+        for round_number in range(1, options.rounds + 1):
             statuses, lock = {}, threading.Lock()
             remaining = list(range(options.streams))
 
