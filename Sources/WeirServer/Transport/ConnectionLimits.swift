@@ -14,6 +14,9 @@ import NIOCore
 /// - A request head may have `maxHeaderCount` fields of `maxHeaderBytes` bytes in all
 ///   (names and values) at most; beyond, 431 and the connection is closed. (NIO's parser
 ///   refuses a head over 80 KiB before that: 400 and closed.)
+/// - Requests pipelined behind one being answered wait in memory up to about
+///   `maxQueuedBytes`; beyond, the connection stops reading until they are handled (the
+///   client's own sends then wait in TCP).
 public struct ConnectionLimits: Sendable, Hashable {
     /// Nanoseconds. Default 75 s (nginx's keep-alive timeout).
     public var idleTimeout: UInt64
@@ -25,16 +28,19 @@ public struct ConnectionLimits: Sendable, Hashable {
     public var maxHeaderCount: Int
     /// Bytes. Default 16 KiB.
     public var maxHeaderBytes: Int
+    /// Bytes. Default 1 MiB.
+    public var maxQueuedBytes: Int
 
     public init(
         idleTimeout: UInt64 = 75_000_000_000, requestReadTimeout: UInt64 = 30_000_000_000, maxConnections: Int = 4_096,
-        maxHeaderCount: Int = 100, maxHeaderBytes: Int = 16 << 10
+        maxHeaderCount: Int = 100, maxHeaderBytes: Int = 16 << 10, maxQueuedBytes: Int = 1 << 20
     ) {
         self.idleTimeout = idleTimeout
         self.requestReadTimeout = requestReadTimeout
         self.maxConnections = maxConnections
         self.maxHeaderCount = maxHeaderCount
         self.maxHeaderBytes = maxHeaderBytes
+        self.maxQueuedBytes = maxQueuedBytes
     }
 
     /// Whether `head`'s fields are within the bounds.

@@ -54,6 +54,27 @@ struct DecisionConnection<Route> {
     private(set) var state = State.idle
     /// Parts that arrived while waiting, oldest first.
     private var queued: CircularBuffer<HTTPServerRequestPart> = []
+    /// About how much memory the queued parts hold, in bytes (bodies whole, a head as its
+    /// target and fields, plus a fixed overhead per part).
+    private(set) var queuedBytes = 0
+
+    /// Whether the queue holds `limits.maxQueuedBytes` or more: the connection should stop
+    /// reading from the socket until it is read again (a client pipelining without end
+    /// behind a call in flight holds a bounded amount of memory).
+    var queueIsFull: Bool { queuedBytes >= limits.maxQueuedBytes }
+
+    private mutating func queue(_ part: HTTPServerRequestPart, first: Bool = false) {
+        if first { queued.prepend(part) } else { queued.append(part) }
+        queuedBytes += Self.size(of: part)
+    }
+
+    private static func size(of part: HTTPServerRequestPart) -> Int {
+        switch part {
+        case .head(let head): 64 + head.uri.utf8.count + head.headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 16 }
+        case .body(let body): 64 + body.readableBytes
+        case .end: 64
+        }
+    }
     /// Requests forwarded to Hummingbird whose response has not ended yet.
     private(set) var forwarded = 0
     let maxBodySize: Int
@@ -94,7 +115,7 @@ struct DecisionConnection<Route> {
     mutating func read(_ part: HTTPServerRequestPart, route: (HTTPRequestHead) -> Route?) -> Action {
         switch (state, part) {
         case (.waiting, _), (.held, _):
-            queued.append(part)
+            queue(part)
             return .none
         case (.closing, _):
             return .none
@@ -111,7 +132,7 @@ struct DecisionConnection<Route> {
             guard forwarded == 0 else {
                 // First in the queue: it may come from it (read again), ahead of its body.
                 state = .held
-                queued.prepend(part)
+                queue(part, first: true)
                 return .none
             }
             let length = head.headers.first(name: "content-length").flatMap { Int($0) }
@@ -156,7 +177,10 @@ struct DecisionConnection<Route> {
     mutating func nextQueued() -> HTTPServerRequestPart? {
         switch state {
         case .waiting, .held: return nil
-        default: return queued.popFirst()
+        default:
+            guard let part = queued.popFirst() else { return nil }
+            queuedBytes -= Self.size(of: part)
+            return part
         }
     }
 

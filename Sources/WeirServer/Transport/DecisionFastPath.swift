@@ -146,6 +146,8 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private var streamIsChunked = false
     /// Whether the gateway call last sent upstream has ended.
     private var callEnded = true
+    /// Whether a read from the socket was held back while the queue was full.
+    private var readHeld = false
 
     init(service: WeirService, gateway: Gateway?, limits: ConnectionLimits, guard connectionGuard: ConnectionGuard) {
         self.service = service
@@ -230,6 +232,16 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             : APIError(status: .badRequest, code: "invalid_http", message: "the request is not valid HTTP/1.1: \(parserError)")
         let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: ["connection": "close"])
         write(DecisionAnswer(answer), context: context, head: head, close: true)
+    }
+
+    /// Holds reads from the socket back while the parts queued behind a request being
+    /// answered are over `ConnectionLimits.maxQueuedBytes`; `resume` lets them go.
+    func read(context: ChannelHandlerContext) {
+        if connection.queueIsFull {
+            readHeld = true
+            return
+        }
+        context.read()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -466,6 +478,10 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             replayQueued(context: context)
         } else {
             flushAfterThisTick(context: context)
+        }
+        if readHeld && !connection.queueIsFull {
+            readHeld = false
+            context.read()
         }
         if connection.isQuiet && stream == nil { connectionGuard.quiet() }
     }
