@@ -217,8 +217,6 @@ public struct ServeCommand: AsyncParsableCommand {
             guard !envoyDomain.isEmpty else { throw ValidationError("--envoy-domain must not be empty") }
             configuration.envoy = EnvoyServiceConfiguration(
                 host: grpcHost ?? host, port: grpcPort, domain: envoyDomain, unknownDescriptors: envoyUnknown)
-            configuration.envoy?.idleTimeout = .nanoseconds(configuration.connectionLimits.idleTimeout)
-            configuration.envoy?.maxConnections = configuration.connectionLimits.maxConnections
         }
         do {
             let application = try await buildApplication(configuration: configuration)

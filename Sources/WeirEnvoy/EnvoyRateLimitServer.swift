@@ -35,7 +35,7 @@ public struct EnvoyRateLimitServer: Service {
         // connection holds are bounded.
         let connections = ConnectionCount()
         let maxConnections = configuration.maxConnections
-        let idleTimeout = configuration.idleTimeout.map { TimeAmount.nanoseconds(Int64(clamping: $0.nanoseconds)) }
+        let idleTimeout = configuration.idleTimeout.map { TimeAmount.nanoseconds(Int64(clamping: $0)) }
         let transportConfig = HTTP2ServerTransport.Posix.Config.defaults { config in
             config.http2.maxConcurrentStreams = configuration.maxConcurrentStreams
             config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
@@ -81,15 +81,5 @@ final class IdleConnectionCloser: ChannelInboundHandler, Sendable {
             return
         }
         context.fireUserInboundEventTriggered(event)
-    }
-}
-
-extension Duration {
-    /// The duration in whole nanoseconds (saturating).
-    var nanoseconds: UInt64 {
-        let (seconds, attoseconds) = components
-        guard seconds >= 0 else { return 0 }
-        let (whole, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
-        return overflow ? .max : whole.addingReportingOverflow(UInt64(attoseconds / 1_000_000_000)).partialValue
     }
 }

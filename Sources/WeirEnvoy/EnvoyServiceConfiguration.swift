@@ -16,9 +16,9 @@ public struct EnvoyServiceConfiguration: Sendable {
     public var unknownDescriptors: UnknownDescriptorAnswer
     /// Called once with the port the service listens on, when it does.
     public var onListening: (@Sendable (Int) -> Void)?
-    /// A connection with no RPC open is closed (HTTP/2 GOAWAY) after this long; nil for
-    /// never. `weir serve` passes `--idle-timeout`.
-    public var idleTimeout: Duration? = nil
+    /// A connection that sends no byte for this long (nanoseconds) is closed; nil for
+    /// never. `weir serve` sets it, and `maxConnections`, from its `ConnectionLimits`.
+    public var idleTimeout: UInt64? = nil
     /// RPCs open at once on one connection, at most (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`).
     public var maxConcurrentStreams = 1_024
     /// Connections open at once, at most; more are closed as they are accepted.

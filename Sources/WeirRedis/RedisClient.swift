@@ -195,9 +195,7 @@ public final class RedisClient: Sendable {
             return
         }
         if !known.isComplete {
-            let fresh = try ClusterMap(
-                slotsReply: Self.checked(try await seed.send([["CLUSTER", "SLOTS"]])[0]), defaultHost: seed.host)
-            if !fresh.nodes.isEmpty {
+            if let fresh = try await readMap(from: seed) {
                 known = fresh
                 topology.withLock { $0.map = fresh }
             }
@@ -283,15 +281,20 @@ public final class RedisClient: Sendable {
             return true
         }
         guard refresh else { return }
-        let fresh = try? await ClusterMap(
-            slotsReply: Self.checked(node.send([["CLUSTER", "SLOTS"]])[0]), defaultHost: node.host)
+        let fresh = try? await readMap(from: node)
         topology.withLock { state in
             state.refreshing = false
-            if let fresh, !fresh.nodes.isEmpty { state.map = fresh }
+            if let fresh { state.map = fresh }
         }
         if let fresh {
             for endpoint in fresh.nodes { _ = self.node(named: endpoint) }
         }
+    }
+
+    /// The slot map as `node` reports it (`CLUSTER SLOTS`); nil when it names no master.
+    private func readMap(from node: RedisNode) async throws -> ClusterMap? {
+        let map = try ClusterMap(slotsReply: Self.checked(try await node.send([["CLUSTER", "SLOTS"]])[0]), defaultHost: node.host)
+        return map.nodes.isEmpty ? nil : map
     }
 
     /// Reads the map from the first node that answers, seed first (at most once per
@@ -307,10 +310,7 @@ public final class RedisClient: Sendable {
         guard go else { return }
         var fresh: ClusterMap?
         for endpoint in [seed.endpoint] + map.nodes where fresh == nil {
-            let node = nodes[endpoint] ?? self.node(named: endpoint)
-            fresh = try? await ClusterMap(
-                slotsReply: Self.checked(node.send([["CLUSTER", "SLOTS"]])[0]), defaultHost: node.host)
-            if fresh?.nodes.isEmpty == true { fresh = nil }
+            fresh = try? await readMap(from: nodes[endpoint] ?? self.node(named: endpoint))
         }
         topology.withLock { state in
             state.refreshing = false

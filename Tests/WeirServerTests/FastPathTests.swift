@@ -106,50 +106,26 @@ struct FastPathTests {
 /// socket calls run on a thread of their own, never on the concurrency pool that the
 /// in-process server needs.
 enum RawHTTP {
+    /// Sends `request` on a new connection and returns everything until the server closes it.
     static func exchange(port: Int, request: String) async throws -> String {
-        try await withCheckedThrowingContinuation { continuation in
-            let thread = Thread {
-                continuation.resume(with: Result { try blockingExchange(port: port, request: request) })
-            }
-            thread.start()
+        // Connect and send on a thread too: a large request may block until the server reads.
+        let connection = try await withCheckedThrowingContinuation { continuation in
+            Thread {
+                continuation.resume(with: Result {
+                    let connection = try RawConnection(port: port)
+                    try connection.send(request)
+                    return connection
+                })
+            }.start()
         }
+        return try await connection.readUntilClosed().0
     }
 
     /// Sends `request` and closes the connection at once, without reading an answer:
     /// a client that goes away.
     static func sendAndClose(port: Int, request: String) throws {
-        _ = try blockingExchange(port: port, request: request, read: false)
-    }
-
-    private static func blockingExchange(port: Int, request: String, read: Bool = true) throws -> String {
-        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard socket >= 0 else { throw TestFailure("socket() failed") }
-        defer { close(socket) }
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw TestFailure("connect() failed") }
-        let bytes = Array(request.utf8)
-        var sent = 0
-        while sent < bytes.count {
-            let count = bytes[sent...].withUnsafeBytes { send(socket, $0.baseAddress, $0.count, 0) }
-            guard count > 0 else { throw TestFailure("send() failed") }
-            sent += count
-        }
-        guard read else { return "" }
-        var received: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let count = recv(socket, &buffer, buffer.count, 0)
-            if count <= 0 { break }
-            received += buffer[0..<count]
-        }
-        return String(decoding: received, as: UTF8.self)
+        let connection = try RawConnection(port: port)
+        try connection.send(request)
+        connection.close()
     }
 }

@@ -139,11 +139,11 @@ extension HostileClientTests {
         let port = Mutex<Int?>(nil)
         let signal = EventSignal()
         var configuration = testConfiguration()
-        var envoy = EnvoyServiceConfiguration(port: 0, onListening: { bound in
+        let envoy = EnvoyServiceConfiguration(port: 0, onListening: { bound in
             port.withLock { $0 = bound }
             signal.ping()
         })
-        envoy.idleTimeout = .milliseconds(300)
+        configuration.connectionLimits.idleTimeout = 300_000_000
         configuration.envoy = envoy
         let app = try await buildApplication(configuration: configuration)
         try await app.test(.live) { client in

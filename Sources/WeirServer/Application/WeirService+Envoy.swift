@@ -11,6 +11,10 @@ extension WeirService {
     /// refusal history, as on `/v1/acquire`, and the service's own counters
     /// go to the same Prometheus registry.
     func envoyServer(_ envoy: EnvoyServiceConfiguration, configuration: ServerConfiguration) -> EnvoyRateLimitServer {
+        // The gRPC port holds its connections to the server's limits, as the HTTP port does.
+        var envoy = envoy
+        envoy.idleTimeout = configuration.connectionLimits.idleTimeout
+        envoy.maxConnections = configuration.connectionLimits.maxConnections
         let service = EnvoyRateLimitService(
             limiter: limiter,
             configuration: envoy,
