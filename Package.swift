@@ -104,8 +104,10 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
-            // The dashboard's page, kept as files and compiled into the binary.
+            // The dashboard's page and the API's OpenAPI description, kept as files and
+            // compiled into the binary.
             resources: [
+                .embedInCode("Contract/openapi.json"),
                 .embedInCode("Dashboard/Page/index.html"),
                 .embedInCode("Dashboard/Page/app.css"),
                 .embedInCode("Dashboard/Page/app.js"),

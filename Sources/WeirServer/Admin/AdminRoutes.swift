@@ -159,7 +159,9 @@ extension WeirService {
         while try await registry.prefixExists(generated.prefix) {
             attempts += 1
             guard attempts < 8 else {
-                throw APIError(status: .internalServerError, code: "key_generation_failed", message: "could not find a free key prefix")
+                throw APIError(
+                    status: .serviceUnavailable, code: "key_generation_failed",
+                    message: "could not find a free key prefix in 8 attempts; retry")
             }
             generated = APIKeys.generate()
         }

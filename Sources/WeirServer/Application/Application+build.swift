@@ -20,10 +20,13 @@ import WeirPolicy
 public func buildApplication(configuration: ServerConfiguration) async throws -> some ApplicationProtocol {
     let service = try await WeirService(configuration: configuration)
     let router = Router(context: BasicRequestContext.self)
+    router.add(middleware: UnmatchedRouteMiddleware())
+    router.add(middleware: UnavailableAnswerMiddleware(logger: configuration.logger))
     service.addDecisionRoutes(to: router)
     service.addAdminRoutes(to: router)
     service.addOperationsRoutes(to: router)
     service.addDashboardRoutes(to: router)
+    service.addContractRoutes(to: router)
 
     var services: [any Service] = [
         RegistryService(registry: service.registry, logger: configuration.logger),

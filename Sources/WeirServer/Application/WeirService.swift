@@ -224,13 +224,11 @@ extension JSONValue {
     /// `value` (the member `name`, nil when absent) as an optional non-negative integer.
     static func optionalCount(_ value: JSONValue?, _ name: String) throws(APIError) -> UInt64? {
         guard let value, value != .null else { return nil }
-        guard let count = value.nonNegativeInteger else {
-            if case .number(let text) = value, text.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) {
-                throw .badRequest(field: name, "too large: at most \(UInt64.max)")
-            }
-            throw .badRequest(field: name, "must be a non-negative integer, got \(value.kind)")
+        switch value.integerReading {
+        case .count(let count): return count
+        case .tooLarge: throw .badRequest(field: name, "too large: at most \(UInt64.max)")
+        case .notCount: throw .badRequest(field: name, "must be a non-negative integer, got \(value.kind)")
         }
-        return count
     }
 }
 

@@ -63,8 +63,12 @@ struct APIError: Error, HTTPResponseError, CustomStringConvertible {
         return json.text
     }
 
+    /// The error as an answer; a 503 says when to come back (`Retry-After: 1`), as the
+    /// decision API's own 503s do.
     func response(from request: Request, context: some RequestContext) throws -> Response {
-        Response.json(status: status, json)
+        var headers = HTTPFields()
+        if status == .serviceUnavailable { headers[.retryAfter] = "1" }
+        return Response.json(status: status, json, headers: headers)
     }
 }
 

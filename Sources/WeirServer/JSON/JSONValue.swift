@@ -49,14 +49,82 @@ enum JSONValue: Sendable, Equatable {
         }
     }
 
-    /// The value as a non-negative integer of at most 64 bits, or nil: only integer
-    /// literals qualify (no sign, fraction or exponent; `-0` is not one).
+    /// The value as a non-negative integer of at most 64 bits, or nil.
+    ///
+    /// JSON has one kind of number, and JSON Schema (which the API's OpenAPI contract
+    /// uses) calls a number an integer when its value is one: `1200`, `1200.0`,
+    /// `1.2e3` and `-0` all qualify, exactly; `1.5`, `-1` and `1e-1` do not.
     var nonNegativeInteger: UInt64? {
-        guard case .number(let text) = self else { return nil }
-        guard !text.isEmpty, text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else {
-            return nil
+        if case .count(let value) = integerReading { return value }
+        return nil
+    }
+
+    /// How a number reads as a count.
+    enum IntegerReading: Equatable {
+        /// A non-negative integer of at most 64 bits.
+        case count(UInt64)
+        /// A non-negative integer above `UInt64.max`.
+        case tooLarge
+        /// Not a number, negative, or not an integer.
+        case notCount
+    }
+
+    /// The value read as a count, exactly: the decimal digits of the number's
+    /// mantissa shifted by its exponent, never through a floating-point value.
+    var integerReading: IntegerReading {
+        guard case .number(let text) = self else { return .notCount }
+        let bytes = Array(text.utf8)
+        var index = 0
+        func digits() -> ArraySlice<UInt8> {
+            let start = index
+            while index < bytes.count, bytes[index] >= UInt8(ascii: "0"), bytes[index] <= UInt8(ascii: "9") { index += 1 }
+            return bytes[start..<index]
         }
-        return UInt64(text)
+        let negative = bytes.first == UInt8(ascii: "-")
+        if negative { index += 1 }
+        let integerPart = digits()
+        var fraction: ArraySlice<UInt8> = []
+        if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
+            index += 1
+            fraction = digits()
+            guard !fraction.isEmpty else { return .notCount }
+        }
+        var exponent = 0
+        if index < bytes.count, bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E") {
+            index += 1
+            var exponentNegative = false
+            if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") {
+                exponentNegative = bytes[index] == UInt8(ascii: "-")
+                index += 1
+            }
+            let exponentDigits = digits()
+            guard !exponentDigits.isEmpty else { return .notCount }
+            for digit in exponentDigits {
+                exponent = min(exponent * 10 + Int(digit - UInt8(ascii: "0")), 10_000)
+            }
+            if exponentNegative { exponent = -exponent }
+        }
+        guard !integerPart.isEmpty, index == bytes.count else { return .notCount }
+        // The mantissa's significant digits and the power of ten they are scaled by.
+        var digits = Array(integerPart) + Array(fraction)
+        var scale = exponent - fraction.count
+        while let last = digits.last, last == UInt8(ascii: "0"), digits.count > 1, scale < 0 {
+            digits.removeLast()
+            scale += 1
+        }
+        let firstSignificant = digits.firstIndex { $0 != UInt8(ascii: "0") }
+        guard let firstSignificant else { return .count(0) }  // zero, `-0` included
+        if negative || scale < 0 { return .notCount }
+        digits.removeFirst(firstSignificant)
+        guard digits.count + scale <= 20 else { return .tooLarge }
+        var value: UInt64 = 0
+        for digit in digits + Array(repeating: UInt8(ascii: "0"), count: scale) {
+            let (times, overflowA) = value.multipliedReportingOverflow(by: 10)
+            let (sum, overflowB) = times.addingReportingOverflow(UInt64(digit - UInt8(ascii: "0")))
+            if overflowA || overflowB { return .tooLarge }
+            value = sum
+        }
+        return .count(value)
     }
 }
 

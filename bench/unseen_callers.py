@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Resident memory of `weir serve` under callers it has never seen (issue 17, point 3):
+
+  1. a warm-up (20,000 calls on 100 accounts), then the baseline;
+  2. N calls with N distinct API keys that do not exist (401 each);
+  3. N calls for N distinct accounts (200 each: every one is a new budget, held for
+     its window);
+  4. quiet, for a window and two sweeps (80 s by default): memory is read every second.
+
+    bench/unseen_callers.py WEIR_BINARY [--count 1000000] [--store memory|redis] [--quiet 80]
+
+Prints resident memory (VmRSS, KiB) at each moment and the peak of each phase (read
+every 50 ms), the bytes per key held at the peak, and how far above the baseline
+memory is after going quiet. With `--store redis`, a redis-server of its own on a free
+port holds the budgets (its `used_memory` is printed too). `weir serve` runs pinned to
+core 0, wrk (Debian's package) to core 1; both are stopped by their PIDs at the end.
+"""
+import argparse
+import http.client
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# One request per call, ids counted per wrk thread (-t1: one thread, so every id is
+# distinct); after COUNT calls the thread stops. The ids wrap at COUNT, so the few
+# requests already on the wire when it stops repeat an id rather than add one.
+WRK_SCRIPT = r"""
+local count = tonumber(os.getenv("UNSEEN_COUNT"))
+local template = os.getenv("UNSEEN_BODY")
+local modulo = tonumber(os.getenv("UNSEEN_MODULO") or os.getenv("UNSEEN_COUNT"))
+local sent, answered = 0, 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  sent = sent + 1
+  return wrk.format(nil, "/v1/acquire", nil, string.format(template, sent % modulo))
+end
+response = function(status, headers, body)
+  answered = answered + 1
+  if answered >= count then wrk.thread:stop() end
+end
+"""
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def wait_http(port, path, deadline=30):
+    end = time.time() + deadline
+    while time.time() < end:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", path)
+            if c.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"port {port} is not ready")
+
+
+def redis_used_memory(port):
+    if port is None:
+        return None
+    out = subprocess.run(["redis-cli", "-p", str(port), "info", "memory"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if line.startswith("used_memory:"):
+            return int(line.split(":")[1])
+    return None
+
+
+class Sampler(threading.Thread):
+    """Reads the server's resident memory every 50 ms; `peak()` since the last reset."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.highest, self.lock, self.running = pid, 0, threading.Lock(), True
+
+    def run(self):
+        while self.running:
+            value = rss_kib(self.pid)
+            with self.lock:
+                self.highest = max(self.highest, value)
+            time.sleep(0.05)
+
+    def reset(self):
+        with self.lock:
+            self.highest = rss_kib(self.pid)
+
+    def peak(self):
+        with self.lock:
+            return self.highest
+
+
+def run_wrk(work, port, count, body, modulo=None, connections=64):
+    script = os.path.join(work, "unseen.lua")
+    with open(script, "w") as f:
+        f.write(WRK_SCRIPT)
+    environment = dict(os.environ, UNSEEN_COUNT=str(count), UNSEEN_BODY=body)
+    if modulo:
+        environment["UNSEEN_MODULO"] = str(modulo)
+    started = time.time()
+    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", "-d600s", "-s", script,
+                          f"http://127.0.0.1:{port}"], env=environment, capture_output=True, text=True,
+                         timeout=900).stdout
+    elapsed = time.time() - started
+    requests, non2xx = 0, 0
+    for line in out.splitlines():
+        words = line.split()
+        if "requests in" in line:
+            requests = int(words[0])
+        if line.strip().startswith("Non-2xx"):
+            non2xx = int(words[-1])
+    return requests, non2xx, elapsed
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("binary")
+    parser.add_argument("--count", type=int, default=1_000_000)
+    parser.add_argument("--store", choices=["memory", "redis"], default="memory")
+    parser.add_argument("--quiet", type=int, default=80, help="seconds of quiet after the calls")
+    options = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is missing: apt-get install wrk")
+    work = tempfile.mkdtemp(prefix="weir-unseen.")
+    port = free_port()
+    processes, redis_port = [], None
+    arguments = [options.binary, "serve", "--port", str(port), "--data", work, "--log-level", "warning"]
+    if options.store == "redis":
+        redis_port = free_port()
+        processes.append(subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                                           "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL))
+        time.sleep(0.3)
+        arguments += ["--store", f"redis://127.0.0.1:{redis_port}"]
+    server = subprocess.Popen(["taskset", "-c", "0"] + arguments)
+    processes.append(server)
+    sampler = Sampler(server.pid)
+    rows = []
+
+    def row(moment, rss, peak="", note=""):
+        rows.append((moment, rss, peak, note))
+        print(f"| {moment} | {rss} | {peak} | {note} |", flush=True)
+
+    try:
+        wait_http(port, "/readyz")
+        sampler.start()
+        print(f"{options.store} store, {options.count:,} calls per phase")
+        print("| moment | resident memory (KiB) | peak during (KiB) | |")
+        print("| --- | --- | --- | --- |")
+        row("start", rss_kib(server.pid))
+        warm = '{"account":"warm-%d","api":"text","model":"MiniMax-M2","units":1}'
+        run_wrk(work, port, 20_000, warm, modulo=100)
+        baseline = rss_kib(server.pid)
+        row("baseline (after 20,000 calls on 100 accounts)", baseline, "", f"redis used_memory {redis_used_memory(redis_port)}" if redis_port else "")
+
+        sampler.reset()
+        unknown = '{"api_key":"sk-nobody-%d","api":"text","model":"MiniMax-M2","units":1}'
+        requests, non2xx, elapsed = run_wrk(work, port, options.count, unknown)
+        row(f"after {requests:,} calls with unknown API keys", rss_kib(server.pid), sampler.peak(),
+            f"{non2xx:,} answered 401 (non-2xx) in {elapsed:.0f} s")
+
+        sampler.reset()
+        before = rss_kib(server.pid)
+        distinct = '{"account":"caller-%d","api":"text","model":"MiniMax-M2","units":1}'
+        requests, non2xx, elapsed = run_wrk(work, port, options.count, distinct)
+        peak = sampler.peak()
+        per_key = (peak - baseline) * 1024 / max(requests, 1)
+        note = f"{non2xx:,} non-2xx, {elapsed:.0f} s; (peak - baseline) / calls = {per_key:.0f} bytes per key"
+        if redis_port:
+            note += f"; redis used_memory {redis_used_memory(redis_port):,}"
+        row(f"after {requests:,} calls for distinct accounts", rss_kib(server.pid), peak, note)
+
+        quiet_start, back_at = time.time(), None
+        while time.time() - quiet_start < options.quiet:
+            time.sleep(1)
+            value = rss_kib(server.pid)
+            if back_at is None and value <= baseline * 1.10:
+                back_at = time.time() - quiet_start
+        final = rss_kib(server.pid)
+        note = f"{(final - baseline) * 100 / baseline:+.1f}% of the baseline; within 10% after " + (
+            f"{back_at:.0f} s" if back_at is not None else "never in the quiet time")
+        if redis_port:
+            note += f"; redis used_memory {redis_used_memory(redis_port):,}"
+        row(f"after {options.quiet} s quiet", final, "", note)
+    finally:
+        sampler.running = False
+        for process in reversed(processes):
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
