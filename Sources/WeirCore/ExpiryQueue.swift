@@ -14,6 +14,15 @@ struct ExpiryQueue {
 
     var count: Int { heap.count }
 
+    /// Frees the heap's spare capacity once it is three-quarters empty (after a burst).
+    mutating func shrinkIfSparse() {
+        guard heap.capacity > 64, heap.count * 4 < heap.capacity else { return }
+        var smaller: [Entry] = []
+        smaller.reserveCapacity(heap.count)
+        smaller.append(contentsOf: heap)
+        heap = smaller
+    }
+
     mutating func insert(deadline: UInt64, id: UInt64) {
         heap.append(Entry(deadline: deadline, id: id))
         var child = heap.count - 1

@@ -124,6 +124,14 @@ public final class InMemoryStore: RateLimitStore, @unchecked Sendable {
         (0..<shards.count).reduce(0) { count, index in count + shards[index].state.withLock { $0.keys.count } }
     }
 
+    /// Slots allocated in the shards' key tables (for tests: after a burst goes quiet,
+    /// the sweep gives them back).
+    var tableCapacity: Int {
+        (0..<shards.count).reduce(0) { total, index in
+            total + shards[index].state.withLock { $0.keys.capacity + $0.extras.capacity }
+        }
+    }
+
     /// The accounts that hold state here (keys not yet evicted: used within their
     /// window, or holding a slot), at most `limit` of them, in no order. Takes each
     /// shard's lock in turn: for dashboards, not for the decision path.
@@ -296,6 +304,12 @@ private struct ShardState: ~Copyable {
             extras.removeValue(forKey: key)
         }
         expireLeases(now: now, limit: .max)
+        // After a burst of new keys goes quiet, give the tables' memory back: a Swift
+        // dictionary keeps its capacity when entries leave.
+        keys.shrinkIfSparse()
+        extras.shrinkIfSparse()
+        leases.shrinkIfSparse()
+        leaseExpiries.shrinkIfSparse()
         sweepAt = max(1024, 2 * keys.count)
         return idle.count
     }

@@ -131,6 +131,17 @@ struct LeaseTable<Record> {
         return previous
     }
 
+    /// Gives memory back after a burst (the store's sweep calls it): the record pool
+    /// once no record is active (the pool otherwise keeps its high-water mark), and the
+    /// counter-page table's spare capacity once it is three-quarters empty. O(pages).
+    mutating func shrinkIfSparse() {
+        if activeCount == 0 && !recordPages.isEmpty {
+            recordPages = []
+            freeRecords = []
+        }
+        counterPages.shrinkIfSparse()
+    }
+
     /// Counter pages allocated (for tests: they follow the leases held).
     var pageCount: Int { counterPages.count }
 

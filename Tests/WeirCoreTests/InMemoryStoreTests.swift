@@ -1,6 +1,6 @@
 import Testing
 import WeirConformance
-import WeirCore
+@testable import WeirCore
 
 @Suite("InMemoryStore")
 struct InMemoryStoreTests {
@@ -66,6 +66,27 @@ struct InMemoryStoreTests {
             _ = store.acquire(AdmissionRequest(key: LimitKey(account: "k\(index)", scope: "s"), limits: limits))
         }
         #expect(store.keyCount < 2_048)
+    }
+
+    @Test("after a burst of new keys goes quiet, the sweep gives the tables' memory back")
+    func shrinksAfterBurst() throws {
+        let clock = ManualClock(start: 1)
+        let store = InMemoryStore(clock: clock, shardCount: 4)
+        let window: UInt64 = 60_000_000_000
+        let sliding = LimitSet(requests: Limit(algorithm: .slidingWindow, limit: 5, window: window))
+        for index in 0..<20_000 {
+            let decision = store.acquire(AdmissionRequest(key: LimitKey(account: "burst-\(index)", scope: "s"), limits: sliding))
+            #expect(decision.isAllowed)
+        }
+        #expect(store.keyCount == 20_000)
+        #expect(store.tableCapacity >= 40_000, "keys and extras both hold every key")
+        clock.advance(by: window)
+        #expect(store.evictIdle() == 20_000)
+        #expect(store.tableCapacity < 2_048, "capacity \(store.tableCapacity) follows the keys left")
+        // The store decides on as before: a key used again starts afresh, and its limit holds.
+        let key = LimitKey(account: "burst-7", scope: "s")
+        for _ in 0..<5 { #expect(store.acquire(AdmissionRequest(key: key, limits: sliding)).isAllowed) }
+        #expect(!store.acquire(AdmissionRequest(key: key, limits: sliding)).isAllowed)
     }
 
     @Test("lease ids print and parse back")

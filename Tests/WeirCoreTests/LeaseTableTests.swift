@@ -15,7 +15,7 @@ struct LeaseTableTests {
         var model: [UInt64: LeaseTable<Int>.Slot] = [:]
         var held: [UInt64] = []
         for step in 0..<20_000 {
-            switch Int.random(in: 0..<10, using: &random) {
+            switch Int.random(in: 0..<11, using: &random) {
             case 0..<4:
                 let counter = table.reserve()
                 // Some counters go to calls without a record (denials).
@@ -40,7 +40,8 @@ struct LeaseTableTests {
                 let previous = table.forget(counter)
                 #expect(Self.same(previous, model.removeValue(forKey: counter) ?? .empty))
             default:
-                break
+                // The sweep's shrink, at any moment: nothing held may change.
+                table.shrinkIfSparse()
             }
         }
         for counter in 0..<table.nextCounter {
@@ -73,6 +74,28 @@ struct LeaseTableTests {
         #expect(capacity >= counters.count)
         for index in 0..<counters.count { table.insert("again \(index)", at: table.reserve()) }
         #expect(table.poolCapacity == capacity)
+        table.shrinkIfSparse()
+        #expect(table.poolCapacity == capacity, "records are active: the pool stays")
+    }
+
+    @Test("gives its record pool back once nothing is active, and works on after")
+    func shrinksPool() {
+        var table = LeaseTable<String>()
+        let counters = (0..<5_000).map { index in
+            let counter = table.reserve()
+            table.insert("lease \(index)", at: counter)
+            return counter
+        }
+        for counter in counters.dropLast() { table.forget(counter) }
+        table.shrinkIfSparse()
+        #expect(table.poolCapacity > 0, "one record is still active")
+        #expect(table.settle(counters.last!) == "lease 4999")
+        table.shrinkIfSparse()
+        #expect(table.poolCapacity == 0)
+        let next = table.reserve()
+        table.insert("after", at: next)
+        #expect(table.settle(next) == "after")
+        #expect(table.activeCount == 0 && table.settledCount == 2)
     }
 
     private static func same(_ a: LeaseTable<Int>.Slot, _ b: LeaseTable<Int>.Slot) -> Bool {

@@ -13,7 +13,8 @@ extension WeirService {
             await self.readiness()
         }
         router.get("/metrics") { _, _ in
-            let bytes = self.metrics.exposition(activeLeases: self.memoryStore.activeLeaseCount, store: self.storeCounts)
+            let bytes = self.metrics.exposition(
+                activeLeases: self.memoryStore.activeLeaseCount, keys: self.memoryStore.keyCount, store: self.storeCounts)
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))

@@ -30,6 +30,7 @@ final class ServerMetrics: Sendable {
     private let tables: Mutex<[LabelKey: DecisionCounters]>
     let latency: CoreMetrics.Timer
     private let activeLeases: CoreMetrics.Gauge
+    private let storeKeys: CoreMetrics.Gauge
     private let reloadsSucceeded: CoreMetrics.Counter
     private let reloadsFailed: CoreMetrics.Counter
     private let storeDegraded: CoreMetrics.Gauge
@@ -97,6 +98,7 @@ final class ServerMetrics: Sendable {
         tables = Mutex([:])
         latency = CoreMetrics.Timer(label: "weir_decision_duration_seconds", factory: factory)
         activeLeases = CoreMetrics.Gauge(label: "weir_active_leases", factory: factory)
+        storeKeys = CoreMetrics.Gauge(label: "weir_memory_store_keys", factory: factory)
         reloadsSucceeded = CoreMetrics.Counter(label: "weir_config_reloads_total", dimensions: [("result", "success")], factory: factory)
         reloadsFailed = CoreMetrics.Counter(label: "weir_config_reloads_total", dimensions: [("result", "failure")], factory: factory)
         storeDegraded = CoreMetrics.Gauge(label: "weir_store_degraded", factory: factory)
@@ -156,8 +158,9 @@ final class ServerMetrics: Sendable {
     /// The Prometheus text exposition, with `activeLeases` (the store's exact count of
     /// leases issued and neither settled nor expired) as the `weir_active_leases` gauge.
     /// With a shared store, `store` carries its own counts.
-    func exposition(activeLeases active: Int, store: StoreCounts? = nil) -> [UInt8] {
+    func exposition(activeLeases active: Int, keys: Int = 0, store: StoreCounts? = nil) -> [UInt8] {
         activeLeases.record(active)
+        storeKeys.record(keys)
         if let store {
             let before = exported.withLock { previous in
                 defer { previous = store }
