@@ -148,4 +148,48 @@ struct DecisionConnectionTests {
         #expect(machine.forwarded == 0)
         #expect(Self.feed(&machine, [.head(Self.head("/v1/acquire")), .end(nil)]) == ["none", "decide decision /v1/acquire "])
     }
+
+    /// A client pipelining without end behind a call in flight: the queue reports full
+    /// once it holds `maxQueuedBytes` (the handler then stops reading the socket), never
+    /// holds more than one part beyond it, and as it drains it reports room again, down
+    /// to nothing held. Every queued request is still read again, in order.
+    @Test("parts queued behind a call in flight are bounded by maxQueuedBytes, and drain back to zero")
+    func queueBound() {
+        let limit = 4_096
+        var machine = DecisionConnection<Route>(
+            maxBodySize: 64, limits: ConnectionLimits(maxQueuedBytes: limit), allocator: ByteBufferAllocator())
+        _ = Self.feed(&machine, [.head(Self.head("/v1/acquire")), Self.body("{}"), .end(nil)])
+        #expect(machine.isWaiting)
+        var sent = 0
+        var largestPart = 0
+        // The handler reads while the queue is not full: the loop is its reads.
+        while !machine.queueIsFull, sent < 10_000 {
+            let body = "{\"n\":\(sent)}"
+            for part in [HTTPServerRequestPart.head(Self.head("/v1/acquire", length: body.utf8.count)), Self.body(body), .end(nil)] {
+                let before = machine.queuedBytes
+                #expect(Self.describe(machine.read(part, route: Self.route)) == "none")
+                largestPart = max(largestPart, machine.queuedBytes - before)
+            }
+            sent += 1
+        }
+        #expect(machine.queueIsFull, "a full queue is reported")
+        #expect(sent > 10, "a few requests fit: \(sent)")
+        #expect(machine.queuedBytes >= limit && machine.queuedBytes < limit + 3 * largestPart,
+                "held \(machine.queuedBytes) bytes for a limit of \(limit)")
+        // The call in flight is answered; the queued requests are read again, one decision
+        // at a time, and the queue reports room before it is empty.
+        machine.answered()
+        var decided: [String] = []
+        var roomAt: Int?
+        while let part = machine.nextQueued() {
+            if roomAt == nil, !machine.queueIsFull { roomAt = decided.count }
+            if case .decide(_, _, let body) = machine.read(part, route: Self.route) {
+                decided.append(String(buffer: body))
+                machine.answered()
+            }
+        }
+        #expect(roomAt == 0, "one part read again makes room")
+        #expect(decided == (0..<sent).map { "{\"n\":\($0)}" }, "every request in order")
+        #expect(machine.queuedBytes == 0 && !machine.queueIsFull && machine.isQuiet)
+    }
 }
