@@ -219,6 +219,85 @@ struct ServeOnRedisTests {
         #expect(await server.exitStatus() == 0)
     }
 
+    @Test("a gateway call that ends while Redis is down frees its slot once Redis is back, not at its lease's TTL")
+    func gatewaySettlementAfterOutage() async throws {
+        let directory = scratchDirectory()
+        let redis = try await RedisServerProcess(appendOnlyDirectory: directory)
+        defer { redis.stop() }
+        let mock = try ServerProcess(arguments: ["mock-upstream", "--port", "0"])
+        let config = directory + "/one-slot.yaml"
+        try """
+            tiers:
+              - name: free
+                recharge_threshold: 0
+            rules:
+              - name: text
+                api: text
+                models: [MiniMax-M2]
+                meter: tokens
+                limits:
+                  all: {requests: 1000, tokens: 100000000, concurrency: 1}
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let server = try Self.serve(redis, [
+            "--config", config, "--upstream", "http://127.0.0.1:\(try await mock.port())", "--on-store-failure", "deny",
+        ])
+        let client = HTTPTestClient(port: try await server.port(), adminToken: Self.token)
+        #expect(try await client.send(.PUT, "/admin/v1/accounts/gw", "{}").status == 201)
+        let key = try #require(try await client.send(.POST, "/admin/v1/accounts/gw/keys").json["api_key"] as? String)
+
+        // A stream of 30 events 100 ms apart takes the account's one slot for 3 s.
+        let stream = Task {
+            var request = HTTPClientRequest(url: "http://127.0.0.1:\(client.port)/v1/chat/completions")
+            request.method = .POST
+            request.headers.add(name: "Authorization", value: "Bearer \(key)")
+            request.headers.add(name: "x-mock-completion-tokens", value: "30")
+            request.headers.add(name: "x-mock-event-interval-ms", value: "100")
+            request.body = .bytes(ByteBuffer(string: #"{"model": "MiniMax-M2", "stream": true, "messages": [{"role": "user", "content": "hi"}]}"#))
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+            _ = try await response.body.collect(upTo: 1 << 20)
+            return response.status
+        }
+        // Read without taking a slot: the usage endpoint's concurrency in use.
+        func slotsInUse() async throws -> Int? {
+            let limits = try await client.send(.GET, "/admin/v1/accounts/gw/usage").json["limits"] as? [[String: Any]]
+            return (limits?.first { $0["dimension"] as? String == "concurrency" }?["used"] as? NSNumber)?.intValue
+        }
+        var held = false
+        for _ in 0..<250 where !held {
+            held = try await slotsInUse() == 1
+            if !held { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(held, "the stream holds the slot")
+        // Redis goes while the stream runs: its settlement at the end cannot be made.
+        redis.kill()
+        #expect(try await stream.value == .ok, "the stream itself is not cut by the store's outage")
+        var waiting = false
+        for _ in 0..<250 where !waiting {
+            waiting = try await client.send(.GET, "/metrics").body.contains("weir_gateway_settlements_waiting 1")
+            if !waiting { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(waiting, "the settlement waits for Redis")
+        // Redis comes back with the lease (append-only file): the settlement is sent again
+        // by itself, and the slot is free without waiting the lease's hour.
+        try redis.start()
+        var freed = false
+        for _ in 0..<200 where !freed {
+            let answer = try await client.send(.POST, "/v1/acquire", Self.acquire("gw"))
+            if answer.status == 200 {
+                freed = true
+            } else {
+                #expect(answer.status == 503 || answer.json["reason"] as? String == "concurrency", "\(answer.status)")
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        #expect(freed, "the slot is free again once Redis answers")
+        #expect(try await client.send(.GET, "/metrics").body.contains("weir_gateway_settlements_waiting 0"))
+        server.signal(SIGTERM)
+        #expect(await server.exitStatus() == 0)
+        mock.signal(SIGTERM)
+        _ = await mock.exitStatus()
+    }
+
     @Test("a Redis restarted from its append-only file keeps the registry")
     func registrySurvivesRedisRestart() async throws {
         let directory = scratchDirectory()

@@ -3,6 +3,7 @@ import Logging
 import ServiceLifecycle
 import UnixSignals
 import WeirCore
+import WeirPolicy
 import WeirRedis
 
 #if os(Linux)
@@ -54,6 +55,35 @@ struct StoreProbeService: Service {
             while !Task.isCancelled {
                 let wait = await store.probeIfDue()
                 if wait > 0 { try await Task.sleep(for: .nanoseconds(Int64(min(wait, UInt64(Int64.max))))) }
+            }
+        }
+    }
+}
+
+/// Sends the gateway's settlements that found the shared store unreachable again, every
+/// `interval`, until the store takes them (`SettlementRetries`): a slot held through an
+/// outage is freed within `interval` of Redis answering again, without any call.
+struct SettlementRetryService: Service {
+    let retries: SettlementRetries
+    let limiter: Limiter
+    let clock: any NanosecondClock
+    var interval: Duration = .milliseconds(500)
+
+    func run() async throws {
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try await Task.sleep(for: interval)
+                guard retries.count > 0 else { continue }
+                await retries.retry(now: clock.now()) { entry in
+                    do {
+                        _ = try await limiter.settled(entry.lease, actualUnits: entry.units)
+                        return .answered
+                    } catch where SettlementRetries.isUnavailable(error) {
+                        return .unavailable
+                    } catch {
+                        return .answered
+                    }
+                }
             }
         }
     }

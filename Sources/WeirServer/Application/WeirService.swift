@@ -35,6 +35,9 @@ final class WeirService: Sendable {
     private let configKeys: Mutex<[String: String]>
     /// The SHA-256 of API keys recently presented (`account(forAPIKey:)`).
     let keyHashes = APIKeyHashCache()
+    /// The gateway's settlements that the shared store could not take, sent again once
+    /// it answers (`SettlementRetryService`).
+    let settlementRetries = SettlementRetries()
     /// Serializes reloads (SIGHUP and the admin route may race).
     private let reloading = Mutex(())
 

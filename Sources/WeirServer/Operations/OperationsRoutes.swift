@@ -56,6 +56,7 @@ extension WeirService {
         let health = sharedStore.health
         return ServerMetrics.StoreCounts(
             degraded: health.isDegraded, outages: health.outages, fallbackDecisions: health.fallbackDecisions,
-            denialCacheHits: (sharedStore.primary as? DenialCache)?.hits ?? 0)
+            denialCacheHits: (sharedStore.primary as? DenialCache)?.hits ?? 0,
+            settlementsWaiting: settlementRetries.count, settlementsDropped: settlementRetries.dropped)
     }
 }

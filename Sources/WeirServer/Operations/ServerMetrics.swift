@@ -37,6 +37,8 @@ final class ServerMetrics: Sendable {
     private let storeOutages: CoreMetrics.Counter
     private let fallbackDecisions: CoreMetrics.Counter
     private let denialCacheHits: CoreMetrics.Counter
+    private let settlementsWaiting: CoreMetrics.Gauge
+    private let settlementsDropped: CoreMetrics.Counter
     /// The store counts last exported, so that counters advance by the difference.
     private let exported = Mutex(StoreCounts())
 
@@ -46,6 +48,10 @@ final class ServerMetrics: Sendable {
         var outages: UInt64 = 0
         var fallbackDecisions: UInt64 = 0
         var denialCacheHits: UInt64 = 0
+        /// Gateway settlements waiting for the store (`SettlementRetries`), and those
+        /// given up because too many waited.
+        var settlementsWaiting = 0
+        var settlementsDropped = 0
     }
 
     struct LabelKey: Hashable, Sendable {
@@ -105,6 +111,8 @@ final class ServerMetrics: Sendable {
         storeOutages = CoreMetrics.Counter(label: "weir_store_outages_total", factory: factory)
         fallbackDecisions = CoreMetrics.Counter(label: "weir_store_fallback_decisions_total", factory: factory)
         denialCacheHits = CoreMetrics.Counter(label: "weir_denial_cache_hits_total", factory: factory)
+        settlementsWaiting = CoreMetrics.Gauge(label: "weir_gateway_settlements_waiting", factory: factory)
+        settlementsDropped = CoreMetrics.Counter(label: "weir_gateway_settlements_dropped_total", factory: factory)
     }
 
     /// Creates the counters of every (api, model) of `catalogue` not seen before.
@@ -170,6 +178,8 @@ final class ServerMetrics: Sendable {
             storeOutages.increment(by: Int64(clamping: store.outages &- before.outages))
             fallbackDecisions.increment(by: Int64(clamping: store.fallbackDecisions &- before.fallbackDecisions))
             denialCacheHits.increment(by: Int64(clamping: store.denialCacheHits &- before.denialCacheHits))
+            settlementsWaiting.record(store.settlementsWaiting)
+            settlementsDropped.increment(by: Int64(store.settlementsDropped - before.settlementsDropped))
         }
         return registry.emitToBuffer()
     }

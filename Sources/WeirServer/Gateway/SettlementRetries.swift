@@ -1,0 +1,107 @@
+import NIOCore
+import Synchronization
+import WeirCore
+
+/// Gateway settlements that the shared store could not take (Redis unreachable), kept
+/// and sent again once it answers, so that a slot taken before an outage is freed when
+/// the outage ends rather than at the lease's TTL (an hour for gateway calls).
+///
+/// A client of the decision API retries its own settlement after a 503; behind the
+/// gateway Weir is the client, so it does the same here (`SettlementRetryService` calls
+/// `retry` every half second).
+///
+/// **Bounded.** At most `capacity` settlements wait (a `SettlementRetries` entry is 32
+/// bytes); when full, the oldest is dropped and counted (its lease then frees itself at
+/// its TTL, as it would have without this). An entry is dropped too once its lease's TTL
+/// has passed: the store has freed the slot itself, and the settlement would be refused.
+///
+/// **Order and cost.** `retry` sends the oldest first and stops at the first that finds
+/// the store still unavailable, so an outage costs one attempt per round (at most the
+/// store's command timeout), not one per waiting settlement.
+///
+/// Concurrency: thread-safe (one `Mutex`, held only to add or take entries); `retry` is
+/// called by one task at a time.
+final class SettlementRetries: Sendable {
+    struct Entry: Sendable, Equatable {
+        let lease: LeaseID
+        let units: UInt64
+        /// When the lease's TTL ends (the clock's nanoseconds): given up after that.
+        let expiresAt: UInt64
+    }
+
+    /// What one attempt came to.
+    enum Outcome: Sendable {
+        /// The store answered (settled, or refused the lease as unknown, settled or
+        /// expired): nothing more to do.
+        case answered
+        /// The store could not be reached: keep it for the next round.
+        case unavailable
+    }
+
+    /// Most settlements kept at once.
+    let capacity: Int
+    private struct State {
+        var waiting = CircularBuffer<Entry>()
+        var dropped = 0
+    }
+    private let state = Mutex(State())
+
+    /// - Parameter capacity: most settlements kept (at least 1).
+    init(capacity: Int = 100_000) {
+        self.capacity = max(1, capacity)
+    }
+
+    /// Settlements waiting.
+    var count: Int { state.withLock { $0.waiting.count } }
+
+    /// Settlements given up because the queue was full (their leases free themselves
+    /// at their TTL).
+    var dropped: Int { state.withLock { $0.dropped } }
+
+    /// Keeps a settlement for later; drops the oldest when full.
+    func add(_ entry: Entry) {
+        state.withLock { state in
+            if state.waiting.count >= capacity {
+                state.waiting.removeFirst()
+                state.dropped += 1
+            }
+            state.waiting.append(entry)
+        }
+    }
+
+    /// Sends the waiting settlements through `settle`, oldest first, until one finds the
+    /// store unavailable (it and those after it wait for the next round). Entries whose
+    /// TTL ended by `now` are dropped unsent.
+    ///
+    /// - Returns: how many the store answered this round.
+    @discardableResult
+    func retry(now: UInt64, settle: (Entry) async -> Outcome) async -> Int {
+        var answered = 0
+        while let entry = state.withLock({ state -> Entry? in
+            while let first = state.waiting.first, first.expiresAt <= now { state.waiting.removeFirst() }
+            return state.waiting.popFirst()
+        }) {
+            switch await settle(entry) {
+            case .answered:
+                answered += 1
+            case .unavailable:
+                // Back at the front, ahead of any added meanwhile (they are younger).
+                state.withLock { state in
+                    if state.waiting.count >= capacity {
+                        state.dropped += 1
+                    } else {
+                        state.waiting.prepend(entry)
+                    }
+                }
+                return answered
+            }
+        }
+        return answered
+    }
+
+    /// Whether `error` says the store could not be reached (worth retrying), as opposed
+    /// to an answer about the lease.
+    static func isUnavailable(_ error: any Error) -> Bool {
+        (error as? StoreError)?.isTransient == true
+    }
+}
