@@ -10,10 +10,15 @@ import WeirCore
 /// gateway Weir is the client, so it does the same here (`SettlementRetryService` calls
 /// `retry` every half second).
 ///
-/// **Bounded.** At most `capacity` settlements wait (a `SettlementRetries` entry is 32
-/// bytes); when full, the oldest is dropped and counted (its lease then frees itself at
-/// its TTL, as it would have without this). An entry is dropped too once its lease's TTL
-/// has passed: the store has freed the slot itself, and the settlement would be refused.
+/// **Bounded.** At most `capacity` settlements wait (24 bytes each); when full, the
+/// oldest is dropped and counted (its lease then frees itself at its TTL, as it would
+/// have without this). An entry is dropped too once its lease's TTL has passed: the
+/// store has freed the slot itself, and the settlement would be refused. Settlements
+/// still waiting when the server stops are lost the same way (freed at their TTL).
+///
+/// **At most once.** A settlement whose command timed out may have been applied in
+/// Redis all the same; sent again, it is refused as already settled, so no call is
+/// charged twice.
 ///
 /// **Order and cost.** `retry` sends the oldest first and stops at the first that finds
 /// the store still unavailable, so an outage costs one attempt per round (at most the
