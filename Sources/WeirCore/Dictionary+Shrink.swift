@@ -4,10 +4,13 @@ extension Dictionary {
     /// Swift dictionary otherwise keeps the capacity of its largest size. O(count) when
     /// it rebuilds, which happens at most once per halving of the entries twice over, so
     /// the cost is amortized against the removals that made the table sparse.
-    mutating func shrinkIfSparse() {
-        guard capacity > 256, count * 4 < capacity else { return }
+    /// - Returns: whether it rebuilt the table.
+    @discardableResult
+    mutating func shrinkIfSparse() -> Bool {
+        guard capacity > 256, count * 4 < capacity else { return false }
         var smaller = Dictionary(minimumCapacity: count)
         for (key, value) in self { smaller[key] = value }
         self = smaller
+        return true
     }
 }

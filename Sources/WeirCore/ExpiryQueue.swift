@@ -15,12 +15,15 @@ struct ExpiryQueue {
     var count: Int { heap.count }
 
     /// Frees the heap's spare capacity once it is three-quarters empty (after a burst).
-    mutating func shrinkIfSparse() {
-        guard heap.capacity > 64, heap.count * 4 < heap.capacity else { return }
+    /// Returns whether it did.
+    @discardableResult
+    mutating func shrinkIfSparse() -> Bool {
+        guard heap.capacity > 64, heap.count * 4 < heap.capacity else { return false }
         var smaller: [Entry] = []
         smaller.reserveCapacity(heap.count)
         smaller.append(contentsOf: heap)
         heap = smaller
+        return true
     }
 
     mutating func insert(deadline: UInt64, id: UInt64) {

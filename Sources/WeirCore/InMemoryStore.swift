@@ -119,6 +119,13 @@ public final class InMemoryStore: RateLimitStore, @unchecked Sendable {
     @discardableResult
     public func evictIdle() -> Int { evictIdle(at: clock.now()) }
 
+    /// How many times a sweep has given a shard's tables' spare memory back (after a
+    /// burst of keys or leases went quiet): the moments worth returning freed memory to
+    /// the system (`EvictionService`). Takes each shard's lock in turn.
+    public var tablesShrunk: Int {
+        (0..<shards.count).reduce(0) { count, index in count + shards[index].state.withLock { $0.tablesShrunk } }
+    }
+
     /// How many keys the store holds (active or not yet swept).
     public var keyCount: Int {
         (0..<shards.count).reduce(0) { count, index in count + shards[index].state.withLock { $0.keys.count } }
@@ -203,6 +210,8 @@ private struct ShardState: ~Copyable {
     var leaseExpiries = ExpiryQueue()
     /// Sweep idle keys when the key count reaches this.
     var sweepAt = 1024
+    /// Sweeps that gave table memory back (`InMemoryStore.tablesShrunk`).
+    var tablesShrunk = 0
 
     @inline(__always)
     mutating func acquire(_ request: AdmissionRequest, now: UInt64, leaseBase: UInt64) -> Decision {
@@ -306,10 +315,11 @@ private struct ShardState: ~Copyable {
         expireLeases(now: now, limit: .max)
         // After a burst of new keys goes quiet, give the tables' memory back: a Swift
         // dictionary keeps its capacity when entries leave.
-        keys.shrinkIfSparse()
-        extras.shrinkIfSparse()
-        leases.shrinkIfSparse()
-        leaseExpiries.shrinkIfSparse()
+        var shrunk = keys.shrinkIfSparse()
+        shrunk = extras.shrinkIfSparse() || shrunk
+        shrunk = leases.shrinkIfSparse() || shrunk
+        shrunk = leaseExpiries.shrinkIfSparse() || shrunk
+        if shrunk { tablesShrunk += 1 }
         sweepAt = max(1024, 2 * keys.count)
         return idle.count
     }

@@ -134,12 +134,16 @@ struct LeaseTable<Record> {
     /// Gives memory back after a burst (the store's sweep calls it): the record pool
     /// once no record is active (the pool otherwise keeps its high-water mark), and the
     /// counter-page table's spare capacity once it is three-quarters empty. O(pages).
-    mutating func shrinkIfSparse() {
+    /// Returns whether it gave anything back.
+    @discardableResult
+    mutating func shrinkIfSparse() -> Bool {
+        var shrunk = false
         if activeCount == 0 && !recordPages.isEmpty {
             recordPages = []
             freeRecords = []
+            shrunk = true
         }
-        counterPages.shrinkIfSparse()
+        return counterPages.shrinkIfSparse() || shrunk
     }
 
     /// Counter pages allocated (for tests: they follow the leases held).

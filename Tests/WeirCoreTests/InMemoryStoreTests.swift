@@ -80,9 +80,14 @@ struct InMemoryStoreTests {
         }
         #expect(store.keyCount == 20_000)
         #expect(store.tableCapacity >= 40_000, "keys and extras both hold every key")
+        #expect(store.tablesShrunk == 0, "nothing to give back while the keys are in use")
         clock.advance(by: window)
         #expect(store.evictIdle() == 20_000)
         #expect(store.tableCapacity < 2_048, "capacity \(store.tableCapacity) follows the keys left")
+        let shrunk = store.tablesShrunk
+        #expect(shrunk >= 1 && shrunk <= 4, "each shard said once that it gave memory back: \(shrunk)")
+        #expect(store.evictIdle() == 0)
+        #expect(store.tablesShrunk == shrunk, "a sweep with nothing to give back says nothing")
         // The store decides on as before: a key used again starts afresh, and its limit holds.
         let key = LimitKey(account: "burst-7", scope: "s")
         for _ in 0..<5 { #expect(store.acquire(AdmissionRequest(key: key, limits: sliding)).isAllowed) }

@@ -17,9 +17,11 @@ private func mallocTrim(_ pad: Int) -> Int32
 /// memory they held back to the operating system.
 ///
 /// The sweep shrinks the store's tables when they are mostly empty; glibc's allocator
-/// keeps freed memory in its arenas, though, so after a sweep that removed keys the
-/// service asks it to return free pages (`malloc_trim`): resident memory then falls back
-/// near its baseline once a burst of callers goes quiet (`bench/unseen_callers.py`).
+/// keeps freed memory in its arenas, though, so once a sweep (this one, or one a
+/// decision triggered since the last) has shrunk a table, the service asks it to return
+/// free pages (`malloc_trim`): resident memory then falls back near its baseline once a
+/// burst of callers goes quiet (`bench/unseen_callers.py`). Only then: a trim holds each
+/// arena's lock while it walks it, and a steady churn of keys frees nothing worth it.
 struct EvictionService: Service {
     let store: InMemoryStore
     let interval: Duration
@@ -27,9 +29,13 @@ struct EvictionService: Service {
     func run() async throws {
         // Graceful shutdown cancels the loop; that is its normal end, not an error.
         try? await cancelWhenGracefulShutdown {
+            var shrunk = store.tablesShrunk
             while !Task.isCancelled {
                 try await Task.sleep(for: interval)
-                if store.evictIdle() > 0 { Self.returnFreeMemory() }
+                store.evictIdle()
+                let now = store.tablesShrunk
+                if now != shrunk { Self.returnFreeMemory() }
+                shrunk = now
             }
         }
     }
