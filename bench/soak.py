@@ -55,6 +55,8 @@ import tempfile
 import threading
 import time
 
+from benchutil import free_port, metric, rss_kib
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACCOUNTS = [f"soak-{n}" for n in range(8)]
 WINDOW_S, REQUESTS, CONCURRENCY, LEASE_TTL_MS = 10.0, 40, 6, 3000
@@ -62,22 +64,8 @@ ADMIN_TOKEN = "soak-admin-token"
 GATEWAY_KEY = "weir-bench-key"
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
-def rss_kib(pid):
-    try:
-        for line in open(f"/proc/{pid}/status"):
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def http_call(port, method, path, body=None, headers=None, timeout=10):
@@ -300,14 +288,8 @@ def concurrency_in_use(instance, account):
 
 
 def reload_count(instance):
-    try:
-        _, body = http_call(instance.port, "GET", "/metrics")
-    except OSError:
-        return None
-    for line in body.decode().splitlines():
-        if line.startswith('weir_config_reloads_total{result="success"}'):
-            return int(float(line.split()[-1]))
-    return 0
+    value = metric(instance.port, 'weir_config_reloads_total{result="success"}')
+    return None if value is None else int(value)
 
 
 def main():

@@ -23,15 +23,15 @@ port holds the budgets (its `used_memory` is printed too). `weir serve` runs pin
 core 0, wrk (Debian's package) to core 1; both are stopped by their PIDs at the end.
 """
 import argparse
-import http.client
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+from benchutil import free_port, metric, rss_kib, wait_http
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -64,46 +64,18 @@ end
 """
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
-def wait_http(port, path, deadline=30):
-    end = time.time() + deadline
-    while time.time() < end:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            c.request("GET", path)
-            if c.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"port {port} is not ready")
+
+
+
 
 
 def store_keys(port):
-    try:
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        c.request("GET", "/metrics")
-        for line in c.getresponse().read().decode().splitlines():
-            if line.startswith("weir_memory_store_keys "):
-                return int(float(line.split()[-1]))
-    except OSError:
-        pass
-    return 0
+    """The store's key count (`weir_memory_store_keys`); 0 when unknown."""
+    return int(metric(port, "weir_memory_store_keys") or 0)
 
 
 GCRA_CONFIG = """
@@ -242,7 +214,6 @@ def main():
             f"{non2xx:,} answered 401 (non-2xx) in {elapsed:.0f} s")
 
         sampler.reset()
-        before = rss_kib(server.pid)
         distinct = '{"account":"caller-%d","api":"text","model":"MiniMax-M2","units":1,"lease_ttl_ms":1000}'
         requests, non2xx, elapsed = run_wrk(work, port, options.count, distinct)
         peak, keys = sampler.peak(), sampler.peak_keys()

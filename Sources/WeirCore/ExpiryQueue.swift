@@ -17,14 +17,7 @@ struct ExpiryQueue {
     /// Frees the heap's spare capacity once it is three-quarters empty (after a burst).
     /// Returns whether it did.
     @discardableResult
-    mutating func shrinkIfSparse() -> Bool {
-        guard heap.capacity > 64, heap.count * 4 < heap.capacity else { return false }
-        var smaller: [Entry] = []
-        smaller.reserveCapacity(heap.count)
-        smaller.append(contentsOf: heap)
-        heap = smaller
-        return true
-    }
+    mutating func shrinkIfSparse() -> Bool { heap.shrinkIfSparse() }
 
     mutating func insert(deadline: UInt64, id: UInt64) {
         heap.append(Entry(deadline: deadline, id: id))

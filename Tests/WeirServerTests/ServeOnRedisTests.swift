@@ -245,52 +245,39 @@ struct ServeOnRedisTests {
         #expect(try await client.send(.PUT, "/admin/v1/accounts/gw", "{}").status == 201)
         let key = try #require(try await client.send(.POST, "/admin/v1/accounts/gw/keys").json["api_key"] as? String)
 
-        // A stream of 30 events 100 ms apart takes the account's one slot for 3 s.
-        let stream = Task {
-            var request = HTTPClientRequest(url: "http://127.0.0.1:\(client.port)/v1/chat/completions")
-            request.method = .POST
-            request.headers.add(name: "Authorization", value: "Bearer \(key)")
-            request.headers.add(name: "x-mock-completion-tokens", value: "30")
-            request.headers.add(name: "x-mock-event-interval-ms", value: "100")
-            request.body = .bytes(ByteBuffer(string: #"{"model": "MiniMax-M2", "stream": true, "messages": [{"role": "user", "content": "hi"}]}"#))
-            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
-            _ = try await response.body.collect(upTo: 1 << 20)
-            return response.status
-        }
+        // A stream of 30 events 100 ms apart takes the account's one slot for 3 s: its
+        // head comes once it is admitted.
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(client.port)/v1/chat/completions")
+        request.method = .POST
+        request.headers.add(name: "Authorization", value: "Bearer \(key)")
+        request.headers.add(name: "x-mock-completion-tokens", value: "30")
+        request.headers.add(name: "x-mock-event-interval-ms", value: "100")
+        request.body = .bytes(ByteBuffer(string: #"{"model": "MiniMax-M2", "stream": true, "messages": [{"role": "user", "content": "hi"}]}"#))
+        let stream = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
         // Read without taking a slot: the usage endpoint's concurrency in use.
-        func slotsInUse() async throws -> Int? {
-            let limits = try await client.send(.GET, "/admin/v1/accounts/gw/usage").json["limits"] as? [[String: Any]]
-            return (limits?.first { $0["dimension"] as? String == "concurrency" }?["used"] as? NSNumber)?.intValue
-        }
-        var held = false
-        for _ in 0..<250 where !held {
-            held = try await slotsInUse() == 1
-            if !held { try await Task.sleep(for: .milliseconds(20)) }
-        }
+        let limits = try await client.send(.GET, "/admin/v1/accounts/gw/usage").json["limits"] as? [[String: Any]]
+        let held = (limits?.first { $0["dimension"] as? String == "concurrency" }?["used"] as? NSNumber)?.intValue == 1
         #expect(held, "the stream holds the slot")
         // Redis goes while the stream runs: its settlement at the end cannot be made.
         redis.kill()
-        #expect(try await stream.value == .ok, "the stream itself is not cut by the store's outage")
-        var waiting = false
-        for _ in 0..<250 where !waiting {
-            waiting = try await client.send(.GET, "/metrics").body.contains("weir_gateway_settlements_waiting 1")
-            if !waiting { try await Task.sleep(for: .milliseconds(20)) }
+        _ = try await stream.body.collect(upTo: 1 << 20)
+        #expect(stream.status == .ok, "the stream itself is not cut by the store's outage")
+        let waiting = try await withDeadline(.seconds(10)) {
+            _ = try await server.waitForOutput("gateway settlements wait for the store to answer")
         }
         #expect(waiting, "the settlement waits for Redis")
+        #expect(try await client.send(.GET, "/metrics").body.contains("weir_gateway_settlements_waiting 1"))
         // Redis comes back with the lease (append-only file): the settlement is sent again
         // by itself, and the slot is free without waiting the lease's hour.
+        _ = try await server.waitForOutput("store unreachable")
+        _ = try await server.waitForOutput("registry refresh failed")
         try redis.start()
-        var freed = false
-        for _ in 0..<200 where !freed {
-            let answer = try await client.send(.POST, "/v1/acquire", Self.acquire("gw"))
-            if answer.status == 200 {
-                freed = true
-            } else {
-                #expect(answer.status == 503 || answer.json["reason"] as? String == "concurrency", "\(answer.status)")
-                try await Task.sleep(for: .milliseconds(50))
-            }
+        let freed = try await withDeadline(.seconds(10)) {
+            _ = try await server.waitForOutput("gateway settlements sent again")
+            try await Self.waitForRecovery(of: server)
         }
-        #expect(freed, "the slot is free again once Redis answers")
+        #expect(freed, "the settlement is sent again once Redis answers")
+        #expect(try await client.send(.POST, "/v1/acquire", Self.acquire("gw")).status == 200, "the slot is free again")
         #expect(try await client.send(.GET, "/metrics").body.contains("weir_gateway_settlements_waiting 0"))
         server.signal(SIGTERM)
         #expect(await server.exitStatus() == 0)

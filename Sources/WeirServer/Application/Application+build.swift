@@ -38,14 +38,13 @@ public func buildApplication(configuration: ServerConfiguration) async throws ->
     var gateway: Gateway?
     if let gatewayConfiguration = configuration.gateway {
         let made = Gateway(
-            service: service, configuration: gatewayConfiguration, clock: configuration.clock,
+            service: service, configuration: gatewayConfiguration,
             eventLoopGroup: configuration.eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton)
         made.addRoutes(to: router)
         services.append(GatewayClientService(client: made.client))
         if service.sharedStore != nil {
             // Only a shared store's settlements can fail for want of the store.
-            services.append(SettlementRetryService(
-                retries: service.settlementRetries, limiter: service.limiter, clock: configuration.clock))
+            services.append(SettlementRetryService(retries: service.settlementRetries, limiter: service.limiter))
         }
         gateway = made
         gatewayDescription = "; gateway to \(gatewayConfiguration.upstream.absoluteString)"

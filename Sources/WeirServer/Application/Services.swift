@@ -72,7 +72,6 @@ struct StoreProbeService: Service {
 struct SettlementRetryService: Service {
     let retries: SettlementRetries
     let limiter: Limiter
-    let clock: any NanosecondClock
     var interval: Duration = .milliseconds(500)
 
     func run() async throws {
@@ -80,7 +79,7 @@ struct SettlementRetryService: Service {
             while !Task.isCancelled {
                 try await Task.sleep(for: interval)
                 guard retries.count > 0 else { continue }
-                await retries.retry(now: clock.now()) { entry in
+                await retries.retry { entry in
                     do {
                         _ = try await limiter.settled(entry.lease, actualUnits: entry.units)
                         return .answered

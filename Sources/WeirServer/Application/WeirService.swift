@@ -37,7 +37,7 @@ final class WeirService: Sendable {
     let keyHashes = APIKeyHashCache()
     /// The gateway's settlements that the shared store could not take, sent again once
     /// it answers (`SettlementRetryService`).
-    let settlementRetries = SettlementRetries()
+    let settlementRetries: SettlementRetries
     /// Serializes reloads (SIGHUP and the admin route may race).
     private let reloading = Mutex(())
 
@@ -71,6 +71,8 @@ final class WeirService: Sendable {
         self.maxBodySize = configuration.maxBodySize
         self.adminTokenHash = configuration.adminToken.map { Array(APIKeys.hash($0).utf8) }
         self.configKeys = Mutex(Self.keyIndex(catalogue))
+        self.settlementRetries = SettlementRetries(
+            leaseTTL: configuration.gateway?.leaseTTL ?? 0, clock: configuration.clock, logger: configuration.logger)
     }
 
     /// An account's profile: the config file's, with the registry's pin, recharges and

@@ -64,16 +64,10 @@ final class Gateway: Sendable {
     /// down once: a call copies it and sets its headers and body
     /// (`Gateway+EventLoop.swift`). Missing when the URL is not one AsyncHTTPClient takes.
     let routeRequests: [String: HTTPClient.Request]
-    /// The server's clock: when a retried settlement's lease has expired.
-    let clock: any NanosecondClock
     private let timeoutText: String
 
-    init(
-        service: WeirService, configuration: GatewayConfiguration, clock: any NanosecondClock,
-        eventLoopGroup: any EventLoopGroup
-    ) {
+    init(service: WeirService, configuration: GatewayConfiguration, eventLoopGroup: any EventLoopGroup) {
         self.service = service
-        self.clock = clock
         self.configuration = configuration
         var base = configuration.upstream.absoluteString
         while base.hasSuffix("/") { base.removeLast() }
@@ -191,12 +185,7 @@ final class Gateway: Sendable {
     func admit(_ call: PreparedCall, decision limited: LimitedDecision) -> Admission {
         let decision = limited.decision
         guard decision.isAllowed else { return .denied(GatewayErrors.denied(limited, dialect: call.route.dialect)) }
-        let lease = decision.lease.map {
-            // The expiry on this instance's clock (the lease's own is on the store's: Redis's).
-            GatewayLease(
-                id: $0.id, expiresAt: clock.now() &+ configuration.leaseTTL, service: service,
-                retries: service.settlementRetries, fallbackUnits: call.estimate.total)
-        }
+        let lease = decision.lease.map { GatewayLease(id: $0.id, service: service, fallbackUnits: call.estimate.total) }
         var forwarded = call.bytes
         var stripUsage = false
         let body = call.body

@@ -11,26 +11,21 @@ import WeirCore
 ///
 /// Concurrency: thread-safe (one `Mutex`); settling never suspends: with the in-memory
 /// store it is done on the spot, with a shared store (Redis) it is sent from a task of
-/// its own. If the store cannot be reached then, the settlement goes to `retries` and
-/// is sent again when it answers (`SettlementRetries`); a refusal (the lease outlived
+/// its own. If the store cannot be reached then, the settlement waits in the service's
+/// `SettlementRetries` and is sent again when it answers; a refusal (the lease outlived
 /// its TTL: its slot is free already) is final.
 final class GatewayLease: Sendable {
     let id: LeaseID
-    /// When the lease's TTL ends (the clock's nanoseconds).
-    let expiresAt: UInt64
     private let service: WeirService
-    private let retries: SettlementRetries
     private struct State {
         var settled = false
         var fallbackUnits: UInt64
     }
     private let state: Mutex<State>
 
-    init(id: LeaseID, expiresAt: UInt64, service: WeirService, retries: SettlementRetries, fallbackUnits: UInt64) {
+    init(id: LeaseID, service: WeirService, fallbackUnits: UInt64) {
         self.id = id
-        self.expiresAt = expiresAt
         self.service = service
-        self.retries = retries
         self.state = Mutex(State(fallbackUnits: fallbackUnits))
     }
 
@@ -49,21 +44,21 @@ final class GatewayLease: Sendable {
             return !state.settled
         }
         guard first else { return }
-        Self.settle(SettlementRetries.Entry(lease: id, units: units, expiresAt: expiresAt), service: service, retries: retries)
+        Self.settle(id, units: units, service: service)
     }
 
     deinit {
         let pending = state.withLock { $0.settled ? nil : $0.fallbackUnits }
-        if let pending {
-            Self.settle(SettlementRetries.Entry(lease: id, units: pending, expiresAt: expiresAt), service: service, retries: retries)
-        }
+        if let pending { Self.settle(id, units: pending, service: service) }
     }
 
     /// A refusal is final; a store that cannot be reached gets it again later.
-    private static func settle(_ entry: SettlementRetries.Entry, service: WeirService, retries: SettlementRetries) {
-        if case .later(let wait) = service.limiter.settle(entry.lease, actualUnits: entry.units) {
+    private static func settle(_ id: LeaseID, units: UInt64, service: WeirService) {
+        if case .later(let wait) = service.limiter.settle(id, actualUnits: units) {
             wait { result in
-                if case .failure(let error) = result, SettlementRetries.isUnavailable(error) { retries.add(entry) }
+                if case .failure(let error) = result, SettlementRetries.isUnavailable(error) {
+                    service.settlementRetries.add(lease: id, units: units)
+                }
             }
         }
     }

@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import Synchronization
 import WeirCore
@@ -24,13 +25,17 @@ import WeirCore
 /// the store still unavailable, so an outage costs one attempt per round (at most the
 /// store's command timeout), not one per waiting settlement.
 ///
+/// **Seen.** It logs when settlements begin to wait (a warning) and when the last of
+/// them has been sent (a notice), once each per outage, not per settlement.
+///
 /// Concurrency: thread-safe (one `Mutex`, held only to add or take entries); `retry` is
 /// called by one task at a time.
 final class SettlementRetries: Sendable {
     struct Entry: Sendable, Equatable {
         let lease: LeaseID
         let units: UInt64
-        /// When the lease's TTL ends (the clock's nanoseconds): given up after that.
+        /// When the lease's TTL has surely ended (the clock's nanoseconds): given up
+        /// after that.
         let expiresAt: UInt64
     }
 
@@ -45,15 +50,29 @@ final class SettlementRetries: Sendable {
 
     /// Most settlements kept at once.
     let capacity: Int
+    /// The gateway's lease TTL, in nanoseconds.
+    let leaseTTL: UInt64
+    private let clock: any NanosecondClock
+    private let logger: Logger
     private struct State {
         var waiting = CircularBuffer<Entry>()
         var dropped = 0
     }
     private let state = Mutex(State())
 
-    /// - Parameter capacity: most settlements kept (at least 1).
-    init(capacity: Int = 100_000) {
+    /// - Parameters:
+    ///   - capacity: most settlements kept (at least 1).
+    ///   - leaseTTL: the TTL of the leases it settles (nanoseconds).
+    ///   - clock: the server's clock.
+    ///   - logger: where the start and the end of a wait are told.
+    init(
+        capacity: Int = 100_000, leaseTTL: UInt64 = 3_600_000_000_000, clock: any NanosecondClock = SystemClock(),
+        logger: Logger = Logger(label: "weir", factory: { _ in SwiftLogNoOpLogHandler() })
+    ) {
         self.capacity = max(1, capacity)
+        self.leaseTTL = leaseTTL
+        self.clock = clock
+        self.logger = logger
     }
 
     /// Settlements waiting.
@@ -63,15 +82,30 @@ final class SettlementRetries: Sendable {
     /// at their TTL).
     var dropped: Int { state.withLock { $0.dropped } }
 
+    /// Keeps the settlement of `lease` for later, given up a lease TTL from now: an upper
+    /// bound of its expiry, read only when the store could not be reached (the lease
+    /// began earlier; one sent after its true expiry is refused, harmlessly).
+    func add(lease: LeaseID, units: UInt64) {
+        add(Entry(lease: lease, units: units, expiresAt: clock.now() &+ leaseTTL))
+    }
+
     /// Keeps a settlement for later; drops the oldest when full.
     func add(_ entry: Entry) {
-        state.withLock { state in
+        let first = state.withLock { state in
             if state.waiting.count >= capacity {
                 state.waiting.removeFirst()
                 state.dropped += 1
             }
             state.waiting.append(entry)
+            return state.waiting.count == 1
         }
+        if first { logger.warning("gateway settlements wait for the store to answer") }
+    }
+
+    /// `retry(now:settle:)` at the clock's time.
+    @discardableResult
+    func retry(settle: (Entry) async -> Outcome) async -> Int {
+        await retry(now: clock.now(), settle: settle)
     }
 
     /// Sends the waiting settlements through `settle`, oldest first, until one finds the
@@ -82,6 +116,9 @@ final class SettlementRetries: Sendable {
     @discardableResult
     func retry(now: UInt64, settle: (Entry) async -> Outcome) async -> Int {
         var answered = 0
+        defer {
+            if answered > 0, count == 0 { logger.notice("gateway settlements sent again", metadata: ["last_round": "\(answered)"]) }
+        }
         while let entry = state.withLock({ state -> Entry? in
             while let first = state.waiting.first, first.expiresAt <= now { state.waiting.removeFirst() }
             return state.waiting.popFirst()
