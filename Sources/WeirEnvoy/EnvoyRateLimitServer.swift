@@ -1,73 +1,130 @@
-import NIOCore
-import GRPCCore
-import GRPCNIOTransportHTTP2Posix
 import Logging
+import NIOCore
+import NIOExtras
+import NIOHTTP2
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 
 /// The gRPC server of `EnvoyRateLimitService`: plaintext HTTP/2 on
 /// `configuration.host:port`, as a `Service` of the application's `ServiceGroup`.
 ///
-/// `run()` binds, reports the bound port (`onListening`, and one `notice` log line),
-/// serves until graceful shutdown (then finishes the RPCs in flight) or cancellation,
-/// and throws when the address cannot be bound.
+/// **Methods.** `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit` and
+/// `grpc.health.v1.Health/Check` (`GRPCHealthCheck`: `SERVING` unless `isServing` says
+/// otherwise or the server is draining), served by `GRPCUnaryHandler` on the frames of
+/// each connection's event loop; every other method is `UNIMPLEMENTED`.
 ///
-/// Concurrency: `run()` is called once; the server's RPCs run on `eventLoopGroup`.
+/// **A connection's pipeline:** the idle timer (a connection that sends no byte for
+/// `idleTimeout` is closed: a hostile client never answers HTTP/2's own polite GOAWAY
+/// and PING), `NIOHTTP2Handler` (HTTP/2 itself: `maxConcurrentStreams`, a 16 KiB header
+/// list, outbound flow control), `NIOHTTP2ServerConnectionManagementHandler` (graceful
+/// close) and `GRPCUnaryHandler`. Connections beyond `maxConnections` are closed as
+/// they are accepted.
+///
+/// **Lifecycle.** `run()` binds, reports the bound port (`onListening`, and one `notice`
+/// log line) and serves. On graceful shutdown (or cancellation) it stops accepting, and
+/// each connection is sent GOAWAY, finishes the calls it has, and closes; connections
+/// still open after `shutdownGracePeriod` are closed. `run()` returns once every
+/// connection is closed, and throws when the address cannot be bound.
+///
+/// Concurrency: `run()` is called once; connections are served on `eventLoopGroup`.
 public struct EnvoyRateLimitServer: Service {
     let service: EnvoyRateLimitService
     let eventLoopGroup: MultiThreadedEventLoopGroup
+    let isServing: @Sendable () -> Bool
     let logger: Logger
 
-    /// - Parameter eventLoopGroup: the loops serving connections; NIO's shared
-    ///   singleton when nil.
-    public init(service: EnvoyRateLimitService, eventLoopGroup: MultiThreadedEventLoopGroup? = nil, logger: Logger) {
+    /// - Parameters:
+    ///   - eventLoopGroup: the loops serving connections; NIO's shared singleton when nil.
+    ///   - isServing: whether the health check says `SERVING` (a server passes whether
+    ///     decisions can be made: not while Redis is down under `--redis-outage deny`).
+    public init(
+        service: EnvoyRateLimitService, eventLoopGroup: MultiThreadedEventLoopGroup? = nil,
+        isServing: @escaping @Sendable () -> Bool = { true }, logger: Logger
+    ) {
         self.service = service
         self.eventLoopGroup = eventLoopGroup ?? .singletonMultiThreadedEventLoopGroup
+        self.isServing = isServing
         self.logger = logger
     }
 
     public func run() async throws {
         let configuration = service.configuration
         let host = configuration.host == "localhost" ? "127.0.0.1" : configuration.host
-        // Connections beyond the limit are closed as they are accepted; one that sends no
-        // byte for the idle timeout is closed (gRPC's own idle handling only asks a client
-        // to leave: GOAWAY, then a PING a hostile client never answers); the RPCs one
-        // connection holds are bounded.
+        let draining = Atomic<Bool>(false)
+        let isServing = self.isServing
+        let health = GRPCHealthCheck.method(services: ["envoy.service.ratelimit.v3.RateLimitService"]) {
+            !draining.load(ordering: .relaxed) && isServing()
+        }
+        let methods = [
+            "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit": service.shouldRateLimit,
+            GRPCHealthCheck.path: health,
+        ]
+        let quiescing = ServerQuiescingHelper(group: eventLoopGroup)
         let connections = ConnectionCount()
-        let maxConnections = configuration.maxConnections
-        let idleTimeout = configuration.idleTimeout.map { TimeAmount.nanoseconds(Int64(clamping: $0)) }
-        let transportConfig = HTTP2ServerTransport.Posix.Config.defaults { config in
-            config.http2.maxConcurrentStreams = configuration.maxConcurrentStreams
-            config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
-                guard connections.open(channel, limit: maxConnections) else { return channel.close() }
-                guard let idleTimeout else { return channel.eventLoop.makeSucceededVoidFuture() }
-                return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandlers(
-                        [IdleStateHandler(readTimeout: idleTimeout), IdleConnectionCloser()], position: .first)
+        let serverChannel = try await ServerBootstrap(group: eventLoopGroup)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
                 }
             }
-        }
-        let transport =
-            host.contains(":")
-            ? HTTP2ServerTransport.Posix(
-                address: .ipv6(host: host, port: configuration.port), transportSecurity: .plaintext,
-                config: transportConfig, eventLoopGroup: eventLoopGroup)
-            : HTTP2ServerTransport.Posix(
-                address: .ipv4(host: host, port: configuration.port), transportSecurity: .plaintext,
-                config: transportConfig, eventLoopGroup: eventLoopGroup)
-        let server = GRPCServer(transport: transport, services: [service])
-        try await withGracefulShutdownHandler {
-            try await withThrowingDiscardingTaskGroup { group in
-                group.addTask { try await server.serve() }
-                let bound = try await transport.listeningAddress
-                let port = bound.ipv4?.port ?? bound.ipv6?.port ?? configuration.port
-                logger.notice(
-                    "Envoy rate limit service (gRPC envoy.service.ratelimit.v3) on \(host):\(port), domain \(configuration.domain), unknown descriptors: \(configuration.unknownDescriptors.rawValue)")
-                configuration.onListening?(port)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                guard connections.open(channel, limit: configuration.maxConnections) else { return channel.close() }
+                return channel.eventLoop.makeCompletedFuture {
+                    try Self.configure(channel, configuration: configuration, methods: methods)
+                }
             }
-        } onGracefulShutdown: {
-            server.beginGracefulShutdown()
+            .bind(host: host, port: configuration.port)
+            .get()
+        let port = serverChannel.localAddress?.port ?? configuration.port
+        logger.notice(
+            "Envoy rate limit service (gRPC envoy.service.ratelimit.v3) on \(host):\(port), domain \(configuration.domain), unknown descriptors: \(configuration.unknownDescriptors.rawValue)")
+        configuration.onListening?(port)
+
+        let drained = serverChannel.eventLoop.makePromise(of: Void.self)
+        let drain: @Sendable () -> Void = {
+            draining.store(true, ordering: .relaxed)
+            quiescing.initiateShutdown(promise: drained)
         }
+        try await withTaskCancellationHandler {
+            try await withGracefulShutdownHandler {
+                try await drained.futureResult.get()
+            } onGracefulShutdown: {
+                drain()
+            }
+        } onCancel: {
+            drain()
+        }
+    }
+
+    /// Sets up an accepted connection's pipeline.
+    static func configure(
+        _ channel: any Channel, configuration: EnvoyServiceConfiguration, methods: [String: GRPCUnaryMethod]
+    ) throws {
+        let sync = channel.pipeline.syncOperations
+        if let idleTimeout = configuration.idleTimeout {
+            try sync.addHandlers(
+                IdleStateHandler(readTimeout: .nanoseconds(Int64(clamping: idleTimeout))), IdleConnectionCloser())
+        }
+        var connection = NIOHTTP2Handler.ConnectionConfiguration()
+        connection.initialSettings = [
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: configuration.maxConcurrentStreams),
+            HTTP2Setting(parameter: .maxHeaderListSize, value: 16 * 1024),
+        ]
+        let goAways = GoAwayWatch()
+        try sync.addHandler(NIOHTTP2Handler(mode: .server, frameDelegate: goAways, connectionConfiguration: connection))
+        try sync.addHandler(
+            NIOHTTP2ServerConnectionManagementHandler(
+                eventLoop: channel.eventLoop,
+                configuration: .init(
+                    maxIdleTime: nil, maxAge: nil,
+                    maxGraceTime: configuration.shutdownGracePeriod.map { .nanoseconds(Int64(clamping: $0)) },
+                    keepalive: nil)))
+        try sync.addHandler(
+            GRPCUnaryHandler(methods: methods, maxMessageBytes: configuration.maxMessageBytes, goAways: goAways))
     }
 }
 

@@ -1,6 +1,5 @@
 import CoreMetrics
 import Foundation
-import GRPCCore
 import Logging
 import SwiftProtobuf
 import WeirCore
@@ -34,9 +33,12 @@ import WeirPolicy
 /// **Errors.** Only a store failure is an RPC error (`unavailable`), so that Envoy's
 /// `failure_mode_deny` decides what the client sees.
 ///
-/// Concurrency: thread-safe; RPCs run concurrently. A decision is what the limiter's
-/// store takes (the in-memory store never suspends).
-public final class EnvoyRateLimitService: Envoy_Service_Ratelimit_V3_RateLimitService.SimpleServiceProtocol, Sendable {
+/// **Served** by `EnvoyRateLimitServer` as the unary method `shouldRateLimit`, decided on
+/// the connection's event loop when the store is in memory.
+///
+/// Concurrency: thread-safe; calls are answered concurrently. A decision is what the
+/// limiter's store takes (the in-memory store answers at once).
+public final class EnvoyRateLimitService: Sendable {
     public typealias Request = Envoy_Service_Ratelimit_V3_RateLimitRequest
     public typealias Response = Envoy_Service_Ratelimit_V3_RateLimitResponse
 
@@ -82,40 +84,92 @@ public final class EnvoyRateLimitService: Envoy_Service_Ratelimit_V3_RateLimitSe
 
     // MARK: - RPC
 
-    public func shouldRateLimit(request: Request, context: ServerContext) async throws -> Response {
-        do {
-            return try await answer(request)
-        } catch let error as StoreError {
-            logger.error("rate limit store failed; Envoy applies its failure mode", metadata: ["error": "\(error)"])
-            throw RPCError(code: .unavailable, message: "rate limit store unavailable: \(error.message)")
+    /// `ShouldRateLimit` as a unary gRPC method (`GRPCUnaryHandler`): the request
+    /// decoded, answered, the answer encoded. A request that does not decode is
+    /// `INTERNAL` (as grpc-go answers); a store failure is `UNAVAILABLE`, so that Envoy's
+    /// `failure_mode_deny` decides what the client sees.
+    public var shouldRateLimit: GRPCUnaryMethod {
+        GRPCUnaryMethod { [self] message in
+            let request: Request
+            do {
+                request = try Request(serializedBytes: Array(message.readableBytesView))
+            } catch {
+                return .ready(.failure(GRPCStatus(.internal, "the RateLimitRequest does not decode: \(error)")))
+            }
+            return answer(request).map { [self] result in
+                switch result {
+                case .success(let response):
+                    do {
+                        return .success(try response.serializedBytes())
+                    } catch {
+                        return .failure(GRPCStatus(.internal, "the RateLimitResponse does not encode: \(error)"))
+                    }
+                case .failure(let error as StoreError):
+                    logger.error("rate limit store failed; Envoy applies its failure mode", metadata: ["error": "\(error)"])
+                    return .failure(GRPCStatus(.unavailable, "rate limit store unavailable: \(error.message)"))
+                case .failure(let error):
+                    return .failure(GRPCStatus(.unknown, "\(error)"))
+                }
+            }
         }
     }
 
-    /// The answer to `request`.
+    /// The answer to `request`: `.ready` when the limiter answers at once (the
+    /// in-memory store: decided on the caller's thread), else `.later`.
     ///
-    /// - Throws: `StoreError` when the store fails.
-    public func answer(_ request: Request) async throws -> Response {
+    /// Fails with `StoreError` when the store fails.
+    public func answer(_ request: Request) -> Pending<Result<Response, any Error>> {
         logger.trace("ShouldRateLimit", metadata: ["request": "\(request.textFormatString())"])
-        var response = Response()
-        response.statuses.reserveCapacity(request.descriptors.count)
-        var headerSource: Outcome?
-        var denied = false
-        let sameDomain = request.domain == configuration.domain
-        for descriptor in request.descriptors {
-            let outcome: Outcome
-            if !sameDomain {
-                outcome = unknown(.domain)
-            } else {
-                let read = DescriptorCall.read(
-                    entries: descriptor.entries, key: \.key, value: \.value,
-                    descriptorHits: descriptor.hasHitsAddend ? descriptor.hitsAddend.value : nil,
-                    requestHits: request.hitsAddend,
-                    negativeHits: descriptor.isNegativeHits)
-                switch read {
-                case .failure(let reason): outcome = unknown(reason)
-                case .success(let call): outcome = try await decide(call)
+        var reply = Reply()
+        reply.response.statuses.reserveCapacity(request.descriptors.count)
+        return proceed(request, from: 0, reply: reply)
+    }
+
+    /// Decides the descriptors of `request` from `start` on, at once while the limiter
+    /// answers at once; from the first one that it answers later, in its completion.
+    private func proceed(_ request: Request, from start: Int, reply: Reply) -> Pending<Result<Response, any Error>> {
+        var reply = reply
+        let descriptors = request.descriptors
+        var index = start
+        while index < descriptors.count {
+            switch outcome(of: descriptors[index], in: request) {
+            case .ready(.success(let outcome)):
+                reply.add(outcome)
+            case .ready(.failure(let error)):
+                return .ready(.failure(error))
+            case .later(let wait):
+                let next = index + 1
+                let sofar = reply
+                return .later { [self] completion in
+                    wait { result in
+                        switch result {
+                        case .failure(let error):
+                            completion(.failure(error))
+                        case .success(let outcome):
+                            var reply = sofar
+                            reply.add(outcome)
+                            switch self.proceed(request, from: next, reply: reply) {
+                            case .ready(let answer): completion(answer)
+                            case .later(let rest): rest(completion)
+                            }
+                        }
+                    }
                 }
             }
+            index += 1
+        }
+        return .ready(.success(finish(reply)))
+    }
+
+    /// What the descriptors decided so far come to.
+    private struct Reply: Sendable {
+        var response = Response()
+        /// The outcome whose headers the answer carries: the first denied, else the
+        /// first decided.
+        var headerSource: Outcome?
+        var denied = false
+
+        mutating func add(_ outcome: Outcome) {
             response.statuses.append(outcome.status)
             if outcome.status.code == .overLimit {
                 if !denied { headerSource = outcome }
@@ -124,9 +178,14 @@ public final class EnvoyRateLimitService: Envoy_Service_Ratelimit_V3_RateLimitSe
                 headerSource = outcome
             }
         }
+    }
+
+    private func finish(_ reply: Reply) -> Response {
+        var response = reply.response
+        let denied = reply.denied
         response.overallCode = denied ? .overLimit : .ok
         (denied ? requestCounters.overLimit : requestCounters.ok).increment()
-        if let source = headerSource {
+        if let source = reply.headerSource {
             let pairs = source.decision?.headerPairs ?? []
             let body = denied ? source.body : nil
             response.responseHeadersToAdd.reserveCapacity(pairs.count + (body == nil ? 0 : 1))
@@ -141,10 +200,26 @@ public final class EnvoyRateLimitService: Envoy_Service_Ratelimit_V3_RateLimitSe
         return response
     }
 
+    /// What one descriptor comes to.
+    private func outcome(
+        of descriptor: Envoy_Extensions_Common_Ratelimit_V3_RateLimitDescriptor, in request: Request
+    ) -> Pending<Result<Outcome, any Error>> {
+        guard request.domain == configuration.domain else { return .ready(.success(unknown(.domain))) }
+        let read = DescriptorCall.read(
+            entries: descriptor.entries, key: \.key, value: \.value,
+            descriptorHits: descriptor.hasHitsAddend ? descriptor.hitsAddend.value : nil,
+            requestHits: request.hitsAddend,
+            negativeHits: descriptor.isNegativeHits)
+        switch read {
+        case .failure(let reason): return .ready(.success(unknown(reason)))
+        case .success(let call): return decide(call)
+        }
+    }
+
     // MARK: - Deciding
 
     /// What one descriptor came to.
-    struct Outcome {
+    struct Outcome: Sendable {
         var status: Response.DescriptorStatus
         /// The call's decision, when one was taken (headers come from it).
         var decision: LimitedDecision?
@@ -163,12 +238,12 @@ public final class EnvoyRateLimitService: Envoy_Service_Ratelimit_V3_RateLimitSe
         return Outcome(status: status, decision: nil, body: body)
     }
 
-    private func decide(_ call: DescriptorCall) async throws -> Outcome {
+    private func decide(_ call: DescriptorCall) -> Pending<Result<Outcome, any Error>> {
         let account: String
         switch call.identity {
         case .account(let id): account = id
         case .apiKey(let key):
-            guard let owner = accountForAPIKey(key) else { return unknown(.unknownAPIKey) }
+            guard let owner = accountForAPIKey(key) else { return .ready(.success(unknown(.unknownAPIKey))) }
             account = owner
         }
         let resolution: Resolution
@@ -176,47 +251,54 @@ public final class EnvoyRateLimitService: Envoy_Service_Ratelimit_V3_RateLimitSe
             resolution = try limiter.resolve(account: account, api: call.api, model: call.model)
         } catch {
             switch error {
-            case .unknownAPI: return unknown(.unknownAPI)
-            case .unknownModel: return unknown(.unknownModel)
+            case .unknownAPI: return .ready(.success(unknown(.unknownAPI)))
+            case .unknownModel: return .ready(.success(unknown(.unknownModel)))
             case .notAvailable:
                 var status = Response.DescriptorStatus()
                 status.code = .overLimit
-                return Outcome(status: status, decision: nil, body: Self.refusalBody(message: "model: \(error)"))
+                return .ready(.success(Outcome(status: status, decision: nil, body: Self.refusalBody(message: "model: \(error)"))))
             }
         }
         switch call.charge {
         case .call:
-            let limited = try await limiter.decide(resolution, units: call.units, leaseTTL: nil, model: call.model)
-            let status = Self.status(of: limited)
-            return Outcome(
-                status: status, decision: limited,
-                body: limited.isDenied ? Self.refusalBody(message: limited.message ?? "rate limit exceeded") : nil)
+            return limiter.acquire(resolution, units: call.units, leaseTTL: nil, model: call.model).map { result in
+                result.map { limited in
+                    Outcome(
+                        status: Self.status(of: limited), decision: limited,
+                        body: limited.isDenied ? Self.refusalBody(message: limited.message ?? "rate limit exceeded") : nil)
+                }
+            }
         case .usage:
-            return try await reportUsage(call, resolution: resolution)
+            return reportUsage(call, resolution: resolution)
         }
     }
 
     /// Adds `call.units` to the tokens dimension of `resolution`'s key, after the fact
     /// (`Limiter.reportUsage`: no request is counted; refused while the tokens dimension
     /// is already over its limit).
-    private func reportUsage(_ call: DescriptorCall, resolution: Resolution) async throws -> Outcome {
+    private func reportUsage(_ call: DescriptorCall, resolution: Resolution) -> Pending<Result<Outcome, any Error>> {
         var status = Response.DescriptorStatus()
         status.code = .ok
-        guard let tokens = resolution.limits.tokens else { return Outcome(status: status, decision: nil, body: nil) }
-        let report: (tokens: DimensionStatus?, charged: UInt64)
-        do {
-            report = try await limiter.reportUsage(resolution, units: call.units)
-        } catch let error as LeaseError {
-            // A lease settled within its own second cannot be unknown, settled or
-            // expired unless the store lost it; say so rather than fail the RPC.
-            logger.warning("usage report not recorded", metadata: ["error": "\(error)"])
-            return Outcome(status: status, decision: nil, body: nil)
+        guard let tokens = resolution.limits.tokens else { return .ready(.success(Outcome(status: status, decision: nil, body: nil))) }
+        let unchanged = status
+        return limiter.reportUsage(resolution, units: call.units).map { [self] result in
+            var status = unchanged
+            switch result {
+            case .success(let report):
+                usageCounter.increment(by: Int64(clamping: report.charged))
+                if let tokensStatus = report.tokens {
+                    Self.fill(&status, dimension: .tokens, status: tokensStatus, window: tokens.window, resolution: resolution)
+                }
+                return .success(Outcome(status: status, decision: nil, body: nil))
+            case .failure(let error as LeaseError):
+                // A lease settled within its own second cannot be unknown, settled or
+                // expired unless the store lost it; say so rather than fail the RPC.
+                logger.warning("usage report not recorded", metadata: ["error": "\(error)"])
+                return .success(Outcome(status: status, decision: nil, body: nil))
+            case .failure(let error):
+                return .failure(error)
+            }
         }
-        usageCounter.increment(by: Int64(clamping: report.charged))
-        if let tokensStatus = report.tokens {
-            Self.fill(&status, dimension: .tokens, status: tokensStatus, window: tokens.window, resolution: resolution)
-        }
-        return Outcome(status: status, decision: nil, body: nil)
     }
 
     // MARK: - Statuses and bodies

@@ -23,6 +23,13 @@ public struct EnvoyServiceConfiguration: Sendable {
     public var maxConcurrentStreams = 1_024
     /// Connections open at once, at most; more are closed as they are accepted.
     public var maxConnections = 4_096
+    /// The longest request message taken, in bytes; a longer one is answered
+    /// `RESOURCE_EXHAUSTED` as soon as its length prefix is read. `weir serve` sets it
+    /// from `--max-body-bytes`.
+    public var maxMessageBytes = 1 << 20
+    /// On shutdown, how long (nanoseconds) a connection may take to finish its calls
+    /// after GOAWAY before it is closed; nil for as long as they take.
+    public var shutdownGracePeriod: UInt64? = 10 * 1_000_000_000
 
     public init(
         host: String = "127.0.0.1",

@@ -191,19 +191,42 @@ public final class Limiter: Sendable {
     /// is refused and the units are not added: every call of the key is refused on
     /// tokens until the window has moved on, so only calls already in flight go uncounted.
     ///
-    /// - Returns: the tokens status after the report, and the units charged (nil and 0
-    ///   when the rule has no tokens limit or `units` is 0).
-    /// - Throws: `LeaseError` if the store lost the instant lease; the store's errors.
-    public func reportUsage(_ resolution: Resolution, units: UInt64) async throws -> (tokens: DimensionStatus?, charged: UInt64) {
-        guard let tokens = resolution.limits.tokens, units > 0 else { return (nil, 0) }
+    /// - Returns: the report (`.ready` when `answersAtOnce`, else `.later`), or a
+    ///   `LeaseError` if the store lost the instant lease, or the store's error.
+    public func reportUsage(_ resolution: Resolution, units: UInt64) -> Pending<Result<UsageReport, any Error>> {
+        guard let tokens = resolution.limits.tokens, units > 0 else { return .ready(.success(UsageReport(tokens: nil, charged: 0))) }
         let request = AdmissionRequest(
             key: resolution.key, limits: LimitSet(tokens: tokens, shadow: resolution.limits.shadow), units: 0,
             leaseTTL: Nanoseconds.perSecond)
-        let decision = try await storeDecision(request)
-        guard let lease = decision.lease else { return (decision.limits.tokens, 0) }
-        let settled = try await settled(lease.id, actualUnits: units)
-        return (settled.settlement.limits.tokens, settled.settlement.charged)
+        let report: @Sendable (Decision) -> Pending<Result<UsageReport, any Error>> = { [self] decision in
+            guard let lease = decision.lease else { return .ready(.success(UsageReport(tokens: decision.limits.tokens, charged: 0))) }
+            return settle(lease.id, actualUnits: units).map { settled in
+                settled.map { UsageReport(tokens: $0.settlement.limits.tokens, charged: $0.settlement.charged) }
+            }
+        }
+        if let immediate { return report(immediate.acquire(request)) }
+        return .later { [self] completion in
+            Task {
+                do {
+                    switch report(try await store.acquire(request)) {
+                    case .ready(let result): completion(result)
+                    case .later(let wait): wait(completion)
+                    }
+                } catch {
+                    completion(.failure(error))
+                }
+            }
+        }
     }
+}
+
+/// What a usage report (`Limiter.reportUsage`) came to.
+public struct UsageReport: Sendable {
+    /// The tokens dimension after the report; nil when the rule has no tokens limit or
+    /// nothing was reported.
+    public var tokens: DimensionStatus?
+    /// The units added (0 when refused or nothing was reported).
+    public var charged: UInt64
 }
 
 /// Told of every decision the `Limiter` takes and every lease it settles, once each, on

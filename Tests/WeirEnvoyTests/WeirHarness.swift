@@ -68,7 +68,8 @@ struct WeirHarness {
         clock: ManualClock = ManualClock(start: 1_000 * Nanoseconds.perSecond),
         domain: String = "weir",
         unknown: UnknownDescriptorAnswer = .allow,
-        configPath: String? = nil
+        configPath: String? = nil,
+        maxBodySize: Int = 1 << 20
     ) {
         self.clock = clock
         var configuration = ServerConfiguration(
@@ -76,6 +77,7 @@ struct WeirHarness {
             adminToken: adminToken, clock: clock,
             logger: Logger(label: "weir-envoy-test", factory: { _ in SwiftLogNoOpLogHandler() }))
         let ports = self.ports
+        configuration.maxBodySize = maxBodySize
         configuration.observer = signal
         configuration.envoy = EnvoyServiceConfiguration(
             host: "127.0.0.1", port: 0, domain: domain, unknownDescriptors: unknown,
