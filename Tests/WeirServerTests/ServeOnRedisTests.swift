@@ -219,6 +219,41 @@ struct ServeOnRedisTests {
         #expect(await server.exitStatus() == 0)
     }
 
+    @Test("the gRPC port on Redis: decided when Redis answers; UNAVAILABLE and NOT_SERVING while it is down under deny; SERVING again by itself")
+    func grpcOnRedis() async throws {
+        let redis = try await RedisServerProcess()
+        defer { redis.stop() }
+        let server = try Self.serve(redis, ["--on-store-failure", "deny", "--grpc-port", "0"])
+        _ = try await server.port()
+        let line = "Envoy rate limit service (gRPC envoy.service.ratelimit.v3) on 127.0.0.1:"
+        let output = try await server.waitForOutput(line)
+        let grpcPort = try #require(Int(output.components(separatedBy: line)[1].prefix { $0.isNumber }))
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../WeirEnvoyTests/Conformance/rls_call.py").standardized.path
+        func call(_ arguments: String...) async throws -> String {
+            let run = try await ChildProcess.run("/usr/bin/env", ["python3", script, String(grpcPort)] + arguments)
+            guard run.status == 0 else { throw TestFailure("rls_call.py exited \(run.status):\n\(run.error)") }
+            return run.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        // The free tier's 20 requests a minute, counted in Redis.
+        for _ in 1...20 { #expect(try await call("should", "grpc-1") == "OK") }
+        #expect(try await call("should", "grpc-1") == "OVER_LIMIT")
+        #expect(try await call("health") == "0801", "SERVING")
+        redis.kill()
+        let seen = try await withDeadline(.seconds(10)) { try await server.waitForOutput("store unreachable") }
+        #expect(seen)
+        #expect(try await call("should", "grpc-2") == "UNAVAILABLE", "Envoy's failure mode decides")
+        #expect(try await call("health") == "0802", "NOT_SERVING: every decision would fail")
+        _ = try await server.waitForOutput("registry refresh failed")
+        try redis.start()
+        let recovered = try await withDeadline(.seconds(10)) { try await Self.waitForRecovery(of: server) }
+        #expect(recovered)
+        #expect(try await call("health") == "0801", "SERVING again, with no call made")
+        #expect(try await call("should", "grpc-2") == "OK")
+        server.signal(SIGTERM)
+        #expect(await server.exitStatus() == 0)
+    }
+
     @Test("a gateway call that ends while Redis is down frees its slot once Redis is back, not at its lease's TTL")
     func gatewaySettlementAfterOutage() async throws {
         let directory = scratchDirectory()
