@@ -6,7 +6,7 @@
 enum GRPCTimeout {
     /// The timeout `value` states, in nanoseconds (saturating at `UInt64.max`), or nil
     /// when it is not a valid `grpc-timeout`.
-    static func nanoseconds(_ value: Substring) -> UInt64? {
+    static func nanoseconds(_ value: String) -> UInt64? {
         let utf8 = value.utf8
         guard utf8.count >= 2, utf8.count <= 9, let unit = utf8.last else { return nil }
         var amount: UInt64 = 0

@@ -190,16 +190,16 @@ final class GRPCUnaryHandler: ChannelInboundHandler {
 
     /// A new stream's request headers.
     private func begin(_ id: HTTP2StreamID, headers: HPACKHeaders, endStream: Bool, context: ChannelHandlerContext) {
-        var path: Substring = ""
-        var method: Substring = ""
-        var contentType: Substring = ""
-        var timeout: Substring?
+        var path = ""
+        var method = ""
+        var contentType = ""
+        var timeout: String?
         for (name, value, _) in headers {
             switch name {
-            case ":path": path = Substring(value)
-            case ":method": method = Substring(value)
-            case "content-type": contentType = Substring(value)
-            case "grpc-timeout": timeout = Substring(value)
+            case ":path": path = value
+            case ":method": method = value
+            case "content-type": contentType = value
+            case "grpc-timeout": timeout = value
             default: continue
             }
         }
@@ -211,7 +211,7 @@ final class GRPCUnaryHandler: ChannelInboundHandler {
             answerHTTP(id, status: "415", GRPCStatus(.internal, "content-type must be application/grpc, not \(contentType)"), requestEnded: endStream, context: context)
             return
         }
-        guard let unary = methods[String(path)] else {
+        guard let unary = methods[path] else {
             answerHTTP(id, status: "200", GRPCStatus(.unimplemented, "unknown method \(path)"), requestEnded: endStream, context: context)
             return
         }
