@@ -37,14 +37,14 @@ enum WideArithmetic {
 extension UInt64 {
     /// `self + other`, saturating at `UInt64.max`.
     @inlinable
-    func addingSaturating(_ other: UInt64) -> UInt64 {
+    public func addingSaturating(_ other: UInt64) -> UInt64 {
         let (sum, overflow) = addingReportingOverflow(other)
         return overflow ? .max : sum
     }
 
     /// `self - other`, or zero when `other` is larger.
     @inlinable
-    func subtractingSaturating(_ other: UInt64) -> UInt64 {
+    public func subtractingSaturating(_ other: UInt64) -> UInt64 {
         self > other ? self - other : 0
     }
 }

@@ -34,6 +34,8 @@ public final class Limiter: Sendable {
     private let current: Mutex<Catalogue>
     private let profiles: @Sendable (String, Catalogue) -> AccountProfile
     private let observer: (any DecisionObserver)?
+    /// The calls waiting for room (`maxWait`); nil when waiting is not set up.
+    private let waitRoom: WaitRoom?
 
     /// Creates a limiter.
     ///
@@ -42,18 +44,37 @@ public final class Limiter: Sendable {
     ///     catalogue's own account of that id, else a new account (lowest tier, no
     ///     overrides). A server merges its registry in here.
     ///   - observer: told of every decision and settlement; nil for none.
+    ///   - waiting: how calls that ask to wait (`maxWait`) are woken and how many may
+    ///     wait at once; nil to decide every call at once.
     public init(
         catalogue: Catalogue,
         store: any RateLimitStore,
         profiles: (@Sendable (String, Catalogue) -> AccountProfile)? = nil,
-        observer: (any DecisionObserver)? = nil
+        observer: (any DecisionObserver)? = nil,
+        waiting: WaitSettings? = nil
     ) {
         self.store = store
-        self.immediate = store as? InMemoryStore
+        let immediate = store as? InMemoryStore
+        self.immediate = immediate
         self.current = Mutex(catalogue)
         self.profiles = profiles ?? { id, catalogue in catalogue.account(id: id) ?? AccountProfile(id: id) }
         self.observer = observer
+        self.waitRoom = waiting.map { settings in
+            WaitRoom(timer: settings.timer, clock: settings.clock, capacity: settings.maxWaiting) { admitted in
+                // Admitted for a caller that has gone: its lease (a slot, a reservation)
+                // is given back at once.
+                guard let lease = admitted.decision.lease else { return }
+                if let immediate {
+                    _ = try? immediate.settle(lease.id, actualUnits: 0)
+                } else {
+                    Task { _ = try? await store.settle(lease.id, actualUnits: 0) }
+                }
+            }
+        }
     }
+
+    /// Calls waiting for room now (`maxWait`).
+    public var waitingCalls: Int { waitRoom?.count ?? 0 }
 
     /// Whether `acquire` and `settle` answer `Pending.ready` (the store is in this
     /// process's memory).
@@ -115,6 +136,87 @@ public final class Limiter: Sendable {
         }
     }
 
+    /// Decides one call that may wait up to `maxWait` nanoseconds for room instead of
+    /// being refused (`WaitRoom`: first come first served per key, woken at the exact
+    /// retry time, never admitting beyond the limits).
+    ///
+    /// A call refused on requests or tokens whose retry time falls within `maxWait`, or
+    /// on concurrency, waits; any other refusal, and any call when waiting is not set up
+    /// or `maxWait` is 0, is answered as `acquire(_:units:leaseTTL:model:)` answers. A
+    /// call of a key on which calls already wait queues behind them (refused at once if
+    /// the first of them is woken after this call's bound). The observer is told of the
+    /// answer once, and of how the wait ended (`waited`).
+    ///
+    /// - Parameter cancellation: lets the caller give up (the client went away): the
+    ///   answer is then `WaitCancelled`, and nothing stays held.
+    /// - Returns: `.ready` when answered at once, else `.later`.
+    public func acquire(
+        _ resolution: Resolution, units: UInt64, leaseTTL: UInt64?, model: String, maxWait: UInt64,
+        cancellation: WaitCancellation? = nil
+    ) -> Pending<Result<LimitedDecision, any Error>> {
+        guard maxWait > 0, let room = waitRoom else {
+            return acquire(resolution, units: units, leaseTTL: leaseTTL, model: model)
+        }
+        let request = AdmissionRequest(key: resolution.key, limits: resolution.limits, units: units, leaseTTL: leaseTTL)
+        let attempt: WaitRoom.Attempt = { [self] in
+            decideOnce(request).map { $0.map { LimitedDecision(decision: $0, resolution: resolution, units: units, model: model) } }
+        }
+        let started = room.clock.now()
+        let deadline = started.addingSaturating(maxWait)
+        let answered: @Sendable (Result<LimitedDecision, any Error>, WaitOutcome, _ completion: @Sendable (Result<LimitedDecision, any Error>) -> Void) -> Void = {
+            [self] result, outcome, completion in
+            if case .success(let limited) = result { observer?.decided(limited) }
+            observer?.waited(outcome, nanoseconds: room.clock.now() &- started)
+            completion(result)
+        }
+        if room.hasQueue(for: resolution.key) {
+            return .later { completion in
+                let queued = room.join(
+                    key: resolution.key, deadline: deadline, attempt: attempt, cancellation: cancellation,
+                    refusal: { denial, retryAfter in
+                        var decision = denial.decision
+                        decision.retryAfter = retryAfter
+                        decision.lease = nil
+                        return LimitedDecision(decision: decision, resolution: resolution, units: units, model: model)
+                    },
+                    answer: { result, outcome in answered(result, outcome, completion) })
+                if !queued {
+                    // The queue emptied meanwhile: decided as a first caller.
+                    switch self.acquire(resolution, units: units, leaseTTL: leaseTTL, model: model, maxWait: maxWait, cancellation: cancellation) {
+                    case .ready(let result): completion(result)
+                    case .later(let wait): wait(completion)
+                    }
+                }
+            }
+        }
+        return attempt().flatMap { [self] result in
+            guard case .success(let limited) = result, limited.isDenied, room.mayWait(limited, until: deadline) else {
+                if case .success(let limited) = result { observer?.decided(limited) }
+                return .ready(result)
+            }
+            return .later { completion in
+                room.wait(
+                    key: resolution.key, deadline: deadline, denial: limited, attempt: attempt, cancellation: cancellation,
+                    answer: { result, outcome in answered(result, outcome, completion) })
+            }
+        }
+    }
+
+    /// The store's decision of `request`, not yet told to the observer: at once in
+    /// memory, else later.
+    private func decideOnce(_ request: AdmissionRequest) -> Pending<Result<Decision, any Error>> {
+        if let immediate { return .ready(.success(immediate.acquire(request))) }
+        return .later { [store] completion in
+            Task {
+                do {
+                    completion(.success(try await store.acquire(request)))
+                } catch {
+                    completion(.failure(error))
+                }
+            }
+        }
+    }
+
     /// `acquire(_:units:leaseTTL:model:)`, awaited.
     ///
     /// - Throws: the store's errors (`StoreError`).
@@ -141,6 +243,8 @@ public final class Limiter: Sendable {
 
     private func observed(_ settled: SettledLease) -> SettledLease {
         observer?.settled(settled)
+        // A slot freed or tokens given back: the calls waiting on the key may fit now.
+        waitRoom?.roomMayHaveCome(on: settled.settlement.key)
         return settled
     }
 
@@ -236,8 +340,28 @@ public protocol DecisionObserver: Sendable {
     func decided(_ decision: LimitedDecision)
     /// A lease was settled (a call's end, or a usage report's instant lease).
     func settled(_ lease: SettledLease)
+    /// A call that waited for room was answered (`decided` told its answer), after
+    /// `nanoseconds` of waiting.
+    func waited(_ outcome: WaitOutcome, nanoseconds: UInt64)
 }
 
 extension DecisionObserver {
     public func settled(_ lease: SettledLease) {}
+    public func waited(_ outcome: WaitOutcome, nanoseconds: UInt64) {}
+}
+
+/// How a `Limiter` lets calls wait for room (`maxWait`).
+public struct WaitSettings: Sendable {
+    /// What wakes a waiting call at its retry time.
+    public var timer: any WaitTimer
+    /// The clock deadlines are read on: the store's (nanoseconds).
+    public var clock: any NanosecondClock
+    /// The most calls waiting at once; beyond it a call is refused at once.
+    public var maxWaiting: Int
+
+    public init(timer: any WaitTimer, clock: any NanosecondClock, maxWaiting: Int = 10_000) {
+        self.timer = timer
+        self.clock = clock
+        self.maxWaiting = maxWaiting
+    }
 }

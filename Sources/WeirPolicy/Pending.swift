@@ -18,4 +18,23 @@ public enum Pending<Value: Sendable>: Sendable {
         case .later(let wait): .later { completion in wait { completion(transform($0)) } }
         }
     }
+
+    /// The pending value `next` makes of this one's value: at once for a ready value
+    /// that `next` answers at once, else when both have come.
+    @inlinable
+    public func flatMap<Other: Sendable>(_ next: @escaping @Sendable (Value) -> Pending<Other>) -> Pending<Other> {
+        switch self {
+        case .ready(let value):
+            return next(value)
+        case .later(let wait):
+            return .later { completion in
+                wait { value in
+                    switch next(value) {
+                    case .ready(let other): completion(other)
+                    case .later(let rest): rest(completion)
+                    }
+                }
+            }
+        }
+    }
 }
