@@ -99,6 +99,12 @@ public struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-header-count"), help: "Header fields of a request at most, else 431.")
     var maxHeaderCount = 100
 
+    @Option(name: .customLong("max-wait-ms"), help: "The longest a caller may ask to wait for room instead of a 429 (max_wait_ms), in milliseconds; 0 turns waiting off.")
+    var maxWaitMilliseconds: UInt64 = 60_000
+
+    @Option(name: .customLong("max-waiting"), help: "Calls waiting for room at once, at most; beyond it a call is refused at once.")
+    var maxWaiting = 10_000
+
     public init() {}
 
     /// The gateway settings of the command line, or nil without --upstream.
@@ -212,6 +218,12 @@ public struct ServeCommand: AsyncParsableCommand {
             gateway: gateway
         )
         configuration.connectionLimits = try connectionLimits()
+        guard maxWaitMilliseconds <= 86_400_000 else {
+            throw ValidationError("--max-wait-ms must be at most 86400000 (one day), got \(maxWaitMilliseconds)")
+        }
+        guard maxWaiting > 0 else { throw ValidationError("--max-waiting must be at least 1, got \(maxWaiting)") }
+        configuration.maxWait = maxWaitMilliseconds * Nanoseconds.perMillisecond
+        configuration.maxWaiting = maxWaiting
         if let grpcPort {
             guard (0...65535).contains(grpcPort) else { throw ValidationError("--grpc-port must be between 0 and 65535, got \(grpcPort)") }
             guard !envoyDomain.isEmpty else { throw ValidationError("--envoy-domain must not be empty") }

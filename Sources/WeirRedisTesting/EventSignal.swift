@@ -49,4 +49,5 @@ public final class EventSignal: DecisionObserver {
 
     public func decided(_ decision: LimitedDecision) { ping() }
     public func settled(_ lease: SettledLease) { ping() }
+    public func waited(_ outcome: WaitOutcome, nanoseconds: UInt64) { ping() }
 }

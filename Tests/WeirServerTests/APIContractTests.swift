@@ -28,7 +28,10 @@ struct APIContractTests {
         let directory = scratchDirectory()
         let tokenFile = directory + "/admin-token"
         try Self.token.write(toFile: tokenFile, atomically: true, encoding: .utf8)
-        var arguments = ["serve", "--port", "0", "--data", directory + "/registry", "--admin-token-file", tokenFile]
+        // Waits short enough for schemathesis's 10 s request timeout.
+        var arguments = [
+            "serve", "--port", "0", "--data", directory + "/registry", "--admin-token-file", tokenFile, "--max-wait-ms", "2000",
+        ]
         if let redis { arguments += ["--store", "redis://127.0.0.1:\(redis.port)", "--redis-prefix", "contract:"] }
         let server = try ServerProcess(arguments: arguments)
         let port = try await server.port()

@@ -41,6 +41,8 @@ public final class ManualWaitTimer: WaitTimer {
         var body: @Sendable () -> Void
     }
     private let entries = Mutex<(next: Int, scheduled: [Int: Entry])>((0, [:]))
+    /// Tasks waiting for something to be scheduled (`waitForPending`).
+    private let watchers = Mutex<[CheckedContinuation<Void, Never>]>([])
 
     public init(clock: ManualClock) {
         self.clock = clock
@@ -53,11 +55,27 @@ public final class ManualWaitTimer: WaitTimer {
             state.scheduled[id] = Entry(deadline: deadline, sequence: id, body: body)
             return id
         }
+        for watcher in watchers.withLock({ watchers in defer { watchers = [] }; return watchers }) { watcher.resume() }
         return WaitTimerHandle { [weak self] in _ = self?.entries.withLock { $0.scheduled.removeValue(forKey: id) } }
     }
 
     /// Bodies scheduled and not yet run or cancelled.
     public var pending: Int { entries.withLock { $0.scheduled.count } }
+
+    /// Returns once at least `count` bodies are pending: a test waits on this for a
+    /// call to have begun waiting, rather than on time.
+    public func waitForPending(_ count: Int) async {
+        while pending < count {
+            await withCheckedContinuation { (watcher: CheckedContinuation<Void, Never>) in
+                let ready = watchers.withLock { watchers in
+                    if pending >= count { return true }
+                    watchers.append(watcher)
+                    return false
+                }
+                if ready { watcher.resume() }
+            }
+        }
+    }
 
     /// The earliest deadline scheduled, if any.
     public var nextDeadline: UInt64? { entries.withLock { $0.scheduled.values.map(\.deadline).min() } }

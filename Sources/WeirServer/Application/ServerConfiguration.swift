@@ -49,6 +49,14 @@ public struct ServerConfiguration: Sendable {
     /// Told of every decision and settlement of every shape, besides the server's own
     /// metrics and refusal history (audit, or a test waiting on them); nil for none.
     public var observer: (any DecisionObserver)? = nil
+    /// The longest a caller may ask to wait for room instead of a 429 (`max_wait_ms`),
+    /// in nanoseconds; 0 turns waiting off (every call is answered at once). Default 60 s.
+    public var maxWait: UInt64 = 60 * 1_000_000_000
+    /// Calls waiting at once, at most; beyond it a call is refused at once. Default 10,000.
+    public var maxWaiting = 10_000
+    /// What wakes waiting calls; nil for a timer on `eventLoopGroup` reading `clock`.
+    /// Tests with a `ManualClock` pass a `ManualWaitTimer`.
+    public var waitTimer: (any WaitTimer)? = nil
 
     public init(
         host: String = "127.0.0.1",

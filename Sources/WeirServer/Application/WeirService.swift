@@ -29,6 +29,8 @@ final class WeirService: Sendable {
     let logger: Logger
     let configPath: String?
     let maxBodySize: Int
+    /// The longest a caller may ask to wait for room (`max_wait_ms`), in nanoseconds.
+    let maxWait: UInt64
     /// SHA-256 of the admin token; nil when the admin API is disabled.
     let adminTokenHash: [UInt8]?
     /// Key hashes declared in the config file (`accounts[].api_key_hashes`) -> account id.
@@ -65,7 +67,13 @@ final class WeirService: Sendable {
         self.limiter = Limiter(
             catalogue: catalogue, store: backend.store,
             profiles: { id, catalogue in WeirService.profile(id: id, catalogue: catalogue, registry: registry) },
-            observer: DecisionRecorder(metrics: metrics, refusals: refusals, extra: configuration.observer))
+            observer: DecisionRecorder(metrics: metrics, refusals: refusals, extra: configuration.observer),
+            waiting: WaitSettings(
+                timer: configuration.waitTimer
+                    ?? EventLoopWaitTimer(
+                        group: configuration.eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton, clock: configuration.clock),
+                clock: configuration.clock, maxWaiting: configuration.maxWaiting))
+        self.maxWait = configuration.maxWait
         self.logger = configuration.logger
         self.configPath = configuration.configPath
         self.maxBodySize = configuration.maxBodySize
@@ -183,6 +191,11 @@ struct DecisionRecorder: DecisionObserver {
 
     func settled(_ lease: SettledLease) {
         extra?.settled(lease)
+    }
+
+    func waited(_ outcome: WaitOutcome, nanoseconds: UInt64) {
+        metrics.recordWait(outcome)
+        extra?.waited(outcome, nanoseconds: nanoseconds)
     }
 
     func decided(_ limited: LimitedDecision) {

@@ -7,6 +7,7 @@ struct AcquireFields: Equatable {
     var model: JSONValue?
     var units: JSONValue?
     var leaseTTL: JSONValue?
+    var maxWait: JSONValue?
 
     /// The fields of a parsed object (the last of repeated members, as `JSONValue`'s
     /// subscript reads them).
@@ -17,6 +18,7 @@ struct AcquireFields: Equatable {
         model = object["model"]
         units = object["units"]
         leaseTTL = object["lease_ttl_ms"]
+        maxWait = object["max_wait_ms"]
     }
 
     /// No fields: the scanner's starting point.
@@ -163,6 +165,8 @@ private struct FlatScanner {
                     fields.units = value
                 } else if equals(name, "lease_ttl_ms") {
                     fields.leaseTTL = value
+                } else if equals(name, "max_wait_ms") {
+                    fields.maxWait = value
                 } else if text(name) == nil {
                     return nil  // member names must be valid UTF-8 too (the parser checks them)
                 }

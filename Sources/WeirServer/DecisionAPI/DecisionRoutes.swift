@@ -89,20 +89,32 @@ extension WeirService {
         var leaseTTL: UInt64
         var model: String
         var started: UInt64
+        /// How long the caller waits for room rather than be refused (nanoseconds; 0: not at all).
+        var maxWait: UInt64 = 0
     }
 
-    /// `{"api_key" | "account", "api", "model", "units"?, "lease_ttl_ms"?}` ->
+    /// `{"api_key" | "account", "api", "model", "units"?, "lease_ttl_ms"?, "max_wait_ms"?}` ->
     /// 200 `{"allowed": true, "lease", "tier", "limits"}` or
     /// 429 `{"allowed": false, "reason", "retry_after_ms", "tier", "limits", "message"}`;
-    /// 503 when the store fails.
-    func acquire(_ body: [UInt8]) -> Pending<DecisionAnswer> {
+    /// 503 when the store fails. With `max_wait_ms`, a call that would be refused waits
+    /// for room up to that long (`Limiter`'s waiting) and is answered when admitted or
+    /// refused.
+    ///
+    /// - Parameter cancellation: cancelled when the caller goes away, so that a waiting
+    ///   call stops waiting.
+    func acquire(_ body: [UInt8], cancellation: WaitCancellation? = nil) -> Pending<DecisionAnswer> {
         let prepared: PreparedAcquire
         do {
             prepared = try prepareAcquire(body)
         } catch {
             return .ready(DecisionAnswer(error))
         }
-        let decided = limiter.acquire(prepared.resolution, units: prepared.units, leaseTTL: prepared.leaseTTL, model: prepared.model)
+        let decided =
+            prepared.maxWait == 0
+            ? limiter.acquire(prepared.resolution, units: prepared.units, leaseTTL: prepared.leaseTTL, model: prepared.model)
+            : limiter.acquire(
+                prepared.resolution, units: prepared.units, leaseTTL: prepared.leaseTTL, model: prepared.model,
+                maxWait: prepared.maxWait, cancellation: cancellation)
         switch decided {
         case .ready(let result):
             return .ready(answer(result, started: prepared.started))
@@ -118,6 +130,12 @@ extension WeirService {
     private func answer(_ result: Result<LimitedDecision, any Error>, started: UInt64) -> DecisionAnswer {
         switch result {
         case .success(let limited): answer(limited, started: started)
+        case .failure(is WaitCancelled):
+            // The caller went away while it waited: nobody reads this answer.
+            DecisionAnswer(
+                APIError(
+                    status: .init(code: 499, reasonPhrase: "Client Closed Request"), code: "cancelled",
+                    message: "the caller stopped waiting", field: nil))
         case .failure(let error): DecisionAnswer(storeError(error))
         }
     }
@@ -157,13 +175,25 @@ extension WeirService {
             }
             ttl = milliseconds * Nanoseconds.perMillisecond
         }
+        var maxWait: UInt64 = 0
+        if let milliseconds = try JSONValue.optionalCount(fields.maxWait, "max_wait_ms"), milliseconds > 0 {
+            let limit = self.maxWait / Nanoseconds.perMillisecond
+            guard milliseconds <= limit else {
+                throw APIError.badRequest(
+                    field: "max_wait_ms",
+                    limit == 0
+                        ? "waiting is turned off on this server (--max-wait-ms 0); send 0 or leave it out"
+                        : "must be at most \(limit) (this server's --max-wait-ms), got \(milliseconds)")
+            }
+            maxWait = milliseconds * Nanoseconds.perMillisecond
+        }
         let resolution: Resolution
         do {
             resolution = try limiter.resolve(account: account, api: api, model: model)
         } catch {
             throw Self.apiError(error)
         }
-        return PreparedAcquire(resolution: resolution, units: units, leaseTTL: ttl, model: model, started: started)
+        return PreparedAcquire(resolution: resolution, units: units, leaseTTL: ttl, model: model, started: started, maxWait: maxWait)
     }
 
     /// The answer to a decided acquire; `started` (on `SystemClock`) times it.

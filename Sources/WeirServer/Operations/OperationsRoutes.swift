@@ -14,7 +14,8 @@ extension WeirService {
         }
         router.get("/metrics") { _, _ in
             let bytes = self.metrics.exposition(
-                activeLeases: self.memoryStore.activeLeaseCount, keys: self.memoryStore.keyCount, store: self.storeCounts)
+                activeLeases: self.memoryStore.activeLeaseCount, keys: self.memoryStore.keyCount,
+                waiting: self.limiter.waitingCalls, store: self.storeCounts)
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))

@@ -18,7 +18,10 @@ import WeirPolicy
 /// - with a shared store: `weir_store_degraded` (1 while Redis is failing and the
 ///   failure mode decides), `weir_store_outages_total`, `weir_store_fallback_decisions_total`
 ///   (decisions the failure mode made) and `weir_denial_cache_hits_total` (denials
-///   answered from the local cache without a round trip).
+///   answered from the local cache without a round trip);
+/// - `weir_waiting_calls`: calls waiting for room now (`max_wait_ms`), and
+///   `weir_waits_total{outcome}`: waits ended `admitted`, `refused`, `cancelled` (the
+///   caller went away) or `overflow` (refused at once: too many waiting).
 ///
 /// **Cardinality.** Label values come from the catalogue only: `api` is a rule's API,
 /// `model` one of its listed models or `*` for a rule that lists none. Every metric
@@ -39,6 +42,8 @@ final class ServerMetrics: Sendable {
     private let denialCacheHits: CoreMetrics.Counter
     private let settlementsWaiting: CoreMetrics.Gauge
     private let settlementsDropped: CoreMetrics.Counter
+    private let waitingCalls: CoreMetrics.Gauge
+    private let waits: [WaitOutcome: CoreMetrics.Counter]
     /// The store counts last exported, so that counters advance by the difference.
     private let exported = Mutex(StoreCounts())
 
@@ -113,6 +118,17 @@ final class ServerMetrics: Sendable {
         denialCacheHits = CoreMetrics.Counter(label: "weir_denial_cache_hits_total", factory: factory)
         settlementsWaiting = CoreMetrics.Gauge(label: "weir_gateway_settlements_waiting", factory: factory)
         settlementsDropped = CoreMetrics.Counter(label: "weir_gateway_settlements_dropped_total", factory: factory)
+        waitingCalls = CoreMetrics.Gauge(label: "weir_waiting_calls", factory: factory)
+        var waits: [WaitOutcome: CoreMetrics.Counter] = [:]
+        for outcome in WaitOutcome.allCases {
+            waits[outcome] = CoreMetrics.Counter(label: "weir_waits_total", dimensions: [("outcome", outcome.rawValue)], factory: factory)
+        }
+        self.waits = waits
+    }
+
+    /// Counts a wait that ended.
+    func recordWait(_ outcome: WaitOutcome) {
+        waits[outcome]?.increment()
     }
 
     /// Creates the counters of every (api, model) of `catalogue` not seen before.
@@ -166,9 +182,10 @@ final class ServerMetrics: Sendable {
     /// The Prometheus text exposition, with `activeLeases` (the store's exact count of
     /// leases issued and neither settled nor expired) as the `weir_active_leases` gauge.
     /// With a shared store, `store` carries its own counts.
-    func exposition(activeLeases active: Int, keys: Int = 0, store: StoreCounts? = nil) -> [UInt8] {
+    func exposition(activeLeases active: Int, keys: Int = 0, waiting: Int = 0, store: StoreCounts? = nil) -> [UInt8] {
         activeLeases.record(active)
         storeKeys.record(keys)
+        waitingCalls.record(waiting)
         if let store {
             let before = exported.withLock { previous in
                 defer { previous = store }

@@ -148,6 +148,9 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private var callEnded = true
     /// Whether a read from the socket was held back while the queue was full.
     private var readHeld = false
+    /// Cancelled when the connection closes: a decision waiting for room (`max_wait_ms`)
+    /// stops waiting. One per connection: one decision is in flight on it at a time.
+    private lazy var waitCancellation = WaitCancellation()
 
     init(service: WeirService, gateway: Gateway?, limits: ConnectionLimits, guard connectionGuard: ConnectionGuard) {
         self.service = service
@@ -202,7 +205,7 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         case .decide(let route, let head, var body):
             let bytes = body.readBytes(length: body.readableBytes) ?? []
             switch route {
-            case .acquire: answer(service.acquire(bytes), head: head, context: context)
+            case .acquire: answer(service.acquire(bytes, cancellation: waitCancellation), head: head, context: context)
             case .settle: answer(service.settle(bytes), head: head, context: context)
             case .gateway(let gatewayRoute): call(gatewayRoute, head: head, bytes: bytes, context: context)
             }
@@ -246,8 +249,10 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         // A client gone mid-stream: the upstream exchange ends now, and its lease is
-        // settled with what went by (`Gateway.send`).
+        // settled with what went by (`Gateway.send`). A client gone while its decision
+        // waits for room: it stops waiting.
         stream?.cancel()
+        waitCancellation.cancel()
         context.fireChannelInactive()
     }
 
