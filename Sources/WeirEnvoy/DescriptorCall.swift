@@ -10,6 +10,7 @@
 /// | `api` | the catalogue API: `text`, `t2a`, `image-generation`, ... (required) |
 /// | `model` | the model; absent means the empty model (APIs whose rules list no models) |
 /// | `charge` | `call` (default): admission of one call; `usage`: a report of units used, sent after the response (`apply_on_stream_done`) |
+/// | `max_wait_ms` | wait up to this many milliseconds for room instead of OVER_LIMIT (a whole number; the service caps it at the server's `--max-wait-ms`) |
 ///
 /// Entries with other keys (`generic_key`, `remote_address`, ...) are ignored, so a
 /// descriptor may carry entries meant for other services.
@@ -38,13 +39,19 @@ public struct DescriptorCall: Sendable, Hashable {
     public var charge: Charge
     /// Units on the rule's meter (tokens, characters, images).
     public var units: UInt64
+    /// How long the call may wait for room, in milliseconds (0: not at all).
+    public var maxWaitMilliseconds: UInt64
 
-    public init(identity: Identity, api: String, model: String, charge: Charge = .call, units: UInt64 = 0) {
+    public init(
+        identity: Identity, api: String, model: String, charge: Charge = .call, units: UInt64 = 0,
+        maxWaitMilliseconds: UInt64 = 0
+    ) {
         self.identity = identity
         self.api = api
         self.model = model
         self.charge = charge
         self.units = units
+        self.maxWaitMilliseconds = maxWaitMilliseconds
     }
 
     /// Reads `entries` as a call, or says why they are not one.
@@ -80,6 +87,7 @@ public struct DescriptorCall: Sendable, Hashable {
         var api: String?
         var model: String?
         var charge: Charge = .call
+        var maxWait: UInt64 = 0
         // One bit per key of Weir's seen so far (a key twice is an error).
         var seen: UInt8 = 0
         for entry in entries {
@@ -90,6 +98,7 @@ public struct DescriptorCall: Sendable, Hashable {
             case "api": bit = 4
             case "model": bit = 8
             case "charge": bit = 16
+            case "max_wait_ms": bit = 32
             default: continue
             }
             guard seen & bit == 0 else { return .failure(.duplicateEntry) }
@@ -100,6 +109,9 @@ public struct DescriptorCall: Sendable, Hashable {
             case 2: account = value
             case 4: api = value
             case 8: model = value
+            case 32:
+                guard let milliseconds = UInt64(value) else { return .failure(.badMaxWait) }
+                maxWait = milliseconds
             default:
                 guard let parsed = Charge(rawValue: value) else { return .failure(.badCharge) }
                 charge = parsed
@@ -123,7 +135,7 @@ public struct DescriptorCall: Sendable, Hashable {
         guard !negativeHits else { return .failure(.negativeHits) }
         return .success(DescriptorCall(
             identity: identity, api: api, model: model ?? "", charge: charge,
-            units: descriptorHits ?? UInt64(requestHits)))
+            units: descriptorHits ?? UInt64(requestHits), maxWaitMilliseconds: maxWait))
     }
 
     /// `value` without a leading `Bearer ` (any case) and surrounding spaces.
@@ -162,6 +174,8 @@ public enum UnknownDescriptorReason: String, Sendable, Hashable, CaseIterable, E
     case duplicateEntry = "duplicate_entry"
     /// `charge` other than `call` or `usage`.
     case badCharge = "bad_charge"
+    /// `max_wait_ms` that is not a whole number of milliseconds.
+    case badMaxWait = "bad_max_wait"
     /// `is_negative_hits`: a give-back, which Weir does not take.
     case negativeHits = "negative_hits"
     /// No account has this API key.

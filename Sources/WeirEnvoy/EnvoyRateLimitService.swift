@@ -89,14 +89,22 @@ public final class EnvoyRateLimitService: Sendable {
     /// `INTERNAL` (as grpc-go answers); a store failure is `UNAVAILABLE`, so that Envoy's
     /// `failure_mode_deny` decides what the client sees.
     public var shouldRateLimit: GRPCUnaryMethod {
-        GRPCUnaryMethod { [self] message in
+        GRPCUnaryMethod { [self] message, cancellable in
             let request: Request
             do {
                 request = try Request(serializedBytes: Array(message.readableBytesView))
             } catch {
                 return .ready(.failure(GRPCStatus(.internal, "the RateLimitRequest does not decode: \(error)")))
             }
-            return answer(request).map { [self] result in
+            // A call that may wait for room can be given up by the handler (stream reset,
+            // deadline, connection closed); only such requests pay for the cancellation.
+            var cancellation: WaitCancellation?
+            if configuration.maxWait > 0, Self.asksToWait(request) {
+                let made = WaitCancellation()
+                cancellable(made)
+                cancellation = made
+            }
+            return answer(request, cancellation: cancellation).map { [self] result in
                 switch result {
                 case .success(let response):
                     do {
@@ -104,6 +112,8 @@ public final class EnvoyRateLimitService: Sendable {
                     } catch {
                         return .failure(GRPCStatus(.internal, "the RateLimitResponse does not encode: \(error)"))
                     }
+                case .failure(is WaitCancelled):
+                    return .failure(GRPCStatus(.cancelled, "the call ended while it waited for room"))
                 case .failure(let error as StoreError):
                     logger.error("rate limit store failed; Envoy applies its failure mode", metadata: ["error": "\(error)"])
                     return .failure(GRPCStatus(.unavailable, "rate limit store unavailable: \(error.message)"))
@@ -118,21 +128,31 @@ public final class EnvoyRateLimitService: Sendable {
     /// in-memory store: decided on the caller's thread), else `.later`.
     ///
     /// Fails with `StoreError` when the store fails.
-    public func answer(_ request: Request) -> Pending<Result<Response, any Error>> {
+    ///
+    /// - Parameter cancellation: ends the waits of descriptors with `max_wait_ms` when
+    ///   the caller gives up.
+    public func answer(_ request: Request, cancellation: WaitCancellation? = nil) -> Pending<Result<Response, any Error>> {
         logger.trace("ShouldRateLimit", metadata: ["request": "\(request.textFormatString())"])
         var reply = Reply()
         reply.response.statuses.reserveCapacity(request.descriptors.count)
-        return proceed(request, from: 0, reply: reply)
+        return proceed(request, from: 0, reply: reply, cancellation: cancellation)
+    }
+
+    /// Whether a descriptor of `request` has a `max_wait_ms` entry.
+    static func asksToWait(_ request: Request) -> Bool {
+        request.descriptors.contains { $0.entries.contains { $0.key == "max_wait_ms" } }
     }
 
     /// Decides the descriptors of `request` from `start` on, at once while the limiter
     /// answers at once; from the first one that it answers later, in its completion.
-    private func proceed(_ request: Request, from start: Int, reply: Reply) -> Pending<Result<Response, any Error>> {
+    private func proceed(
+        _ request: Request, from start: Int, reply: Reply, cancellation: WaitCancellation?
+    ) -> Pending<Result<Response, any Error>> {
         var reply = reply
         let descriptors = request.descriptors
         var index = start
         while index < descriptors.count {
-            switch outcome(of: descriptors[index], in: request) {
+            switch outcome(of: descriptors[index], in: request, cancellation: cancellation) {
             case .ready(.success(let outcome)):
                 reply.add(outcome)
             case .ready(.failure(let error)):
@@ -148,7 +168,7 @@ public final class EnvoyRateLimitService: Sendable {
                         case .success(let outcome):
                             var reply = sofar
                             reply.add(outcome)
-                            switch self.proceed(request, from: next, reply: reply) {
+                            switch self.proceed(request, from: next, reply: reply, cancellation: cancellation) {
                             case .ready(let answer): completion(answer)
                             case .later(let rest): rest(completion)
                             }
@@ -202,7 +222,8 @@ public final class EnvoyRateLimitService: Sendable {
 
     /// What one descriptor comes to.
     private func outcome(
-        of descriptor: Envoy_Extensions_Common_Ratelimit_V3_RateLimitDescriptor, in request: Request
+        of descriptor: Envoy_Extensions_Common_Ratelimit_V3_RateLimitDescriptor, in request: Request,
+        cancellation: WaitCancellation?
     ) -> Pending<Result<Outcome, any Error>> {
         guard request.domain == configuration.domain else { return .ready(.success(unknown(.domain))) }
         let read = DescriptorCall.read(
@@ -212,7 +233,7 @@ public final class EnvoyRateLimitService: Sendable {
             negativeHits: descriptor.isNegativeHits)
         switch read {
         case .failure(let reason): return .ready(.success(unknown(reason)))
-        case .success(let call): return decide(call)
+        case .success(let call): return decide(call, cancellation: cancellation)
         }
     }
 
@@ -238,7 +259,7 @@ public final class EnvoyRateLimitService: Sendable {
         return Outcome(status: status, decision: nil, body: body)
     }
 
-    private func decide(_ call: DescriptorCall) -> Pending<Result<Outcome, any Error>> {
+    private func decide(_ call: DescriptorCall, cancellation: WaitCancellation?) -> Pending<Result<Outcome, any Error>> {
         let account: String
         switch call.identity {
         case .account(let id): account = id
@@ -261,7 +282,12 @@ public final class EnvoyRateLimitService: Sendable {
         }
         switch call.charge {
         case .call:
-            return limiter.acquire(resolution, units: call.units, leaseTTL: nil, model: call.model).map { result in
+            // A wait asked beyond the server's bound is held to it (Envoy cannot be told 400).
+            let maxWait = min(call.maxWaitMilliseconds.multipliedReportingOverflow(by: Nanoseconds.perMillisecond).overflow
+                ? UInt64.max : call.maxWaitMilliseconds * Nanoseconds.perMillisecond, configuration.maxWait)
+            return limiter.acquire(
+                resolution, units: call.units, leaseTTL: nil, model: call.model, maxWait: maxWait, cancellation: cancellation
+            ).map { result in
                 result.map { limited in
                     Outcome(
                         status: Self.status(of: limited), decision: limited,

@@ -30,6 +30,10 @@ public struct EnvoyServiceConfiguration: Sendable {
     /// On shutdown, how long (nanoseconds) a connection may take to finish its calls
     /// after GOAWAY before it is closed; nil for as long as they take.
     public var shutdownGracePeriod: UInt64? = 10 * 1_000_000_000
+    /// The longest a descriptor's `max_wait_ms` may make a call wait for room
+    /// (nanoseconds; longer asks are held to it); 0 turns waiting off. `weir serve` sets
+    /// it from `--max-wait-ms`.
+    public var maxWait: UInt64 = 0
 
     public init(
         host: String = "127.0.0.1",

@@ -14,13 +14,13 @@ struct GRPCUnaryHandlerTests {
     static let path = "/test.Echo/Call"
 
     /// A method that answers with its request reversed, at once.
-    static let reverse = GRPCUnaryMethod { message in .ready(.success(Array(message.readableBytesView.reversed()))) }
+    static let reverse = GRPCUnaryMethod { message, _ in .ready(.success(Array(message.readableBytesView.reversed()))) }
 
     /// Completions of a method that answers later, held for the test to call.
     final class Held: Sendable {
         let completions = Mutex<[@Sendable (Result<[UInt8], GRPCStatus>) -> Void]>([])
         var method: GRPCUnaryMethod {
-            GRPCUnaryMethod { _ in
+            GRPCUnaryMethod { _, _ in
                 .later { completion in self.completions.withLock { $0.append(completion) } }
             }
         }
@@ -180,7 +180,7 @@ struct GRPCUnaryHandlerTests {
     @Test("oversized, compressed, none or two messages: the status gRPC names, the method never asked")
     func refusedMessages() throws {
         let asked = Atomic<Int>(0)
-        let counting = GRPCUnaryMethod { _ in
+        let counting = GRPCUnaryMethod { _, _ in
             asked.add(1, ordering: .relaxed)
             return .ready(.success([]))
         }
@@ -268,6 +268,36 @@ struct GRPCUnaryHandlerTests {
         _ = try closed.finish()
         closing.complete(.success([1]))
         closed.embeddedEventLoop.run()
+    }
+
+    @Test("a call that may wait is cancelled when its stream is reset, its deadline passes, or the connection closes")
+    func cancellations() throws {
+        let made = Mutex<[WaitCancellation]>([])
+        let waiting = GRPCUnaryMethod { _, cancellable in
+            let cancellation = WaitCancellation()
+            cancellable(cancellation)
+            made.withLock { $0.append(cancellation) }
+            return .later { _ in }
+        }
+        let channel = try Self.channel(waiting)
+        try Self.send(channel, 1, Self.headers())
+        try Self.send(channel, 1, Self.data(Self.message([1])))
+        try Self.send(channel, 3, Self.headers(timeout: "10m"))
+        try Self.send(channel, 3, Self.data(Self.message([1])))
+        try Self.send(channel, 5, Self.headers())
+        try Self.send(channel, 5, Self.data(Self.message([1])))
+        let cancellations = made.withLock { $0 }
+        #expect(cancellations.count == 3)
+        guard cancellations.count == 3 else { return }
+        #expect(!cancellations.contains { $0.isCancelled })
+        try Self.send(channel, 1, .rstStream(.cancel))
+        #expect(cancellations[0].isCancelled)
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(10))
+        #expect(cancellations[1].isCancelled)
+        #expect(Self.status(try Self.written(channel))?.code == "4")
+        #expect(!cancellations[2].isCancelled)
+        _ = try channel.finish()
+        #expect(cancellations[2].isCancelled)
     }
 
     @Test("the connection's window is topped up as bytes are read, and held while partial messages are over the budget")

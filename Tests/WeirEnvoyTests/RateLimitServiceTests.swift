@@ -65,6 +65,32 @@ struct RateLimitServiceTests {
         }
     }
 
+    @Test("max_wait_ms: a descriptor waits for room and is OK when the window moves; a bad value is an unknown descriptor")
+    func waiting() async throws {
+        let harness = WeirHarness()
+        try await harness.run { client, port in
+            try await withRateLimitClient(port: port) { rls in
+                for _ in 1...20 { #expect(try await rls.shouldRateLimit(rlsRequest([Self.freeText])).overallCode == .ok) }
+                let waits = Self.freeText + [("max_wait_ms", "60000")]
+                let waiting = Task { try await rls.shouldRateLimit(rlsRequest([waits])) }
+                await harness.timer.waitForPending(2)
+                harness.timer.advance(to: harness.clock.now() + 60 * Nanoseconds.perSecond)
+                let answer = try await waiting.value
+                #expect(answer.overallCode == .ok)
+                #expect(answer.statuses.first?.limitRemaining == 19)
+                // Too short a wait for the next room (60 s away): OVER_LIMIT at once.
+                for _ in 1...19 { _ = try await rls.shouldRateLimit(rlsRequest([Self.freeText])) }
+                let short = try await rls.shouldRateLimit(rlsRequest([Self.freeText + [("max_wait_ms", "1000")]]))
+                #expect(short.overallCode == .overLimit)
+                let bad = try await rls.shouldRateLimit(rlsRequest([Self.freeText + [("max_wait_ms", "soon")]]))
+                #expect(bad.overallCode == .ok, "an unknown descriptor, allowed by default")
+            }
+            let metrics = try await client.metrics()
+            #expect(metrics.contains(#"weir_waits_total{outcome="admitted"} 1"#))
+            #expect(metrics.contains(#"weir_envoy_unknown_descriptors_total{reason="bad_max_wait",answer="allow"} 1"#))
+        }
+    }
+
     @Test("api_key resolves through the registry; a recharged account is paid (500 per minute)")
     func apiKeys() async throws {
         let harness = WeirHarness()

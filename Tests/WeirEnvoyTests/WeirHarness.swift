@@ -9,6 +9,7 @@ import NIOCore
 import Synchronization
 import Testing
 import WeirCore
+import WeirPolicy
 import WeirEnvoy
 import WeirServer
 import WeirRedisTesting
@@ -63,6 +64,8 @@ struct WeirHarness {
     /// Pinged by every decision and settlement of the server (Envoy's usage reports
     /// included), for tests that wait on them.
     let signal = EventSignal()
+    /// What wakes calls waiting for room (`max_wait_ms`), on `clock`.
+    let timer: ManualWaitTimer
 
     init(
         clock: ManualClock = ManualClock(start: 1_000 * Nanoseconds.perSecond),
@@ -72,12 +75,15 @@ struct WeirHarness {
         maxBodySize: Int = 1 << 20
     ) {
         self.clock = clock
+        let timer = ManualWaitTimer(clock: clock)
+        self.timer = timer
         var configuration = ServerConfiguration(
             host: "127.0.0.1", port: 0, configPath: configPath, dataDirectory: scratchDirectory(),
             adminToken: adminToken, clock: clock,
             logger: Logger(label: "weir-envoy-test", factory: { _ in SwiftLogNoOpLogHandler() }))
         let ports = self.ports
         configuration.maxBodySize = maxBodySize
+        configuration.waitTimer = timer
         configuration.observer = signal
         configuration.envoy = EnvoyServiceConfiguration(
             host: "127.0.0.1", port: 0, domain: domain, unknownDescriptors: unknown,

@@ -7,6 +7,7 @@ import NIOCore
 import NIOHTTP1
 import Testing
 import WeirCore
+import WeirPolicy
 import WeirMockUpstream
 import WeirServer
 import WeirRedisTesting
@@ -18,6 +19,8 @@ struct GatewayHarness: Sendable {
     let upstreamPort: Int
     let control: MockUpstreamControl
     let clock: ManualClock
+    /// What wakes calls waiting for room (`x-weir-max-wait-ms`), on `clock`.
+    let timer: ManualWaitTimer
     /// The test's own client, with room for 100 concurrent connections.
     let client: HTTPClient
     /// Pinged by every decision and settlement of the gateway and every change at the
@@ -110,6 +113,8 @@ struct GatewayHarness: Sendable {
             try config.write(toFile: configPath, atomically: true, encoding: .utf8)
             let clock = ManualClock(start: 1_000 * Nanoseconds.perSecond)
             var configuration = testConfiguration(clock: clock, configPath: configPath, dataDirectory: directory)
+            let timer = ManualWaitTimer(clock: clock)
+            configuration.waitTimer = timer
             configuration.observer = signal
             configuration.connectionLimits = limits
             configuration.gateway = GatewayConfiguration(
@@ -122,7 +127,7 @@ struct GatewayHarness: Sendable {
                 let httpClient = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: clientConfiguration)
                 let harness = GatewayHarness(
                     port: try #require(client.port), upstreamPort: upstreamPort, control: control, clock: clock,
-                    client: httpClient, signal: signal)
+                    timer: timer, client: httpClient, signal: signal)
                 do {
                     try await body(harness)
                 } catch {

@@ -105,4 +105,34 @@ struct WaitingAPITests {
             #expect(try await client.post("/v1/acquire", Self.acquire("w-3", wait: 5_000)).status == .ok)
         }
     }
+
+    @Test("through the gateway: x-weir-max-wait-ms waits for room and the call then goes upstream; the header is not forwarded; a bad value is 400")
+    func gateway() async throws {
+        try await GatewayHarness.run(config: GatewayHarness.chatConfig(requests: 1, tokens: 1_000_000)) { gateway in
+            let key = try await gateway.key(for: "acme")
+            let mock = ["x-mock-completion-tokens": "10"]
+            #expect(try await gateway.send("/v1/text/chatcompletion_v2", body: GatewayTests.chat, key: key, headers: mock).status == 200)
+            let refused = try await gateway.send(
+                "/v1/text/chatcompletion_v2", body: GatewayTests.chat, key: key, headers: mock.merging(["x-weir-max-wait-ms": "1000"]) { $1 })
+            #expect(refused.status == 429, "60 s to wait, 1 s allowed: refused at once")
+            let waiting = Task {
+                try await gateway.send(
+                    "/v1/text/chatcompletion_v2", body: GatewayTests.chat, key: key,
+                    headers: mock.merging(["x-weir-max-wait-ms": "60000"]) { $1 })
+            }
+            await gateway.timer.waitForPending(2)
+            #expect(gateway.control.requestCount == 1, "nothing went upstream while it waited")
+            gateway.timer.advance(to: gateway.clock.now() + 60 * Nanoseconds.perSecond)
+            let answer = try await waiting.value
+            #expect(answer.status == 200)
+            #expect(gateway.control.requestCount == 2)
+            let forwarded = gateway.control.requestsReceived.last?.headers ?? [:]
+            #expect(forwarded["x-mock-completion-tokens"] == "10", "other headers go on: \(forwarded)")
+            #expect(forwarded["x-weir-max-wait-ms"] == nil)
+            let bad = try await gateway.send(
+                "/v1/text/chatcompletion_v2", body: GatewayTests.chat, key: key, headers: ["x-weir-max-wait-ms": "soon"])
+            #expect(bad.status == 400)
+            #expect(bad.body.contains("x-weir-max-wait-ms"))
+        }
+    }
 }

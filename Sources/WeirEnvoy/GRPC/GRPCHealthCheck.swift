@@ -20,7 +20,7 @@ enum GRPCHealthCheck {
     static let notServing: Int32 = 2
 
     static func method(services: Set<String>, isServing: @escaping @Sendable () -> Bool) -> GRPCUnaryMethod {
-        GRPCUnaryMethod { message in
+        GRPCUnaryMethod { message, _ in
             let request: Google_Protobuf_StringValue
             do {
                 request = try Google_Protobuf_StringValue(serializedBytes: Array(message.readableBytesView))

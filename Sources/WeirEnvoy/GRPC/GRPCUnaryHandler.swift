@@ -7,11 +7,17 @@ import WeirPolicy
 ///
 /// `answer` is called on the connection's event loop. It answers `.ready` when it can
 /// decide there and then (the in-memory store), so the call is answered without leaving
-/// the loop; `.later` otherwise (Redis), and its completion may come from any thread.
+/// the loop; `.later` otherwise (Redis, or a call waiting for room), and its completion
+/// may come from any thread. A method that may wait hands `cancellable` (called before
+/// it returns, at most once) what to cancel when the call ends unanswered: the stream
+/// reset, its deadline passed, the connection closed.
 public struct GRPCUnaryMethod: Sendable {
-    public let answer: @Sendable (ByteBuffer) -> Pending<Result<[UInt8], GRPCStatus>>
+    public typealias Answer = @Sendable (_ message: ByteBuffer, _ cancellable: (WaitCancellation) -> Void)
+        -> Pending<Result<[UInt8], GRPCStatus>>
 
-    public init(answer: @escaping @Sendable (ByteBuffer) -> Pending<Result<[UInt8], GRPCStatus>>) {
+    public let answer: Answer
+
+    public init(answer: @escaping Answer) {
         self.answer = answer
     }
 }
@@ -56,6 +62,8 @@ final class GRPCUnaryHandler: ChannelInboundHandler {
         var requestEnded = false
         /// Whether the method has been asked (the answer comes later).
         var deciding = false
+        /// What the method asked to cancel should the call end unanswered.
+        var cancellation: WaitCancellation?
     }
 
     private let methods: [String: GRPCUnaryMethod]
@@ -173,7 +181,10 @@ final class GRPCUnaryHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        for call in calls.values { call.timer?.cancel() }
+        for call in calls.values {
+            call.timer?.cancel()
+            call.cancellation?.cancel()
+        }
         calls.removeAll()
         bufferedBytes = 0
         context.fireChannelInactive()
@@ -245,7 +256,8 @@ final class GRPCUnaryHandler: ChannelInboundHandler {
         }
         call.deciding = true
         calls[id] = call
-        switch call.method.answer(message) {
+        let pending = call.method.answer(message) { cancellation in self.calls[id]?.cancellation = cancellation }
+        switch pending {
         case .ready(let result):
             answer(id, result, context: context)
         case .later(let wait):
@@ -265,6 +277,7 @@ final class GRPCUnaryHandler: ChannelInboundHandler {
     private func deadlinePassed(_ id: HTTP2StreamID) {
         guard let context, calls[id] != nil else { return }
         calls[id]?.timer = nil
+        calls[id]?.cancellation?.cancel()
         end(id, with: GRPCStatus(.deadlineExceeded, "the call's grpc-timeout passed before it was answered"), context: context)
         flushIfNeeded(context: context)
     }
@@ -273,6 +286,7 @@ final class GRPCUnaryHandler: ChannelInboundHandler {
     private func forget(_ id: HTTP2StreamID) {
         guard let call = calls.removeValue(forKey: id) else { return }
         call.timer?.cancel()
+        call.cancellation?.cancel()
         release(call.reader.bufferedBytes)
     }
 
@@ -308,6 +322,7 @@ final class GRPCUnaryHandler: ChannelInboundHandler {
     private func end(_ id: HTTP2StreamID, with status: GRPCStatus, context: ChannelHandlerContext) {
         guard let call = calls.removeValue(forKey: id) else { return }
         call.timer?.cancel()
+        call.cancellation?.cancel()
         release(call.reader.bufferedBytes)
         answerHTTP(id, status: "200", status, requestEnded: call.requestEnded, context: context)
     }

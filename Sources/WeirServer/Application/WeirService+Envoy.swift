@@ -24,6 +24,7 @@ extension WeirService {
         envoy.idleTimeout = configuration.connectionLimits.idleTimeout
         envoy.maxConnections = configuration.connectionLimits.maxConnections
         envoy.maxMessageBytes = configuration.maxBodySize
+        envoy.maxWait = configuration.maxWait
         let service = EnvoyRateLimitService(
             limiter: limiter,
             configuration: envoy,

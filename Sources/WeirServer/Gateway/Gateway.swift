@@ -125,7 +125,14 @@ final class Gateway: Sendable {
         var streaming: Bool
         var resolution: Resolution
         var estimate: UsageEstimate
+        /// How long the caller waits for room rather than be refused (nanoseconds; 0:
+        /// not at all), from `maxWaitHeader`.
+        var maxWait: UInt64 = 0
     }
+
+    /// The request header with which a caller asks to wait for room instead of a 429,
+    /// in milliseconds (as `max_wait_ms` on `/v1/acquire`); not forwarded upstream.
+    static let maxWaitHeader = "x-weir-max-wait-ms"
 
     /// An admitted call: what goes upstream, and how its lease is settled.
     struct AdmittedCall: Sendable {
@@ -158,8 +165,11 @@ final class Gateway: Sendable {
     ///
     /// - Throws: `APIError` (401 for a missing or unknown key, 400 naming the field, 404
     ///   for an unknown model).
-    func prepare(authorization: String?, bytes: [UInt8], route: GatewayRoute) throws(APIError) -> PreparedCall {
+    func prepare(
+        authorization: String?, bytes: [UInt8], route: GatewayRoute, maxWait: String? = nil
+    ) throws(APIError) -> PreparedCall {
         let account = try identify(authorization: authorization)
+        let wait = try maxWait.map { value throws(APIError) in try waitBound(value) } ?? 0
         let body = try WeirService.parseObject(bytes)
         let model = route.modelFromBody ? try JSONValue.string(body["model"], "model") : ""
         let streaming: Bool
@@ -177,7 +187,24 @@ final class Gateway: Sendable {
         let estimate = try UsageEstimate.of(body, metering: route.metering, rule: resolution.rule)
         return PreparedCall(
             route: route, bytes: bytes, body: body, model: model, streaming: streaming, resolution: resolution,
-            estimate: estimate)
+            estimate: estimate, maxWait: wait)
+    }
+
+    /// The `x-weir-max-wait-ms` value in nanoseconds: a whole number of milliseconds,
+    /// at most the server's `--max-wait-ms`.
+    private func waitBound(_ value: String) throws(APIError) -> UInt64 {
+        let limit = service.maxWait / Nanoseconds.perMillisecond
+        guard let milliseconds = UInt64(value.trimmingCharacters(in: .whitespaces)) else {
+            throw APIError.badRequest(field: Self.maxWaitHeader, "must be a whole number of milliseconds, got \(value)")
+        }
+        guard milliseconds <= limit else {
+            throw APIError.badRequest(
+                field: Self.maxWaitHeader,
+                limit == 0
+                    ? "waiting is turned off on this server (--max-wait-ms 0)"
+                    : "must be at most \(limit) (this server's --max-wait-ms), got \(milliseconds)")
+        }
+        return milliseconds * Nanoseconds.perMillisecond
     }
 
     /// Gives the denial to answer, or the admitted call with its lease and the body for
@@ -307,6 +334,8 @@ final class Gateway: Sendable {
     private static let requestHeadersNotForwarded: Set<String> = [
         "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer",
         "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding", "expect",
+        // Weir's own: how long the caller waits for room (`maxWaitHeader`).
+        Gateway.maxWaitHeader,
     ]
     private static let responseHeadersNotForwarded: Set<String> = [
         "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer",

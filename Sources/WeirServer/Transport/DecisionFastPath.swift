@@ -297,14 +297,14 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             let authorization = head.headers["authorization"]
             prepared = try gateway.prepare(
                 authorization: authorization.isEmpty ? nil : authorization.joined(separator: ", "), bytes: bytes,
-                route: route)
+                route: route, maxWait: head.headers.first(name: Gateway.maxWaitHeader))
         } catch {
             done(GatewayErrors.response(error, dialect: route.dialect), head: head, context: context)
             return
         }
         let decided = gateway.service.limiter.acquire(
             prepared.resolution, units: prepared.estimate.total, leaseTTL: gateway.configuration.leaseTTL,
-            model: prepared.model)
+            model: prepared.model, maxWait: prepared.maxWait, cancellation: waitCancellation)
         switch decided {
         case .ready(let result):
             decidedCall(result, prepared: prepared, gateway: gateway, route: route, head: head, context: context)
@@ -327,6 +327,9 @@ final class DecisionFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         switch result {
         case .success(let limited):
             admitted(gateway.admit(prepared, decision: limited), gateway: gateway, route: route, head: head, context: context)
+        case .failure(is WaitCancelled):
+            // The client went away while its call waited for room: nothing to answer.
+            context.close(promise: nil)
         case .failure(let error):
             done(GatewayErrors.response(gateway.service.storeError(error), dialect: route.dialect), head: head, context: context)
         }
