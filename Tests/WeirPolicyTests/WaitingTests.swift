@@ -206,6 +206,40 @@ struct WaitingTests {
         #expect(harness.outcomes.waits.withLock { $0 } == [.overflow])
     }
 
+    @Test("with a store that answers later (as Redis does): the waiter is decided again at its retry time, and answered when that decision comes")
+    func laterStore() async throws {
+        let clock = ManualClock(start: Self.start)
+        let timer = ManualWaitTimer(clock: clock)
+        let limiter = Limiter(
+            catalogue: try Catalogue.parse(yaml: Self.config, source: "waiting.yaml"),
+            store: SuspendingStore(InMemoryStore(clock: clock)),
+            waiting: WaitSettings(timer: timer, clock: clock))
+        let resolution = try limiter.resolve(account: "a", api: "text", model: "MiniMax-M2")
+        func answer(_ pending: Pending<Result<LimitedDecision, any Error>>) async -> Result<LimitedDecision, any Error> {
+            switch pending {
+            case .ready(let result): return result
+            case .later(let wait): return await withCheckedContinuation { done in wait { done.resume(returning: $0) } }
+            }
+        }
+        for _ in 1...3 {
+            #expect(try await answer(limiter.acquire(resolution, units: 1, leaseTTL: nil, model: "MiniMax-M2")).get().decision.isAllowed)
+        }
+        guard case .later(let wait) = limiter.acquire(
+            resolution, units: 1, leaseTTL: nil, model: "MiniMax-M2", maxWait: 90 * Self.second)
+        else {
+            Issue.record("a store that suspends answers later")
+            return
+        }
+        let answered = Task { await withCheckedContinuation { done in wait { done.resume(returning: $0) } } }
+        await timer.waitForPending(2)
+        #expect(limiter.waitingCalls == 1)
+        timer.advance(to: Self.start + 60 * Self.second)
+        let result = await answered.value
+        #expect(try result.get().decision.isAllowed)
+        #expect(limiter.waitingCalls == 0)
+        #expect(timer.pending == 0)
+    }
+
     @Test("random calls, waits, cancellations and clock moves: never more than the limits, every call answered once and within its bound")
     func randomized() throws {
         var generator = SeededGenerator(seed: 0x5eed_ca11)
