@@ -39,12 +39,13 @@ public struct DescriptorCall: Sendable, Hashable {
     public var charge: Charge
     /// Units on the rule's meter (tokens, characters, images).
     public var units: UInt64
-    /// How long the call may wait for room, in milliseconds (0: not at all).
-    public var maxWaitMilliseconds: UInt64
+    /// How long the call may wait for room, in milliseconds; nil when the descriptor
+    /// does not say (the rule's `max_wait` applies).
+    public var maxWaitMilliseconds: UInt64?
 
     public init(
         identity: Identity, api: String, model: String, charge: Charge = .call, units: UInt64 = 0,
-        maxWaitMilliseconds: UInt64 = 0
+        maxWaitMilliseconds: UInt64? = nil
     ) {
         self.identity = identity
         self.api = api
@@ -87,7 +88,7 @@ public struct DescriptorCall: Sendable, Hashable {
         var api: String?
         var model: String?
         var charge: Charge = .call
-        var maxWait: UInt64 = 0
+        var maxWait: UInt64?
         // One bit per key of Weir's seen so far (a key twice is an error).
         var seen: UInt8 = 0
         for entry in entries {

@@ -99,7 +99,7 @@ public final class EnvoyRateLimitService: Sendable {
             // A call that may wait for room can be given up by the handler (stream reset,
             // deadline, connection closed); only such requests pay for the cancellation.
             var cancellation: WaitCancellation?
-            if configuration.maxWait > 0, Self.asksToWait(request) {
+            if configuration.maxWait > 0, limiter.catalogue.waitsByDefault || Self.asksToWait(request) {
                 let made = WaitCancellation()
                 cancellable(made)
                 cancellation = made
@@ -283,8 +283,11 @@ public final class EnvoyRateLimitService: Sendable {
         switch call.charge {
         case .call:
             // A wait asked beyond the server's bound is held to it (Envoy cannot be told 400).
-            let maxWait = min(call.maxWaitMilliseconds.multipliedReportingOverflow(by: Nanoseconds.perMillisecond).overflow
-                ? UInt64.max : call.maxWaitMilliseconds * Nanoseconds.perMillisecond, configuration.maxWait)
+            let asked = call.maxWaitMilliseconds.map { milliseconds in
+                milliseconds.multipliedReportingOverflow(by: Nanoseconds.perMillisecond).overflow
+                    ? UInt64.max : milliseconds * Nanoseconds.perMillisecond
+            }
+            let maxWait = min(asked ?? resolution.rule.maxWait ?? 0, configuration.maxWait)
             return limiter.acquire(
                 resolution, units: call.units, leaseTTL: nil, model: call.model, maxWait: maxWait, cancellation: cancellation
             ).map { result in

@@ -56,6 +56,8 @@ extension Catalogue {
             #              meter tokens only: output tokens reserved when a call does
             #              not say (no max_tokens); settled to the real usage later
             #   shadow     true: report but never refuse calls of this rule
+            #   max_wait   how long a call waits for room instead of a 429 when its
+            #              caller does not say (max_wait_ms): 500ms, 5s (default: no wait)
             #   limits     per tier name, or `all` for every tier (not both):
             #              requests and tokens per window, concurrency in calls at once
 
@@ -78,6 +80,9 @@ extension Catalogue {
                 out += "    default_output_reservation: \(reservation)\n"
             }
             out += "    shadow: \(rule.shadow)\n"
+            if let maxWait = rule.maxWait {
+                out += "    max_wait: \(ScalarSyntax.format(duration: maxWait))\n"
+            }
             out += "    limits:\n"
             for entry in rule.limits {
                 out += "      \(ScalarSyntax.quoted(entry.tier)): \(Self.flow(requests: entry.requests, tokens: entry.tokens, concurrency: entry.concurrency))\n"

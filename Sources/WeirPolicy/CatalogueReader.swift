@@ -38,7 +38,7 @@ struct CatalogueReader {
     static let tierKeys = ["name", "recharge_threshold"]
     static let ruleKeys = [
         "name", "api", "models", "scope", "meter", "algorithm", "window", "burst",
-        "default_output_reservation", "shadow", "limits",
+        "default_output_reservation", "shadow", "max_wait", "limits",
     ]
     static let dimensionKeys = ["requests", "tokens", "concurrency"]
     static let accountKeys = ["id", "api_key_hashes", "tier", "recharges", "overrides"]
@@ -234,6 +234,9 @@ struct CatalogueReader {
             }
             if let shadowField = entry["shadow"], let shadow = bool(shadowField) {
                 rule.shadow = shadow
+            }
+            if let maxWaitField = entry["max_wait"], let maxWait = duration(maxWaitField) {
+                rule.maxWait = maxWait
             }
             if let limitsField = entry["limits"] {
                 let checkMeter = meterValid

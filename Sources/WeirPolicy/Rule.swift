@@ -41,6 +41,10 @@ public struct Rule: Sendable, Equatable {
     public var defaultOutputReservation: UInt64?
     /// Shadow mode for this rule: decisions are reported but calls are never refused.
     public var shadow: Bool
+    /// How long a call of this rule waits for room when its caller does not say
+    /// (`max_wait_ms`), in nanoseconds; nil: it does not wait. A server holds it to its
+    /// own `--max-wait-ms`.
+    public var maxWait: UInt64? = nil
     /// The limits per tier (or `all`), in file order.
     public var limits: [TierLimits]
 

@@ -55,7 +55,7 @@ let fixtureCases: [FixtureCase] = [
     FixtureCase(file: "unknown-key", expected: [
         "colour (line 2): unknown key `colour`; allowed keys are version, shadow, tiers, rules, accounts",
         "tiers[0].discount (line 6): unknown key `discount`; allowed keys are name, recharge_threshold",
-        "rules[0].windw (line 12): unknown key `windw` (did you mean `window`?); allowed keys are name, api, models, scope, meter, algorithm, window, burst, default_output_reservation, shadow, limits",
+        "rules[0].windw (line 12): unknown key `windw` (did you mean `window`?); allowed keys are name, api, models, scope, meter, algorithm, window, burst, default_output_reservation, shadow, max_wait, limits",
         "rules[0].limits.all.rpm (line 14): unknown key `rpm`; allowed keys are requests, tokens, concurrency",
         "accounts[0].teir (line 17): unknown key `teir` (did you mean `tier`?); allowed keys are id, api_key_hashes, tier, recharges, overrides",
         "accounts[0].overrides[0].modle (line 21): unknown key `modle` (did you mean `model`?); allowed keys are rule, model, requests, tokens, concurrency",
@@ -94,6 +94,10 @@ let fixtureCases: [FixtureCase] = [
         "rules[1].window (line 11): must be longer than 0, got 0s",
         "rules[2].window (line 15): must be at most 213503d, got 1000000d",
         "rules[3].window (line 19): must be a duration such as 500ms, 60s, 1m, 1h or 1d, got a minute",
+    ]),
+    FixtureCase(file: "bad-max-wait", expected: [
+        "rules[0].max_wait (line 7): must be a duration such as 500ms, 60s, 1m, 1h or 1d, got 5",
+        "rules[1].max_wait (line 11): must be longer than 0, got 0s",
     ]),
     FixtureCase(file: "unknown-choice", expected: [
         "rules[0].scope (line 8): unknown scope `global`; allowed values are per-model, shared",
@@ -188,7 +192,7 @@ let fixtureCases: [FixtureCase] = [
 
     @Test func aFileWithSeveralProblemsReportsAllOfThem() throws {
         #expect(try problems(in: "several-problems") == [
-            "rules[0].algoritm (line 12): unknown key `algoritm` (did you mean `algorithm`?); allowed keys are name, api, models, scope, meter, algorithm, window, burst, default_output_reservation, shadow, limits",
+            "rules[0].algoritm (line 12): unknown key `algoritm` (did you mean `algorithm`?); allowed keys are name, api, models, scope, meter, algorithm, window, burst, default_output_reservation, shadow, max_wait, limits",
             "rules[1].window (line 19): must be a duration such as 500ms, 60s, 1m, 1h or 1d, got 60",
             "rules[1].limits.free.requests (line 21): must be a positive integer, got -5",
             "rules[1].limits.gold (line 22): unknown tier `gold`; tiers are free, paid",

@@ -76,3 +76,18 @@ import WeirCore
         #expect(ScalarSyntax.duration(text) == .value(nanoseconds))
     }
 }
+
+extension CatalogueYAMLTests {
+    @Test("a rule's max_wait is written and read back")
+    func maxWaitRoundTrips() throws {
+        var rule = Rule(name: "chat", api: "text", models: ["MiniMax-M2"], limits: [TierLimits(tier: "all", requests: 5)])
+        rule.maxWait = 2_500_000_000
+        let catalogue = Catalogue(tiers: [Tier(name: "free", rechargeThreshold: 0)], rules: [rule])
+        let text = catalogue.yaml()
+        #expect(text.contains("max_wait: 2500ms"))
+        let read = try Catalogue.parse(yaml: text, source: "round-trip.yaml")
+        #expect(read.rules.first?.maxWait == 2_500_000_000)
+        #expect(read.waitsByDefault)
+        #expect(!Catalogue.builtIn.waitsByDefault, "the built-in catalogue answers at once")
+    }
+}

@@ -135,4 +135,38 @@ struct WaitingAPITests {
             #expect(bad.body.contains("x-weir-max-wait-ms"))
         }
     }
+
+    @Test("a rule's max_wait: its calls wait when the caller does not say; max_wait_ms 0 says not to")
+    func ruleDefault() async throws {
+        let clock = ManualClock(start: Self.start)
+        let timer = ManualWaitTimer(clock: clock)
+        let directory = scratchDirectory()
+        let configPath = directory + "/weir.yaml"
+        try """
+            tiers:
+              - name: free
+                recharge_threshold: 0
+            rules:
+              - name: chat
+                api: text
+                models: [MiniMax-M2]
+                max_wait: 90s
+                limits:
+                  all: {requests: 1}
+            """.write(toFile: configPath, atomically: true, encoding: .utf8)
+        var configuration = testConfiguration(clock: clock, configPath: configPath, dataDirectory: directory)
+        configuration.waitTimer = timer
+        let app = try await buildApplication(configuration: configuration)
+        try await app.test(.live) { client in
+            let port = try #require(client.port)
+            #expect(try await client.post("/v1/acquire", Self.acquire("r-1")).status == .ok)
+            #expect(try await client.post("/v1/acquire", Self.acquire("r-1", wait: 0)).status == .tooManyRequests)
+            let connection = try RawConnection(port: port)
+            try connection.send(Self.request(Self.acquire("r-1")))
+            await timer.waitForPending(2)
+            timer.advance(to: Self.start + 60 * Self.second)
+            let answer = try await connection.readAnswer()
+            #expect(answer.hasPrefix("HTTP/1.1 200"), "\(answer)")
+        }
+    }
 }

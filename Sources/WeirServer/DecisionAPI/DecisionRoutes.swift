@@ -175,8 +175,8 @@ extension WeirService {
             }
             ttl = milliseconds * Nanoseconds.perMillisecond
         }
-        var maxWait: UInt64 = 0
-        if let milliseconds = try JSONValue.optionalCount(fields.maxWait, "max_wait_ms"), milliseconds > 0 {
+        var maxWait: UInt64?
+        if let milliseconds = try JSONValue.optionalCount(fields.maxWait, "max_wait_ms") {
             let limit = self.maxWait / Nanoseconds.perMillisecond
             guard milliseconds <= limit else {
                 throw APIError.badRequest(
@@ -193,7 +193,15 @@ extension WeirService {
         } catch {
             throw Self.apiError(error)
         }
-        return PreparedAcquire(resolution: resolution, units: units, leaseTTL: ttl, model: model, started: started, maxWait: maxWait)
+        return PreparedAcquire(
+            resolution: resolution, units: units, leaseTTL: ttl, model: model, started: started,
+            maxWait: maxWait ?? self.ruleWait(resolution))
+    }
+
+    /// How long a call of `resolution`'s rule waits for room when its caller does not
+    /// say: the rule's `max_wait`, held to this server's `--max-wait-ms` (nanoseconds).
+    func ruleWait(_ resolution: Resolution) -> UInt64 {
+        min(resolution.rule.maxWait ?? 0, maxWait)
     }
 
     /// The answer to a decided acquire; `started` (on `SystemClock`) times it.

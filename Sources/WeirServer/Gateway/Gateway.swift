@@ -131,7 +131,8 @@ final class Gateway: Sendable {
     }
 
     /// The request header with which a caller asks to wait for room instead of a 429,
-    /// in milliseconds (as `max_wait_ms` on `/v1/acquire`); not forwarded upstream.
+    /// in milliseconds (as `max_wait_ms` on `/v1/acquire`; without it, the rule's
+    /// `max_wait`); not forwarded upstream.
     static let maxWaitHeader = "x-weir-max-wait-ms"
 
     /// An admitted call: what goes upstream, and how its lease is settled.
@@ -169,7 +170,7 @@ final class Gateway: Sendable {
         authorization: String?, bytes: [UInt8], route: GatewayRoute, maxWait: String? = nil
     ) throws(APIError) -> PreparedCall {
         let account = try identify(authorization: authorization)
-        let wait = try maxWait.map { value throws(APIError) in try waitBound(value) } ?? 0
+        let wait = try maxWait.map { value throws(APIError) in try waitBound(value) }
         let body = try WeirService.parseObject(bytes)
         let model = route.modelFromBody ? try JSONValue.string(body["model"], "model") : ""
         let streaming: Bool
@@ -187,7 +188,7 @@ final class Gateway: Sendable {
         let estimate = try UsageEstimate.of(body, metering: route.metering, rule: resolution.rule)
         return PreparedCall(
             route: route, bytes: bytes, body: body, model: model, streaming: streaming, resolution: resolution,
-            estimate: estimate, maxWait: wait)
+            estimate: estimate, maxWait: wait ?? service.ruleWait(resolution))
     }
 
     /// The `x-weir-max-wait-ms` value in nanoseconds: a whole number of milliseconds,
