@@ -99,7 +99,7 @@ public final class EnvoyRateLimitService: Sendable {
             // A call that may wait for room can be given up by the handler (stream reset,
             // deadline, connection closed); only such requests pay for the cancellation.
             var cancellation: WaitCancellation?
-            if configuration.maxWait > 0, limiter.catalogue.waitsByDefault || Self.asksToWait(request) {
+            if configuration.maxWait > 0, limiter.rulesWait || Self.asksToWait(request) {
                 let made = WaitCancellation()
                 cancellable(made)
                 cancellation = made

@@ -36,6 +36,8 @@ public final class Limiter: Sendable {
     private let observer: (any DecisionObserver)?
     /// The calls waiting for room (`maxWait`); nil when waiting is not set up.
     private let waitRoom: WaitRoom?
+    /// `catalogue.waitsByDefault`, readable without the catalogue's lock.
+    private let ruleWaits: Atomic<Bool>
 
     /// Creates a limiter.
     ///
@@ -57,6 +59,7 @@ public final class Limiter: Sendable {
         let immediate = store as? InMemoryStore
         self.immediate = immediate
         self.current = Mutex(catalogue)
+        self.ruleWaits = Atomic(catalogue.waitsByDefault)
         self.profiles = profiles ?? { id, catalogue in catalogue.account(id: id) ?? AccountProfile(id: id) }
         self.observer = observer
         self.waitRoom = waiting.map { settings in
@@ -88,7 +91,13 @@ public final class Limiter: Sendable {
     /// Replaces the catalogue; the next call is resolved against `catalogue`.
     public func replaceCatalogue(_ catalogue: Catalogue) {
         current.withLock { $0 = catalogue }
+        ruleWaits.store(catalogue.waitsByDefault, ordering: .relaxed)
     }
+
+    /// Whether a rule of the current catalogue makes its calls wait by default
+    /// (`Rule.maxWait`): one atomic read, for callers that prepare for waiting only
+    /// when a call may wait.
+    public var rulesWait: Bool { ruleWaits.load(ordering: .relaxed) }
 
     /// The profile of `account` under the current catalogue.
     public func profile(account: String) -> AccountProfile {
