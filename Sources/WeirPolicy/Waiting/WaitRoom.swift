@@ -169,10 +169,13 @@ final class WaitRoom: Sendable {
     /// Starts a queued call's timers and its cancellation.
     private func arm(_ waiter: Waiter, cancellation: WaitCancellation?) {
         let expiry = timer.schedule(at: waiter.deadline) { [self] in expire(waiter) }
-        let wakeAt: UInt64? = state.withLock { _ in
+        // Another thread may have decided and answered the call since it was queued.
+        let (wakeAt, answered): (UInt64?, Bool) = state.withLock { _ in
+            guard waiter.phase != .done else { return (nil, true) }
             waiter.expiry = expiry
-            return waiter.phase == .queued ? waiter.wakeAt : nil
+            return (waiter.phase == .queued ? waiter.wakeAt : nil, false)
         }
+        if answered { expiry.cancel() }
         if let wakeAt { scheduleWake(waiter, at: wakeAt) }
         cancellation?.onCancel { [self] in cancel(waiter) }
     }
@@ -267,7 +270,9 @@ final class WaitRoom: Sendable {
                         wakeAt = now.addingSaturating(retryAfter)
                     }
                 case .concurrency?:
-                    stays = true
+                    // Until a settlement wakes it, or its deadline (which may have come
+                    // while this decision was under way) ends it.
+                    stays = now < waiter.deadline
                 case .tooLarge?, nil:
                     break
                 }
