@@ -13,12 +13,17 @@ public struct RateLimitSubject: Sendable, Hashable {
     public var model: String
     /// The estimated cost on the rule's meter (tokens, characters, images); 0 for none.
     public var units: UInt64
+    /// How long the request may wait for room instead of a 429, in nanoseconds; nil
+    /// for the rule's `max_wait` (none by default). Waiting needs a `Limiter` made with
+    /// `waiting:`; without one, every request is answered at once.
+    public var maxWait: UInt64?
 
-    public init(account: String, api: String, model: String, units: UInt64 = 0) {
+    public init(account: String, api: String, model: String, units: UInt64 = 0, maxWait: UInt64? = nil) {
         self.account = account
         self.api = api
         self.model = model
         self.units = units
+        self.maxWait = maxWait
     }
 }
 
@@ -34,6 +39,10 @@ public struct RateLimitSubject: Sendable, Hashable {
 ///
 /// The slot is freed when the handler returns its response: a streamed body that goes
 /// on after that no longer holds it.
+///
+/// A request that may wait (`RateLimitSubject.maxWait`, or its rule's `max_wait`) and
+/// would be refused waits for room first (`Limiter`'s waiting); if its task is cancelled
+/// meanwhile (the client went away), it stops waiting and holds nothing.
 public struct RateLimitMiddleware<Context: RequestContext>: RouterMiddleware {
     private let limiter: Limiter
     private let leaseTTL: UInt64
@@ -59,16 +68,15 @@ public struct RateLimitMiddleware<Context: RequestContext>: RouterMiddleware {
         guard let subject = try await subject(request, context) else {
             return try await next(request, context)
         }
-        let limited: LimitedDecision
+        let resolution: Resolution
         do {
-            limited = try await limiter.acquire(
-                account: subject.account, api: subject.api, model: subject.model,
-                units: subject.units, leaseTTL: leaseTTL)
-        } catch let error as ResolutionError {
+            resolution = try limiter.resolve(account: subject.account, api: subject.api, model: subject.model)
+        } catch {
             return Self.errorResponse(
                 status: .badRequest, headers: HTTPFields(), message: error.description, type: "invalid_request_error",
                 code: "invalid_model")
         }
+        let limited = try await decide(resolution, subject: subject)
         if limited.isDenied {
             return Self.errorResponse(
                 status: .tooManyRequests, headers: limited.headers, message: limited.message ?? "rate limit exceeded",
@@ -85,6 +93,36 @@ public struct RateLimitMiddleware<Context: RequestContext>: RouterMiddleware {
         var answered = response
         limited.addHeaders(to: &answered.headers)
         return answered
+    }
+
+    /// The decision for `subject`: at once, or after waiting for room when it may wait.
+    ///
+    /// - Throws: the store's errors; `CancellationError` when the task was cancelled
+    ///   while it waited.
+    private func decide(_ resolution: Resolution, subject: RateLimitSubject) async throws -> LimitedDecision {
+        let maxWait = subject.maxWait ?? resolution.rule.maxWait ?? 0
+        guard maxWait > 0 else {
+            return try await limiter.decide(resolution, units: subject.units, leaseTTL: leaseTTL, model: subject.model)
+        }
+        let cancellation = WaitCancellation()
+        let result = await withTaskCancellationHandler {
+            await withCheckedContinuation { (answered: CheckedContinuation<Result<LimitedDecision, any Error>, Never>) in
+                switch limiter.acquire(
+                    resolution, units: subject.units, leaseTTL: leaseTTL, model: subject.model, maxWait: maxWait,
+                    cancellation: cancellation)
+                {
+                case .ready(let result): answered.resume(returning: result)
+                case .later(let wait): wait { answered.resume(returning: $0) }
+                }
+            }
+        } onCancel: {
+            cancellation.cancel()
+        }
+        do {
+            return try result.get()
+        } catch is WaitCancelled {
+            throw CancellationError()
+        }
     }
 
     private func settle(_ limited: LimitedDecision, units: UInt64) async {

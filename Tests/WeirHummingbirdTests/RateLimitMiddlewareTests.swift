@@ -157,4 +157,29 @@ struct RateLimitHeadersTests {
         }
         #expect(checked > 1000)
     }
+
+    @Test("a subject that may wait is answered when room comes, not 429", arguments: [TestingSetup.router, .live])
+    func waiting(setup: TestingSetup) async throws {
+        let clock = ManualClock(start: 5 * Nanoseconds.perSecond)
+        let timer = ManualWaitTimer(clock: clock)
+        let limiter = Limiter(
+            catalogue: .builtIn, store: InMemoryStore(clock: clock), waiting: WaitSettings(timer: timer, clock: clock))
+        let router = Router()
+        router.add(middleware: RateLimitMiddleware(limiter: limiter) { request, _ in
+            let wait = request.headers[HTTPField.Name("x-wait")!].flatMap(UInt64.init).map { $0 * Nanoseconds.perSecond }
+            return RateLimitSubject(account: "w", api: "text", model: "MiniMax-M2", units: 10, maxWait: wait)
+        })
+        router.get("/call") { _, _ in "done" }
+        try await Application(router: router).test(setup) { client in
+            for _ in 0..<20 { #expect(try await client.execute(uri: "/call", method: .get).status == .ok) }
+            #expect(try await client.execute(uri: "/call", method: .get).status == .tooManyRequests)
+            let waiting = Task { try await client.execute(uri: "/call", method: .get, headers: [HTTPField.Name("x-wait")!: "90"]) }
+            await timer.waitForPending(2)
+            timer.advance(to: clock.now() + 60 * Nanoseconds.perSecond)
+            let answer = try await waiting.value
+            #expect(answer.status == .ok)
+            #expect(String(buffer: answer.body) == "done")
+            #expect(limiter.waitingCalls == 0)
+        }
+    }
 }
