@@ -287,3 +287,19 @@ struct WaitingTests {
         }
     }
 }
+
+extension WaitingTests {
+    @Test("TaskWaitTimer runs a body whose deadline has passed at once, and not one that was cancelled")
+    func taskWaitTimer() async throws {
+        let clock = ManualClock(start: 100)
+        let timer = TaskWaitTimer(clock: clock)
+        let ran = AsyncStream.makeStream(of: String.self)
+        // Deadlines at or before the clock's reading: no sleep.
+        _ = timer.schedule(at: 50) { ran.continuation.yield("past") }
+        // A far deadline, cancelled: never runs.
+        let cancelled = timer.schedule(at: UInt64.max) { ran.continuation.yield("cancelled") }
+        cancelled.cancel()
+        var iterator = ran.stream.makeAsyncIterator()
+        #expect(await iterator.next() == "past")
+    }
+}
