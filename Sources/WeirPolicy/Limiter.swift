@@ -131,16 +131,13 @@ public final class Limiter: Sendable {
         _ resolution: Resolution, units: UInt64, leaseTTL: UInt64?, model: String
     ) -> Pending<Result<LimitedDecision, any Error>> {
         let request = AdmissionRequest(key: resolution.key, limits: resolution.limits, units: units, leaseTTL: leaseTTL)
-        if let immediate {
-            return .ready(.success(observed(immediate.acquire(request), resolution, units: units, model: model)))
-        }
-        return .later { [self] completion in
-            Task {
-                do {
-                    completion(.success(observed(try await store.acquire(request), resolution, units: units, model: model)))
-                } catch {
-                    completion(.failure(error))
-                }
+        switch decideOnce(request) {
+        case .ready(let result):
+            // In memory: observed and answered here, with no closure made for it.
+            return .ready(result.map { observed($0, resolution, units: units, model: model) })
+        case .later(let wait):
+            return .later { [self] completion in
+                wait { completion($0.map { self.observed($0, resolution, units: units, model: model) }) }
             }
         }
     }
