@@ -1,3 +1,4 @@
+import Synchronization
 import WeirCore
 import WeirPolicy
 
@@ -17,6 +18,11 @@ import WeirPolicy
 /// - `retry_after_ms` is the exact wait until every denying time-window dimension would
 ///   fit, in milliseconds rounded up.
 /// - Accounts not in the catalogue are in the lowest tier.
+/// - With a `max_wait_ms` column, a call with a value above 0 may wait that long for
+///   room instead of being refused (the `Limiter`'s waiting: woken at its exact retry
+///   time, first come first served per budget). The output then has one more column,
+///   `waited_ms`: how long the call waited for its answer (0 when answered at once), in
+///   milliseconds rounded up. A call admitted after waiting holds its lease from then.
 ///
 /// Decides through a `Limiter` (the front door every shape uses) over an in-memory store
 /// on a manual clock, set to each row's time before it is decided.
@@ -59,11 +65,39 @@ public struct TraceSimulator: Sendable {
         }
 
         let clock = ManualClock()
-        let limiter = Limiter(catalogue: catalogue, store: InMemoryStore(clock: clock, shardCount: 1))
-        var pending = PendingSettlements()
-        var output = [CSVTable.line(table.header + ["allowed", "reason", "retry_after_ms"])]
-        output.reserveCapacity(table.rows.count + 1)
+        let timer = ManualWaitTimer(clock: clock)
+        let waits = column["max_wait_ms"] != nil
+        let limiter = Limiter(
+            catalogue: catalogue, store: InMemoryStore(clock: clock, shardCount: 1),
+            waiting: waits ? WaitSettings(timer: timer, clock: clock, maxWaiting: Int.max) : nil)
+        let state = SimulationState()
+        let header = table.header + ["allowed", "reason", "retry_after_ms"] + (waits ? ["waited_ms"] : [])
         var previousTime: UInt64 = 0
+
+        /// Moves the clock to `time`, settling the leases that end and waking the calls
+        /// whose retry time comes on the way, in time order (leases first at a tie).
+        func advance(to time: UInt64, line: Int) throws(TraceError) {
+            while true {
+                let leaseEnd = state.settlements.withLock { $0.nextEnd }
+                let wake = timer.nextDeadline
+                if let end = leaseEnd, end <= time, wake.map({ end <= $0 }) ?? true {
+                    let due = state.settlements.withLock { $0.popDue(at: end)! }
+                    clock.set(to: max(due.end, clock.now()))
+                    // Each lease's TTL outlives its end by 1 ns, so a settlement cannot
+                    // fail; if one did, the rest of the output would be wrong, so it is
+                    // reported, not swallowed.
+                    if case .failure(let error) = Self.atOnce(limiter.settle(due.lease, actualUnits: due.units)) {
+                        throw TraceError(line: line, message: "internal error: settling a lease that ended at \(due.end / Nanoseconds.perMillisecond) ms failed: \(error)")
+                    }
+                } else if let wake, wake <= time {
+                    clock.set(to: max(wake, clock.now()))
+                    timer.runDue()
+                } else {
+                    break
+                }
+            }
+            clock.set(to: max(time, clock.now()))
+        }
 
         for (line, fields) in table.rows {
             guard fields.count == table.header.count else {
@@ -88,15 +122,10 @@ public struct TraceSimulator: Sendable {
             let units = cell("units").isEmpty ? 0 : try integer("units")!
             let durationMs = column["duration_ms"] == nil ? nil : try integer("duration_ms", optional: true)
 
-            // Leases that end at or before now are settled first, in the order they end.
-            // Each lease's TTL outlives its end by 1 ns, so a settlement cannot fail; if one
-            // did, the rest of the output would be wrong, so it is reported, not swallowed.
-            while let due = pending.popDue(at: now) {
-                clock.set(to: due.end)
-                if case .failure(let error) = Self.atOnce(limiter.settle(due.lease, actualUnits: due.units)) {
-                    throw TraceError(line: line, message: "internal error: settling a lease that ended at \(due.end / Nanoseconds.perMillisecond) ms failed: \(error)")
-                }
-            }
+            // Leases that end and waiting calls whose time comes at or before now go
+            // first, in time order.
+            try advance(to: now, line: line)
+            let maxWait = waits ? (try integer("max_wait_ms", optional: true) ?? 0) * Nanoseconds.perMillisecond : 0
 
             let resolution: Resolution
             do {
@@ -107,22 +136,59 @@ public struct TraceSimulator: Sendable {
 
             let duration = durationMs.map { $0 * Nanoseconds.perMillisecond }
             // The TTL outlives the call by 1 ns: the simulation settles it explicitly at its end.
-            clock.set(to: now)
+            let row = state.answers.withLock { answers in
+                answers.append(nil)
+                return answers.count - 1
+            }
+            let answered: @Sendable (Result<LimitedDecision, any Error>) -> Void = { result in
+                let at = clock.now()
+                if case .success(let limited) = result, let lease = limited.decision.lease, let duration {
+                    state.settlements.withLock { $0.add(end: at + duration, lease: lease.id, units: units) }
+                }
+                state.answers.withLock { $0[row] = Answer(result: result, waited: at - now) }
+            }
+            switch limiter.acquire(
+                resolution, units: units, leaseTTL: duration.map { $0 + 1 }, model: cell("model"), maxWait: maxWait)
+            {
+            case .ready(let result): answered(result)
+            case .later(let wait): wait(answered)
+            }
+            state.rows.withLock { $0.append((line, fields)) }
+        }
+        // Every call still waiting is answered by its bound at the latest.
+        try advance(to: UInt64.max, line: table.rows.last?.line ?? 1)
+
+        var output = [CSVTable.line(header)]
+        output.reserveCapacity(table.rows.count + 1)
+        let answers = state.answers.withLock { $0 }
+        for ((line, fields), answer) in zip(state.rows.withLock { $0 }, answers) {
+            guard let answer else { throw TraceError(line: line, message: "internal error: the call was never answered") }
             let decision: Decision
-            switch Self.atOnce(limiter.acquire(resolution, units: units, leaseTTL: duration.map { $0 + 1 }, model: cell("model"))) {
+            switch answer.result {
             case .success(let limited): decision = limited.decision
             case .failure(let error): throw TraceError(line: line, message: "internal error: \(error)")
             }
-            if let lease = decision.lease, let duration {
-                pending.add(end: now + duration, lease: lease.id, units: units)
-            }
-
             let allowed = decision.isAllowed
             let reason = allowed ? "" : decision.reason?.rawValue ?? ""
             let retry = allowed ? "" : decision.retryAfter.map { String(Nanoseconds.millisecondsRoundedUp($0)) } ?? ""
-            output.append(CSVTable.line(fields + [allowed ? "true" : "false", reason, retry]))
+            let waited = waits ? [String(Nanoseconds.millisecondsRoundedUp(answer.waited))] : []
+            output.append(CSVTable.line(fields + [allowed ? "true" : "false", reason, retry] + waited))
         }
         return output.joined(separator: "\n") + "\n"
+    }
+
+    /// A call's answer, and how long after its row's time it came.
+    struct Answer: Sendable {
+        var result: Result<LimitedDecision, any Error>
+        var waited: UInt64
+    }
+
+    /// What the replay keeps while calls wait: answers come from the limiter's
+    /// completions (run on this thread, by the manual clock and timer).
+    final class SimulationState: Sendable {
+        let answers = Mutex<[Answer?]>([])
+        let rows = Mutex<[(line: Int, fields: [String])]>([])
+        let settlements = Mutex(PendingSettlements())
     }
 
     /// The result of a limiter call whose store is in memory: always ready.
@@ -144,6 +210,9 @@ struct PendingSettlements {
     /// Sorted latest first, so the earliest is `last`.
     private var entries: [Entry] = []
     private var sequence = 0
+
+    /// When the earliest lease ends.
+    var nextEnd: UInt64? { entries.last?.end }
 
     mutating func add(end: UInt64, lease: LeaseID, units: UInt64) {
         let entry = Entry(end: end, sequence: sequence, lease: lease, units: units)

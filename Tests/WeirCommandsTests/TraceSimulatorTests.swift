@@ -30,6 +30,36 @@ struct TraceSimulatorTests {
         #expect(out[22] == "60000,alice,text,MiniMax-M2,10,,true,,")
     }
 
+    @Test("max_wait_ms: a call waits for room and is admitted at its exact retry time; waited_ms says how long; a short bound is refused at once")
+    func waits() throws {
+        let header = "time_ms,account,api,model,units,duration_ms,max_wait_ms"
+        let output = try simulator.run(trace: ([header] + (0..<20).map { "\($0 * 100),carol,text,MiniMax-M2,10,," } + [
+            "2000,carol,text,MiniMax-M2,10,,60000",  // room at 60,000 ms: waits 58,000 ms
+            "2001,carol,text,MiniMax-M2,10,,1000",  // queues behind; its bound comes first
+            "2002,carol,text,MiniMax-M2,10,,",  // does not wait
+            "70000,carol,text,MiniMax-M2,10,,0",
+        ]).joined(separator: "\n") + "\n")
+        let lines = output.split(separator: "\n").map(String.init)
+        #expect(lines.first == header + ",allowed,reason,retry_after_ms,waited_ms")
+        #expect(lines[1] == "0,carol,text,MiniMax-M2,10,,,true,,,0")
+        #expect(lines[21] == "2000,carol,text,MiniMax-M2,10,,60000,true,,,58000")
+        #expect(lines[22] == "2001,carol,text,MiniMax-M2,10,,1000,false,requests,57999,0")
+        #expect(lines[23] == "2002,carol,text,MiniMax-M2,10,,,false,requests,57998,0")
+        #expect(lines[24] == "70000,carol,text,MiniMax-M2,10,,0,true,,,0")
+    }
+
+    @Test("a call admitted after waiting holds its slot from then: a music call waits for a slot that a lease's end frees")
+    func waitsForSlot() throws {
+        let header = "time_ms,account,api,model,units,duration_ms,max_wait_ms"
+        var rows = (0..<20).map { "\($0),dave,music-generation,Music-2.0,0,10000," }
+        rows.append("100,dave,music-generation,Music-2.0,0,5000,30000")  // a slot frees at 10,000
+        rows.append("100,dave,music-generation,Music-2.0,0,5000,5000")  // its bound comes first
+        let output = try simulator.run(trace: ([header] + rows).joined(separator: "\n") + "\n")
+        let lines = output.split(separator: "\n").map(String.init)
+        #expect(lines[21].hasSuffix(",true,,,9900"), "\(lines[21])")
+        #expect(lines[22].hasSuffix(",false,concurrency,,5000"), "\(lines[22])")
+    }
+
     @Test("too_large is checked before anything else and has no retry time")
     func tooLarge() throws {
         var rows = (0..<20).map { "\($0),bob,text,MiniMax-M2,0," }
