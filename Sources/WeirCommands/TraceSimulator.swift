@@ -20,9 +20,12 @@ import WeirPolicy
 /// - Accounts not in the catalogue are in the lowest tier.
 /// - With a `max_wait_ms` column, a call with a value above 0 may wait that long for
 ///   room instead of being refused (the `Limiter`'s waiting: woken at its exact retry
-///   time, first come first served per budget). The output then has one more column,
+///   time, first come first served per budget); an empty value means its rule's
+///   `max_wait`, as on the server, and 0 no wait. The output then has one more column,
 ///   `waited_ms`: how long the call waited for its answer (0 when answered at once), in
 ///   milliseconds rounded up. A call admitted after waiting holds its lease from then.
+///   A catalogue whose rules wait by default replays waits (and adds `waited_ms`) even
+///   without the column.
 ///
 /// Decides through a `Limiter` (the front door every shape uses) over an in-memory store
 /// on a manual clock, set to each row's time before it is decided.
@@ -66,7 +69,7 @@ public struct TraceSimulator: Sendable {
 
         let clock = ManualClock()
         let timer = ManualWaitTimer(clock: clock)
-        let waits = column["max_wait_ms"] != nil
+        let waits = column["max_wait_ms"] != nil || catalogue.waitsByDefault
         let limiter = Limiter(
             catalogue: catalogue, store: InMemoryStore(clock: clock, shardCount: 1),
             waiting: waits ? WaitSettings(timer: timer, clock: clock, maxWaiting: Int.max) : nil)
@@ -125,7 +128,7 @@ public struct TraceSimulator: Sendable {
             // Leases that end and waiting calls whose time comes at or before now go
             // first, in time order.
             try advance(to: now, line: line)
-            let maxWait = waits ? (try integer("max_wait_ms", optional: true) ?? 0) * Nanoseconds.perMillisecond : 0
+            let askedWait = column["max_wait_ms"] == nil ? nil : try integer("max_wait_ms", optional: true)
 
             let resolution: Resolution
             do {
@@ -134,6 +137,7 @@ public struct TraceSimulator: Sendable {
                 throw TraceError(line: line, message: error.description)
             }
 
+            let maxWait = waits ? askedWait.map { $0 * Nanoseconds.perMillisecond } ?? resolution.rule.maxWait ?? 0 : 0
             let duration = durationMs.map { $0 * Nanoseconds.perMillisecond }
             // The TTL outlives the call by 1 ns: the simulation settles it explicitly at its end.
             let row = state.answers.withLock { answers in

@@ -48,6 +48,27 @@ struct TraceSimulatorTests {
         #expect(lines[24] == "70000,carol,text,MiniMax-M2,10,,0,true,,,0")
     }
 
+    @Test("a rule's max_wait is replayed without the column; the column's 0 says not to wait")
+    func ruleWait() throws {
+        let catalogue = try Catalogue.parse(yaml: """
+            tiers:
+              - name: free
+                recharge_threshold: 0
+            rules:
+              - name: chat
+                api: text
+                models: [MiniMax-M2]
+                max_wait: 90s
+                limits:
+                  all: {requests: 1}
+            """, source: "wait.yaml")
+        let simulator = TraceSimulator(catalogue: catalogue)
+        let plain = try simulator.run(trace: "time_ms,account,api,model,units\n0,e,text,MiniMax-M2,0\n10,e,text,MiniMax-M2,0\n")
+        #expect(plain == "time_ms,account,api,model,units,allowed,reason,retry_after_ms,waited_ms\n0,e,text,MiniMax-M2,0,true,,,0\n10,e,text,MiniMax-M2,0,true,,,59990\n")
+        let told = try simulator.run(trace: "time_ms,account,api,model,units,max_wait_ms\n0,e,text,MiniMax-M2,0,\n10,e,text,MiniMax-M2,0,0\n")
+        #expect(told.hasSuffix("10,e,text,MiniMax-M2,0,0,false,requests,59990,0\n"))
+    }
+
     @Test("a call admitted after waiting holds its slot from then: a music call waits for a slot that a lease's end frees")
     func waitsForSlot() throws {
         let header = "time_ms,account,api,model,units,duration_ms,max_wait_ms"
