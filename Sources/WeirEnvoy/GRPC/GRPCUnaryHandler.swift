@@ -40,7 +40,9 @@ public struct GRPCUnaryMethod: Sendable {
 /// - **Deadlines**: a `grpc-timeout` starts a timer, but only for a call still unanswered
 ///   when the read that brought it is done (a decision made in memory never needs one);
 ///   when it fires the call ends with `DEADLINE_EXCEEDED` and is reset. A decision that
-///   comes later for a call that has ended (deadline, reset, closed connection) is dropped.
+///   comes later for a call that has ended (deadline, reset, closed connection) is dropped,
+///   and a call waiting for room (the method handed its `WaitCancellation`) is cancelled
+///   then, so that it holds nothing.
 /// - **Inbound flow control**: the connection's receive window is topped up as bytes are
 ///   read, while the bytes held for messages not yet whole stay under `bufferBudget`; a
 ///   stream's window is topped up while its message is being read. So one connection
