@@ -79,6 +79,9 @@ public final class Limiter: Sendable {
     /// Calls waiting for room now (`maxWait`).
     public var waitingCalls: Int { waitRoom?.count ?? 0 }
 
+    /// Calls waiting for room now, by account (the dashboard's "who is waiting").
+    public var waitingByAccount: [String: Int] { waitRoom?.waitingByAccount() ?? [:] }
+
     /// Whether `acquire` and `settle` answer `Pending.ready` (the store is in this
     /// process's memory).
     public var answersAtOnce: Bool { immediate != nil }

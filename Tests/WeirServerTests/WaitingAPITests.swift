@@ -169,4 +169,30 @@ struct WaitingAPITests {
             #expect(answer.hasPrefix("HTTP/1.1 200"), "\(answer)")
         }
     }
+
+    @Test("the dashboard's snapshot says who is waiting")
+    func dashboardShowsWaiting() async throws {
+        let clock = ManualClock(start: Self.start)
+        let timer = ManualWaitTimer(clock: clock)
+        var configuration = testConfiguration(clock: clock)
+        configuration.waitTimer = timer
+        let app = try await buildApplication(configuration: configuration)
+        try await app.test(.live) { client in
+            let port = try #require(client.port)
+            for _ in 1...20 { _ = try await client.post("/v1/acquire", Self.acquire("patient")) }
+            let connection = try RawConnection(port: port)
+            try connection.send(Self.request(Self.acquire("patient", wait: 60_000)))
+            await timer.waitForPending(2)
+            let snapshot = try await client.admin(.get, "/admin/v1/usage").json
+            let accounts = try #require(snapshot["accounts"] as? [[String: Any]])
+            let patient = try #require(accounts.first { $0["id"] as? String == "patient" })
+            #expect(patient["waiting"] as? Int == 1)
+            #expect((patient["sources"] as? [String])?.contains("waiting") == true)
+            timer.advance(to: Self.start + 60 * Self.second)
+            #expect(try await connection.readAnswer().hasPrefix("HTTP/1.1 200"))
+            let after = try await client.admin(.get, "/admin/v1/usage").json
+            let again = (after["accounts"] as? [[String: Any]])?.first { $0["id"] as? String == "patient" }
+            #expect(again?["waiting"] as? Int == 0)
+        }
+    }
 }

@@ -72,6 +72,16 @@ final class WaitRoom: Sendable {
     /// Calls waiting now.
     var count: Int { waiting.load(ordering: .relaxed) }
 
+    /// Calls waiting now, by account.
+    func waitingByAccount() -> [String: Int] {
+        guard count > 0 else { return [:] }
+        return state.withLock { queues in
+            var counts: [String: Int] = [:]
+            for (key, queue) in queues { counts[key.account, default: 0] += queue.count }
+            return counts
+        }
+    }
+
     /// Whether calls wait on `key` (new waiting calls of the key queue behind them).
     func hasQueue(for key: LimitKey) -> Bool {
         guard count > 0 else { return false }

@@ -103,12 +103,14 @@ extension WeirService {
     func usageSnapshotJSON(sequence: UInt64, interval: UInt64) async throws -> String {
         let catalogue = limiter.catalogue
         let refused = refusals.all()
+        let waiting = limiter.waitingByAccount
         // Every account worth showing, and where the dashboard knows it from.
         var sources: [String: [String]] = [:]
         for id in registry.accountIDs { sources[id, default: []].append("registry") }
         for account in catalogue.accounts { sources[account.id, default: []].append("config") }
         for id in memoryStore.accounts(limit: Self.maximumSnapshotAccounts * 4) { sources[id, default: []].append("traffic") }
         for id in refused.keys { sources[id, default: []].append("refusals") }
+        for id in waiting.keys { sources[id, default: []].append("waiting") }
 
         var accounts: [(id: String, closeness: Double, json: String)] = []
         accounts.reserveCapacity(sources.count)
@@ -133,6 +135,7 @@ extension WeirService {
             json.endArray()
             let series = refused[id]
             json.field("refused", series?.total ?? 0)
+            json.field("waiting", UInt64(waiting[id] ?? 0))
             json.key("refusals")
             json.beginObject()
             for reason in DenialReason.allCases {

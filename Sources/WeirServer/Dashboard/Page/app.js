@@ -147,8 +147,10 @@
     const cards = shown.map((account) => card(account, snapshot, showIdle));
     $("accounts").replaceChildren(...cards);
     const refused = snapshot.accounts.reduce((sum, a) => sum + a.refused, 0);
+    const waiting = snapshot.accounts.reduce((sum, a) => sum + (a.waiting || 0), 0);
     $("summary").textContent = shown.length + " of " + snapshot.accounts_total + " accounts shown \u00b7 "
-      + format(refused) + " refusals in the last " + snapshot.minutes + " minutes";
+      + format(refused) + " refusals in the last " + snapshot.minutes + " minutes"
+      + (waiting > 0 ? " \u00b7 " + format(waiting) + " calls waiting for room" : "");
     $("summary").dataset.sequence = snapshot.sequence;
     if (state.token) setStatus("live \u00b7 update " + snapshot.sequence + " at " + new Date().toLocaleTimeString(), true);
   }
@@ -185,7 +187,8 @@
     node.append(limits);
     const axis = el("div", { class: "chart-axis" }, el("span", {}, "\u2212" + snapshot.minutes + " min"), el("span", {}, "now"));
     node.append(el("div", { class: "chart-row" }, el("div", {}, chart(account, snapshot.minutes), axis),
-      el("span", { class: "chart-label" }, format(account.refused) + " refused, last " + snapshot.minutes + " min")));
+      el("span", { class: "chart-label" }, format(account.refused) + " refused, last " + snapshot.minutes + " min"
+        + (account.waiting > 0 ? " \u00b7 " + format(account.waiting) + " waiting now" : ""))));
 
     const actions = el("div", { class: "actions" });
     const recharge = el("button", { type: "button", class: "recharge" }, "Recharge\u2026");
