@@ -14,7 +14,8 @@ import Synchronization
 /// otherwise or the server is draining), served by `GRPCUnaryHandler` on the frames of
 /// each connection's event loop; every other method is `UNIMPLEMENTED`.
 ///
-/// **A connection's pipeline:** the idle timer (a connection that sends no byte for
+/// **A connection's pipeline:** the slow-bytes guard (`GRPCReadGuard`: a frame left
+/// incomplete for `requestReadTimeout` closes the connection), the idle timer (a connection that sends no byte for
 /// `idleTimeout` is closed: a hostile client never answers HTTP/2's own polite GOAWAY
 /// and PING), `NIOHTTP2Handler` (HTTP/2 itself: `maxConcurrentStreams`, a 16 KiB header
 /// list, outbound flow control), `NIOHTTP2ServerConnectionManagementHandler` (graceful
@@ -105,6 +106,8 @@ public struct EnvoyRateLimitServer: Service {
         _ channel: any Channel, configuration: EnvoyServiceConfiguration, methods: [String: GRPCUnaryMethod]
     ) throws {
         let sync = channel.pipeline.syncOperations
+        let readTimeout = configuration.requestReadTimeout.map { TimeAmount.nanoseconds(Int64(clamping: $0)) }
+        if let readTimeout { try sync.addHandler(GRPCReadGuard(timeout: readTimeout)) }
         if let idleTimeout = configuration.idleTimeout {
             try sync.addHandlers(
                 IdleStateHandler(readTimeout: .nanoseconds(Int64(clamping: idleTimeout))), IdleConnectionCloser())
@@ -132,7 +135,9 @@ public struct EnvoyRateLimitServer: Service {
                     maxGraceTime: configuration.shutdownGracePeriod.map { .nanoseconds(Int64(clamping: $0)) },
                     keepalive: nil)))
         try sync.addHandler(
-            GRPCUnaryHandler(methods: methods, maxMessageBytes: configuration.maxMessageBytes, goAways: goAways))
+            GRPCUnaryHandler(
+                methods: methods, maxMessageBytes: configuration.maxMessageBytes, goAways: goAways,
+                requestReadTimeout: readTimeout))
     }
 }
 

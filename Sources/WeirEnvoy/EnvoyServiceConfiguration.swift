@@ -19,6 +19,11 @@ public struct EnvoyServiceConfiguration: Sendable {
     /// A connection that sends no byte for this long (nanoseconds) is closed; nil for
     /// never. `weir serve` sets it, and `maxConnections`, from its `ConnectionLimits`.
     public var idleTimeout: UInt64? = nil
+    /// How long (nanoseconds) a call's request may take to arrive whole, and bytes may
+    /// trickle in without completing an HTTP/2 frame, before the call is ended
+    /// (`DEADLINE_EXCEEDED`) or the connection closed; nil for as long as they take.
+    /// `weir serve` sets it from `--request-timeout`.
+    public var requestReadTimeout: UInt64? = nil
     /// RPCs open at once on one connection, at most (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`).
     public var maxConcurrentStreams = 1_024
     /// Connections open at once, at most; more are closed as they are accepted.

@@ -29,11 +29,15 @@ struct GRPCUnaryHandlerTests {
         }
     }
 
-    static func channel(_ method: GRPCUnaryMethod = reverse, maxMessageBytes: Int = 1_024, bufferBudget: Int = 4 << 20) throws -> EmbeddedChannel {
+    static func channel(
+        _ method: GRPCUnaryMethod = reverse, maxMessageBytes: Int = 1_024, bufferBudget: Int = 4 << 20,
+        requestReadTimeout: TimeAmount? = nil
+    ) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
         try channel.pipeline.syncOperations.addHandler(
             GRPCUnaryHandler(
-                methods: [path: method], maxMessageBytes: maxMessageBytes, goAways: GoAwayWatch(), bufferBudget: bufferBudget))
+                methods: [path: method], maxMessageBytes: maxMessageBytes, goAways: GoAwayWatch(), bufferBudget: bufferBudget,
+                requestReadTimeout: requestReadTimeout))
         return channel
     }
 
@@ -298,6 +302,70 @@ struct GRPCUnaryHandlerTests {
         #expect(!cancellations[2].isCancelled)
         _ = try channel.finish()
         #expect(cancellations[2].isCancelled)
+    }
+
+    @Test("a request that does not arrive whole within the read timeout ends DEADLINE_EXCEEDED and is reset; one that does is answered")
+    func slowRequest() throws {
+        let channel = try Self.channel(requestReadTimeout: .milliseconds(100))
+        try Self.send(channel, 1, Self.headers())
+        try Self.send(channel, 1, Self.data(Array(Self.message([1, 2, 3]).prefix(6)), end: false))
+        try Self.send(channel, 3, Self.headers())
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(50))
+        try Self.send(channel, 3, Self.data(Self.message([1, 2])))
+        #expect(try Self.written(channel).count == 3, "call 3 arrived whole in time: answered")
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(50))
+        let frames = try Self.written(channel)
+        #expect(Self.status(frames)?.code == "4")
+        #expect(Self.status(frames)?.message == "the request did not arrive whole within 100ms")
+        #expect(frames.last.map { if case .rstStream = $0.payload { true } else { false } } == true)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        #expect(try Self.written(channel).isEmpty)
+    }
+
+    @Test("a frame left incomplete for the read timeout closes the connection; whole frames, however slow between them, do not")
+    func readGuard() throws {
+        func channel() throws -> EmbeddedChannel {
+            let channel = EmbeddedChannel()
+            try channel.pipeline.syncOperations.addHandler(GRPCReadGuard(timeout: .milliseconds(100)))
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+            return channel
+        }
+        let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+        let settings: [UInt8] = [0, 0, 0, 4, 0, 0, 0, 0, 0]
+        let ping: [UInt8] = [0, 0, 8, 6, 0, 0, 0, 0, 0] + [UInt8](repeating: 7, count: 8)
+
+        // Whole frames with long pauses between them: never cut (idleness is another timer's).
+        let steady = try channel()
+        try steady.writeInbound(ByteBuffer(bytes: preface + settings))
+        steady.embeddedEventLoop.advanceTime(by: .seconds(1))
+        try steady.writeInbound(ByteBuffer(bytes: ping))
+        steady.embeddedEventLoop.advanceTime(by: .seconds(1))
+        #expect(steady.isActive)
+
+        // A frame split over reads but finished in time: kept.
+        let split = try channel()
+        try split.writeInbound(ByteBuffer(bytes: preface + settings + ping.prefix(5)))
+        split.embeddedEventLoop.advanceTime(by: .milliseconds(90))
+        try split.writeInbound(ByteBuffer(bytes: ping.dropFirst(5)))
+        split.embeddedEventLoop.advanceTime(by: .milliseconds(200))
+        #expect(split.isActive)
+
+        // Whole frames, then half a frame and silence: cut at 100 ms.
+        let stuck = try channel()
+        try stuck.writeInbound(ByteBuffer(bytes: preface + settings + ping + ping.prefix(12)))
+        stuck.embeddedEventLoop.advanceTime(by: .milliseconds(99))
+        #expect(stuck.isActive)
+        stuck.embeddedEventLoop.advanceTime(by: .milliseconds(1))
+        #expect(!stuck.isActive)
+
+        // A frame a byte at a time: cut though bytes keep coming.
+        let trickle = try channel()
+        try trickle.writeInbound(ByteBuffer(bytes: preface + settings))
+        for byte in ping {
+            try? trickle.writeInbound(ByteBuffer(bytes: [byte]))
+            trickle.embeddedEventLoop.advanceTime(by: .milliseconds(15))
+        }
+        #expect(!trickle.isActive)
     }
 
     @Test("the connection's window is topped up as bytes are read, and held while partial messages are over the budget")

@@ -134,6 +134,31 @@ struct HostileClientTests {
 }
 
 extension HostileClientTests {
+    @Test("the gRPC port cuts a client whose frame trickles in (slowloris); others are served")
+    func slowGRPCConnection() async throws {
+        let port = Mutex<Int?>(nil)
+        let signal = EventSignal()
+        var configuration = testConfiguration()
+        configuration.envoy = EnvoyServiceConfiguration(port: 0, onListening: { bound in
+            port.withLock { $0 = bound }
+            signal.ping()
+        })
+        configuration.connectionLimits.requestReadTimeout = 300_000_000
+        let app = try await buildApplication(configuration: configuration)
+        try await app.test(.live) { client in
+            try await signal.wait(until: { port.withLock { $0 } != nil })
+            let grpcPort = try #require(port.withLock { $0 })
+            let slow = try RawConnection(port: grpcPort)
+            // The preface, an empty SETTINGS frame, then a HEADERS frame that announces
+            // 100 bytes and sends 3: the frame never completes.
+            try slow.send("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + "\u{0}\u{0}\u{0}\u{4}\u{0}\u{0}\u{0}\u{0}\u{0}")
+            try slow.send("\u{0}\u{0}\u{64}\u{1}\u{4}\u{0}\u{0}\u{0}\u{1}abc")
+            try await Self.othersAreAnswered(port: try #require(client.port))
+            let (_, closed) = try await slow.readUntilClosed()
+            #expect(closed, "closed by the server, not by the test's receive timeout")
+        }
+    }
+
     @Test("the gRPC port closes a connection with no RPC open after the idle timeout; others are served")
     func idleGRPCConnection() async throws {
         let port = Mutex<Int?>(nil)

@@ -43,6 +43,10 @@ public struct GRPCUnaryMethod: Sendable {
 ///   comes later for a call that has ended (deadline, reset, closed connection) is dropped,
 ///   and a call waiting for room (the method handed its `WaitCancellation`) is cancelled
 ///   then, so that it holds nothing.
+/// - **Slow requests**: a call whose request has not arrived whole within
+///   `requestReadTimeout` of its headers ends with `DEADLINE_EXCEEDED` and is reset (its
+///   timer, too, only for a call still being read when a read ends); a frame that stays
+///   incomplete is `GRPCReadGuard`'s.
 /// - **Inbound flow control**: the connection's receive window is topped up as bytes are
 ///   read, while the bytes held for messages not yet whole stay under `bufferBudget`; a
 ///   stream's window is topped up while its message is being read. So one connection
@@ -59,6 +63,8 @@ final class GRPCUnaryHandler: ChannelInboundHandler {
         var reader: GRPCRequestReader
         /// When the caller stops waiting (`grpc-timeout`), if it said.
         var deadline: NIODeadline?
+        /// When the request must have arrived whole (`requestReadTimeout`).
+        var readDeadline: NIODeadline?
         var timer: Scheduled<Void>?
         /// Whether the caller has ended its side of the stream.
         var requestEnded = false
@@ -69,6 +75,8 @@ final class GRPCUnaryHandler: ChannelInboundHandler {
     }
 
     private let methods: [String: GRPCUnaryMethod]
+    /// How long a call's request may take to arrive whole; nil for as long as it takes.
+    private let requestReadTimeout: TimeAmount?
     /// Tells a connection's error (GOAWAY sent) from a stream's.
     private let goAways: GoAwayWatch
     private let maxMessageBytes: Int
@@ -76,8 +84,8 @@ final class GRPCUnaryHandler: ChannelInboundHandler {
     /// The receive window kept open, for the connection and for each stream (bytes).
     private let windowTarget: Int
     private var calls: [HTTP2StreamID: Call] = [:]
-    /// Calls with a deadline begun in the read under way: given a timer at its end if
-    /// still unanswered.
+    /// Calls begun in the read under way with a deadline or a read deadline: given a
+    /// timer at its end if still unanswered.
     private var unscheduled: [HTTP2StreamID] = []
     /// Request bytes held for messages not yet whole, over every call.
     private var bufferedBytes = 0
@@ -95,9 +103,10 @@ final class GRPCUnaryHandler: ChannelInboundHandler {
     ///   - goAways: the frame delegate of this connection's `NIOHTTP2Handler`.
     init(
         methods: [String: GRPCUnaryMethod], maxMessageBytes: Int, goAways: GoAwayWatch, bufferBudget: Int = 4 << 20,
-        windowTarget: Int = 65_535
+        windowTarget: Int = 65_535, requestReadTimeout: TimeAmount? = nil
     ) {
         self.methods = methods
+        self.requestReadTimeout = requestReadTimeout
         self.goAways = goAways
         self.maxMessageBytes = maxMessageBytes
         self.bufferBudget = bufferBudget
@@ -152,7 +161,10 @@ final class GRPCUnaryHandler: ChannelInboundHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         for id in unscheduled {
-            guard let call = calls[id], let deadline = call.deadline, call.timer == nil else { continue }
+            guard let call = calls[id], call.timer == nil else { continue }
+            // The read deadline matters only while the request is still coming.
+            let readDeadline = call.requestEnded ? nil : call.readDeadline
+            guard let deadline = [call.deadline, readDeadline].compactMap({ $0 }).min() else { continue }
             let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
             calls[id]?.timer = context.eventLoop.scheduleTask(deadline: deadline) {
                 loopBound.value.deadlinePassed(id)
@@ -229,6 +241,10 @@ final class GRPCUnaryHandler: ChannelInboundHandler {
             return
         }
         var call = Call(method: unary, reader: GRPCRequestReader(maxMessageBytes: maxMessageBytes))
+        if let requestReadTimeout, !endStream {
+            call.readDeadline = context.eventLoop.now + requestReadTimeout
+            unscheduled.append(id)
+        }
         if let timeout {
             guard let nanoseconds = GRPCTimeout.nanoseconds(timeout) else {
                 answerHTTP(id, status: "200", GRPCStatus(.internal, "grpc-timeout \(timeout) is not 1 to 8 digits and a unit (H, M, S, m, u, n)"), requestEnded: endStream, context: context)
@@ -237,7 +253,7 @@ final class GRPCUnaryHandler: ChannelInboundHandler {
             // A day or more is as good as none (and beyond NIODeadline's range at most).
             if nanoseconds < Self.longestTimeout {
                 call.deadline = context.eventLoop.now + .nanoseconds(Int64(nanoseconds))
-                unscheduled.append(id)
+                if call.readDeadline == nil { unscheduled.append(id) }
             }
         }
         calls[id] = call
@@ -277,11 +293,32 @@ final class GRPCUnaryHandler: ChannelInboundHandler {
     }
 
     private func deadlinePassed(_ id: HTTP2StreamID) {
-        guard let context, calls[id] != nil else { return }
+        guard let context, let call = calls[id] else { return }
         calls[id]?.timer = nil
+        let now = context.eventLoop.now
+        let status: GRPCStatus
+        if !call.requestEnded, let readDeadline = call.readDeadline, readDeadline <= now {
+            status = GRPCStatus(.deadlineExceeded, "the request did not arrive whole within \(Self.shown(requestReadTimeout))")
+        } else if let deadline = call.deadline, deadline <= now {
+            status = GRPCStatus(.deadlineExceeded, "the call's grpc-timeout passed before it was answered")
+        } else {
+            // The read deadline passed after the request ended: the timer moves to the
+            // call's own deadline, if it has one.
+            if let deadline = call.deadline {
+                let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+                calls[id]?.timer = context.eventLoop.scheduleTask(deadline: deadline) { loopBound.value.deadlinePassed(id) }
+            }
+            return
+        }
         calls[id]?.cancellation?.cancel()
-        end(id, with: GRPCStatus(.deadlineExceeded, "the call's grpc-timeout passed before it was answered"), context: context)
+        end(id, with: status, context: context)
         flushIfNeeded(context: context)
+    }
+
+    private static func shown(_ amount: TimeAmount?) -> String {
+        guard let amount else { return "its time" }
+        let milliseconds = amount.nanoseconds / 1_000_000
+        return milliseconds % 1000 == 0 ? "\(milliseconds / 1000)s" : "\(milliseconds)ms"
     }
 
     /// Drops a call that has ended without an answer from here (reset, closed).

@@ -23,6 +23,7 @@ extension WeirService {
         var envoy = envoy
         envoy.idleTimeout = configuration.connectionLimits.idleTimeout
         envoy.maxConnections = configuration.connectionLimits.maxConnections
+        envoy.requestReadTimeout = configuration.connectionLimits.requestReadTimeout
         envoy.maxMessageBytes = configuration.maxBodySize
         envoy.maxWait = configuration.maxWait
         let service = EnvoyRateLimitService(
