@@ -164,7 +164,13 @@ final class GRPCUnaryHandler: ChannelInboundHandler {
             guard let call = calls[id], call.timer == nil else { continue }
             // The read deadline matters only while the request is still coming.
             let readDeadline = call.requestEnded ? nil : call.readDeadline
-            guard let deadline = [call.deadline, readDeadline].compactMap({ $0 }).min() else { continue }
+            let deadline: NIODeadline
+            switch (call.deadline, readDeadline) {
+            case (let own?, let read?): deadline = min(own, read)
+            case (let own?, nil): deadline = own
+            case (nil, let read?): deadline = read
+            case (nil, nil): continue
+            }
             let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
             calls[id]?.timer = context.eventLoop.scheduleTask(deadline: deadline) {
                 loopBound.value.deadlinePassed(id)
