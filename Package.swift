@@ -131,7 +131,7 @@ let package = Package(
         // Release-build benchmarks of the engine; see BENCHMARKS.md.
         // (WeirServer for the dashboard's refusal history, whose cost on the decision path
         // it measures.)
-        .executableTarget(name: "weir-bench", dependencies: ["WeirCore", "WeirConformance", "WeirServer"]),
+        .executableTarget(name: "weir-bench", dependencies: ["WeirCore", "WeirPolicy", "WeirConformance", "WeirServer"]),
         // The Redis store: a RESP client on SwiftNIO and the limiter's Lua function library.
         .target(
             name: "WeirRedis",

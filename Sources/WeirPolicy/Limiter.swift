@@ -166,9 +166,11 @@ public final class Limiter: Sendable {
         guard maxWait > 0, let room = waitRoom else {
             return acquire(resolution, units: units, leaseTTL: leaseTTL, model: model)
         }
-        let request = AdmissionRequest(key: resolution.key, limits: resolution.limits, units: units, leaseTTL: leaseTTL)
+        // Each attempt builds its request from the resolution: a waiting call keeps one
+        // copy of the key and limits, not two.
         let attempt: WaitRoom.Attempt = { [self] in
-            decideOnce(request).map { $0.map { LimitedDecision(decision: $0, resolution: resolution, units: units, model: model) } }
+            let request = AdmissionRequest(key: resolution.key, limits: resolution.limits, units: units, leaseTTL: leaseTTL)
+            return decideOnce(request).map { $0.map { LimitedDecision(decision: $0, resolution: resolution, units: units, model: model) } }
         }
         let started = room.clock.now()
         let deadline = started.addingSaturating(maxWait)
@@ -183,7 +185,7 @@ public final class Limiter: Sendable {
                 let queued = room.join(
                     key: resolution.key, deadline: deadline, attempt: attempt, cancellation: cancellation,
                     refusal: { denial, retryAfter in
-                        var decision = denial.decision
+                        var decision = denial
                         decision.retryAfter = retryAfter
                         decision.lease = nil
                         return LimitedDecision(decision: decision, resolution: resolution, units: units, model: model)

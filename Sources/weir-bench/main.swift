@@ -10,6 +10,7 @@ import Foundation
 import Synchronization
 import WeirConformance
 import WeirCore
+import WeirPolicy
 import WeirServer
 
 let quick = CommandLine.arguments.contains("--quick")
@@ -218,5 +219,48 @@ if selected("lease-stalls") {
                 + "slowest \(String(format: "%.2f", Double(result.max) / 1e6)) ms, \(result.over50us) calls over 50 µs "
                 + "(\(String(format: "%.2f", Double(result.stalled) / 1e6)) ms in them)")
     }
+    print("")
+}
+
+// Calls waiting for room (`max_wait_ms`): what each one holds while it waits, and how
+// fast waiting calls are woken and admitted. N budgets of 1 request a minute, each
+// used once; then one waiting call on each (the head of its budget's queue, with a
+// deadline and a wake-up scheduled on a `ManualWaitTimer`, whose entries count in the
+// figure as NIO's scheduled tasks would); then the clock moves a minute and every
+// call is woken and admitted. Resident bytes from /proc, before and after queueing.
+if selected("waiting") {
+    let count = quick ? 20_000 : 100_000
+    let manual = ManualClock(start: minute)
+    let timer = ManualWaitTimer(clock: manual)
+    let catalogue = try! Catalogue.parse(yaml: """
+        tiers:
+          - name: free
+            recharge_threshold: 0
+        rules:
+          - name: chat
+            api: text
+            models: [MiniMax-M2]
+            limits:
+              all: {requests: 1}
+        """, source: "weir-bench")
+    let limiter = Limiter(
+        catalogue: catalogue, store: InMemoryStore(clock: manual),
+        waiting: WaitSettings(timer: timer, clock: manual, maxWaiting: count))
+    let resolutions = (0..<count).map { try! limiter.resolve(account: "wait-\($0)", api: "text", model: "MiniMax-M2") }
+    for resolution in resolutions { _ = limiter.acquire(resolution, units: 0, leaseTTL: nil, model: "MiniMax-M2") }
+    let admitted = Atomic<Int>(0)
+    let before = residentBytes()
+    for resolution in resolutions {
+        if case .later(let wait) = limiter.acquire(resolution, units: 0, leaseTTL: nil, model: "MiniMax-M2", maxWait: 2 * minute) {
+            wait { result in if (try? result.get())?.decision.isAllowed == true { admitted.add(1, ordering: .relaxed) } }
+        }
+    }
+    let after = residentBytes()
+    print("\(count) calls waiting: \(limiter.waitingCalls) in the room, \((after - before) / count) resident bytes each (with 2 timer entries)")
+    let start = clock.now()
+    timer.advance(to: manual.now() + minute)
+    let elapsed = Double(clock.now() - start) / 1e9
+    print("woken and admitted at their retry time: \(admitted.load(ordering: .relaxed)) in \(String(format: "%.1f", elapsed * 1000)) ms, "
+        + "\(String(format: "%.2f", Double(count) / elapsed / 1e6)) M/s (one thread); waiting after: \(limiter.waitingCalls)")
     print("")
 }

@@ -51,8 +51,9 @@ final class WaitRoom: Sendable {
         /// The deadline has come: the decision under way is the last.
         var isFinal = false
         var isCancelled = false
-        /// The last refusal, for a call that joins behind and cannot wait long enough.
-        var lastDenial: LimitedDecision?
+        /// The last refusal, for a call that joins behind and cannot wait long enough
+        /// (the decision alone: the joining call has its own resolution).
+        var lastDenial: Decision?
 
         init(key: LimitKey, deadline: UInt64, attempt: @escaping Attempt, answer: @escaping Answer) {
             self.key = key
@@ -112,7 +113,7 @@ final class WaitRoom: Sendable {
         cancellation: WaitCancellation?, answer: @escaping Answer
     ) {
         let waiter = Waiter(key: key, deadline: deadline, attempt: attempt, answer: answer)
-        waiter.lastDenial = denial
+        waiter.lastDenial = denial.decision
         let now = clock.now()
         let joined: Bool = state.withLock { queues in
             guard reserve() else { return false }
@@ -135,7 +136,7 @@ final class WaitRoom: Sendable {
     /// deadline, or when the room is full; with `decide` when nothing waits any more.
     func join(
         key: LimitKey, deadline: UInt64, attempt: @escaping Attempt, cancellation: WaitCancellation?,
-        refusal: @escaping @Sendable (LimitedDecision, UInt64) -> LimitedDecision, answer: @escaping Answer
+        refusal: @escaping @Sendable (Decision, UInt64) -> LimitedDecision, answer: @escaping Answer
     ) -> Bool {
         let waiter = Waiter(key: key, deadline: deadline, attempt: attempt, answer: answer)
         let now = clock.now()
@@ -289,7 +290,7 @@ final class WaitRoom: Sendable {
                 if stays {
                     waiter.phase = .queued
                     waiter.wakeAt = wakeAt
-                    waiter.lastDenial = limited
+                    waiter.lastDenial = limited.decision
                     return
                 }
             }

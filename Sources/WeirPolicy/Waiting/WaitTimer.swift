@@ -35,12 +35,55 @@ public struct WaitTimerHandle: Sendable {
 /// lock (a body may schedule more).
 public final class ManualWaitTimer: WaitTimer {
     private let clock: ManualClock
-    private struct Entry {
-        var deadline: UInt64
-        var sequence: Int
-        var body: @Sendable () -> Void
+    /// The bodies scheduled, by sequence number, and a min-heap of (deadline, sequence)
+    /// over them: cancelling removes the body, and the heap skips what has no body left.
+    private struct Schedule {
+        var next = 0
+        var bodies: [Int: @Sendable () -> Void] = [:]
+        var heap: [(deadline: UInt64, sequence: Int)] = []
+
+        mutating func push(_ entry: (deadline: UInt64, sequence: Int)) {
+            heap.append(entry)
+            var child = heap.count - 1
+            while child > 0 {
+                let parent = (child - 1) / 2
+                guard Self.earlier(heap[child], heap[parent]) else { break }
+                heap.swapAt(child, parent)
+                child = parent
+            }
+        }
+
+        /// The earliest entry whose body is still scheduled, left in place.
+        mutating func peek() -> (deadline: UInt64, sequence: Int)? {
+            while let first = heap.first {
+                if bodies[first.sequence] != nil { return first }
+                pop()
+            }
+            return nil
+        }
+
+        mutating func pop() {
+            let last = heap.removeLast()
+            guard !heap.isEmpty else { return }
+            heap[0] = last
+            var parent = 0
+            while true {
+                let left = 2 * parent + 1
+                let right = left + 1
+                var earliest = parent
+                if left < heap.count, Self.earlier(heap[left], heap[earliest]) { earliest = left }
+                if right < heap.count, Self.earlier(heap[right], heap[earliest]) { earliest = right }
+                guard earliest != parent else { return }
+                heap.swapAt(parent, earliest)
+                parent = earliest
+            }
+        }
+
+        static func earlier(_ a: (deadline: UInt64, sequence: Int), _ b: (deadline: UInt64, sequence: Int)) -> Bool {
+            (a.deadline, a.sequence) < (b.deadline, b.sequence)
+        }
     }
-    private let entries = Mutex<(next: Int, scheduled: [Int: Entry])>((0, [:]))
+    private let schedule = Mutex(Schedule())
     /// Tasks waiting for something to be scheduled (`waitForPending`).
     private let watchers = Mutex<[CheckedContinuation<Void, Never>]>([])
 
@@ -49,18 +92,22 @@ public final class ManualWaitTimer: WaitTimer {
     }
 
     public func schedule(at deadline: UInt64, _ body: @escaping @Sendable () -> Void) -> WaitTimerHandle {
-        let id = entries.withLock { state in
-            let id = state.next
-            state.next += 1
-            state.scheduled[id] = Entry(deadline: deadline, sequence: id, body: body)
+        let id = schedule.withLock { schedule in
+            let id = schedule.next
+            schedule.next += 1
+            schedule.bodies[id] = body
+            schedule.push((deadline, id))
             return id
         }
         for watcher in watchers.withLock({ watchers in defer { watchers = [] }; return watchers }) { watcher.resume() }
-        return WaitTimerHandle { [weak self] in _ = self?.entries.withLock { $0.scheduled.removeValue(forKey: id) } }
+        return WaitTimerHandle { [weak self] in _ = self?.schedule.withLock { $0.bodies.removeValue(forKey: id) } }
     }
 
     /// Bodies scheduled and not yet run or cancelled.
-    public var pending: Int { entries.withLock { $0.scheduled.count } }
+    public var pending: Int { schedule.withLock { $0.bodies.count } }
+
+    /// The earliest deadline scheduled, if any.
+    public var nextDeadline: UInt64? { schedule.withLock { $0.peek()?.deadline } }
 
     /// Returns once at least `count` bodies are pending: a test waits on this for a
     /// call to have begun waiting, rather than on time.
@@ -76,9 +123,6 @@ public final class ManualWaitTimer: WaitTimer {
             }
         }
     }
-
-    /// The earliest deadline scheduled, if any.
-    public var nextDeadline: UInt64? { entries.withLock { $0.scheduled.values.map(\.deadline).min() } }
 
     /// Moves the clock forward to `time`, stopping at each deadline on the way to run
     /// what is due then, as a real timer fires: each body sees the clock at its own
@@ -101,16 +145,13 @@ public final class ManualWaitTimer: WaitTimer {
         var ran = 0
         while true {
             let now = clock.now()
-            let due: Entry? = entries.withLock { state in
-                guard let first = state.scheduled.values
-                    .filter({ $0.deadline <= now })
-                    .min(by: { ($0.deadline, $0.sequence) < ($1.deadline, $1.sequence) })
-                else { return nil }
-                state.scheduled.removeValue(forKey: first.sequence)
-                return first
+            let due: (@Sendable () -> Void)? = schedule.withLock { schedule in
+                guard let first = schedule.peek(), first.deadline <= now else { return nil }
+                schedule.pop()
+                return schedule.bodies.removeValue(forKey: first.sequence)
             }
             guard let due else { return ran }
-            due.body()
+            due()
             ran += 1
         }
     }
