@@ -177,15 +177,7 @@ extension WeirService {
         }
         var maxWait: UInt64?
         if let milliseconds = try JSONValue.optionalCount(fields.maxWait, "max_wait_ms") {
-            let limit = self.maxWait / Nanoseconds.perMillisecond
-            guard milliseconds <= limit else {
-                throw APIError.badRequest(
-                    field: "max_wait_ms",
-                    limit == 0
-                        ? "waiting is turned off on this server (--max-wait-ms 0); send 0 or leave it out"
-                        : "must be at most \(limit) (this server's --max-wait-ms), got \(milliseconds)")
-            }
-            maxWait = milliseconds * Nanoseconds.perMillisecond
+            maxWait = try waitBound(milliseconds: milliseconds, field: "max_wait_ms")
         }
         let resolution: Resolution
         do {
@@ -196,6 +188,21 @@ extension WeirService {
         return PreparedAcquire(
             resolution: resolution, units: units, leaseTTL: ttl, model: model, started: started,
             maxWait: maxWait ?? self.ruleWait(resolution))
+    }
+
+    /// `milliseconds` a caller asks to wait (the `field` it said so in), in nanoseconds.
+    ///
+    /// - Throws: 400 when it is over this server's `--max-wait-ms`.
+    func waitBound(milliseconds: UInt64, field: String) throws(APIError) -> UInt64 {
+        let limit = maxWait / Nanoseconds.perMillisecond
+        guard milliseconds <= limit else {
+            throw APIError.badRequest(
+                field: field,
+                limit == 0
+                    ? "waiting is turned off on this server (--max-wait-ms 0); send 0 or leave it out"
+                    : "must be at most \(limit) (this server's --max-wait-ms), got \(milliseconds)")
+        }
+        return milliseconds * Nanoseconds.perMillisecond
     }
 
     /// How long a call of `resolution`'s rule waits for room when its caller does not

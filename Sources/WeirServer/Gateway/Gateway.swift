@@ -194,18 +194,10 @@ final class Gateway: Sendable {
     /// The `x-weir-max-wait-ms` value in nanoseconds: a whole number of milliseconds,
     /// at most the server's `--max-wait-ms`.
     private func waitBound(_ value: String) throws(APIError) -> UInt64 {
-        let limit = service.maxWait / Nanoseconds.perMillisecond
         guard let milliseconds = UInt64(value.trimmingCharacters(in: .whitespaces)) else {
             throw APIError.badRequest(field: Self.maxWaitHeader, "must be a whole number of milliseconds, got \(value)")
         }
-        guard milliseconds <= limit else {
-            throw APIError.badRequest(
-                field: Self.maxWaitHeader,
-                limit == 0
-                    ? "waiting is turned off on this server (--max-wait-ms 0)"
-                    : "must be at most \(limit) (this server's --max-wait-ms), got \(milliseconds)")
-        }
-        return milliseconds * Nanoseconds.perMillisecond
+        return try service.waitBound(milliseconds: milliseconds, field: Self.maxWaitHeader)
     }
 
     /// Gives the denial to answer, or the admitted call with its lease and the body for
