@@ -133,7 +133,10 @@ final class WaitRoom: Sendable {
     /// Queues a call behind the calls already waiting on its key, without deciding it
     /// first (they come first). Refused at once (`refusal` of the head's last denial,
     /// restated for this call) when the head will not even be woken before this call's
-    /// deadline, or when the room is full; with `decide` when nothing waits any more.
+    /// deadline, or when the room is full.
+    ///
+    /// - Returns: false, having done nothing, when no call waits on the key any more
+    ///   (the caller then decides the call as the first of its key).
     func join(
         key: LimitKey, deadline: UInt64, attempt: @escaping Attempt, cancellation: WaitCancellation?,
         refusal: @escaping @Sendable (Decision, UInt64) -> LimitedDecision, answer: @escaping Answer
