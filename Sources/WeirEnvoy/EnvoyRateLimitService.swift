@@ -160,19 +160,14 @@ public final class EnvoyRateLimitService: Sendable {
             case .later(let wait):
                 let next = index + 1
                 let sofar = reply
-                return .later { [self] completion in
-                    wait { result in
-                        switch result {
-                        case .failure(let error):
-                            completion(.failure(error))
-                        case .success(let outcome):
-                            var reply = sofar
-                            reply.add(outcome)
-                            switch self.proceed(request, from: next, reply: reply, cancellation: cancellation) {
-                            case .ready(let answer): completion(answer)
-                            case .later(let rest): rest(completion)
-                            }
-                        }
+                return Pending.later(wait).flatMap { [self] result in
+                    switch result {
+                    case .failure(let error):
+                        return .ready(.failure(error))
+                    case .success(let outcome):
+                        var reply = sofar
+                        reply.add(outcome)
+                        return proceed(request, from: next, reply: reply, cancellation: cancellation)
                     }
                 }
             }
@@ -283,11 +278,9 @@ public final class EnvoyRateLimitService: Sendable {
         switch call.charge {
         case .call:
             // A wait asked beyond the server's bound is held to it (Envoy cannot be told 400).
-            let asked = call.maxWaitMilliseconds.map { milliseconds in
-                milliseconds.multipliedReportingOverflow(by: Nanoseconds.perMillisecond).overflow
-                    ? UInt64.max : milliseconds * Nanoseconds.perMillisecond
-            }
-            let maxWait = min(asked ?? resolution.rule.maxWait ?? 0, configuration.maxWait)
+            let bound = configuration.maxWait
+            let maxWait = call.maxWaitMilliseconds.map { min($0, bound / Nanoseconds.perMillisecond) * Nanoseconds.perMillisecond }
+                ?? min(resolution.rule.maxWait ?? 0, bound)
             return limiter.acquire(
                 resolution, units: call.units, leaseTTL: nil, model: call.model, maxWait: maxWait, cancellation: cancellation
             ).map { result in

@@ -106,15 +106,10 @@ public struct RateLimitMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         let cancellation = WaitCancellation()
         let result = await withTaskCancellationHandler {
-            await withCheckedContinuation { (answered: CheckedContinuation<Result<LimitedDecision, any Error>, Never>) in
-                switch limiter.acquire(
-                    resolution, units: subject.units, leaseTTL: leaseTTL, model: subject.model, maxWait: maxWait,
-                    cancellation: cancellation)
-                {
-                case .ready(let result): answered.resume(returning: result)
-                case .later(let wait): wait { answered.resume(returning: $0) }
-                }
-            }
+            await limiter.acquire(
+                resolution, units: subject.units, leaseTTL: leaseTTL, model: subject.model, maxWait: maxWait,
+                cancellation: cancellation
+            ).value
         } onCancel: {
             cancellation.cancel()
         }

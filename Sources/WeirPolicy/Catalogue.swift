@@ -22,13 +22,11 @@ public struct Catalogue: Sendable, Equatable {
     }
     /// The rules, in file order.
     public var rules: [Rule] {
-        didSet {
-            routes = RouteTable(tiers: tiers, rules: rules, shadow: shadow)
-            waitsByDefault = rules.contains { $0.maxWait != nil }
-        }
+        didSet { routes = RouteTable(tiers: tiers, rules: rules, shadow: shadow) }
     }
     /// Whether a rule makes its calls wait for room by default (`Rule.maxWait`).
-    public private(set) var waitsByDefault: Bool
+    /// (`Limiter.rulesWait` keeps it for the current catalogue, to be read per call.)
+    public var waitsByDefault: Bool { rules.contains { $0.maxWait != nil } }
     /// Accounts configured in the file (an account registry may know more).
     public var accounts: [AccountProfile] {
         didSet { accountIndices = Self.indices(of: accounts) }
@@ -48,7 +46,6 @@ public struct Catalogue: Sendable, Equatable {
         self.shadow = shadow
         self.routes = RouteTable(tiers: tiers, rules: rules, shadow: shadow)
         self.accountIndices = Self.indices(of: accounts)
-        self.waitsByDefault = rules.contains { $0.maxWait != nil }
     }
 
     public static func == (lhs: Catalogue, rhs: Catalogue) -> Bool {

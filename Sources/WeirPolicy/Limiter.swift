@@ -62,18 +62,7 @@ public final class Limiter: Sendable {
         self.ruleWaits = Atomic(catalogue.waitsByDefault)
         self.profiles = profiles ?? { id, catalogue in catalogue.account(id: id) ?? AccountProfile(id: id) }
         self.observer = observer
-        self.waitRoom = waiting.map { settings in
-            WaitRoom(timer: settings.timer, clock: settings.clock, capacity: settings.maxWaiting) { admitted in
-                // Admitted for a caller that has gone: its lease (a slot, a reservation)
-                // is given back at once.
-                guard let lease = admitted.decision.lease else { return }
-                if let immediate {
-                    _ = try? immediate.settle(lease.id, actualUnits: 0)
-                } else {
-                    Task { _ = try? await store.settle(lease.id, actualUnits: 0) }
-                }
-            }
-        }
+        self.waitRoom = waiting.map { WaitRoom(timer: $0.timer, clock: $0.clock, capacity: $0.maxWaiting) }
     }
 
     /// Calls waiting for room now (`maxWait`).
@@ -176,6 +165,18 @@ public final class Limiter: Sendable {
         let deadline = started.addingSaturating(maxWait)
         let answered: @Sendable (Result<LimitedDecision, any Error>, WaitOutcome, _ completion: @Sendable (Result<LimitedDecision, any Error>) -> Void) -> Void = {
             [self] result, outcome, completion in
+            if outcome == .cancelled {
+                // Admitted for a caller that has gone: its lease (a slot, a reservation)
+                // is settled at once, like any other, so the next in line may wake.
+                if case .success(let admitted) = result, let lease = admitted.decision.lease,
+                    case .later(let wait) = settle(lease.id, actualUnits: 0)
+                {
+                    wait { _ in }
+                }
+                observer?.waited(outcome, nanoseconds: room.clock.now() &- started)
+                completion(.failure(WaitCancelled()))
+                return
+            }
             if case .success(let limited) = result { observer?.decided(limited) }
             observer?.waited(outcome, nanoseconds: room.clock.now() &- started)
             completion(result)
@@ -216,11 +217,19 @@ public final class Limiter: Sendable {
     /// The store's decision of `request`, not yet told to the observer: at once in
     /// memory, else later.
     private func decideOnce(_ request: AdmissionRequest) -> Pending<Result<Decision, any Error>> {
-        if let immediate { return .ready(.success(immediate.acquire(request))) }
+        fromStore({ $0.acquire(request) }, later: { try await $0.acquire(request) })
+    }
+
+    /// What the store answers: `atOnce` of the in-memory store, called here; else
+    /// `later` of the store, awaited in a task. The one place the limiter chooses.
+    private func fromStore<Value: Sendable>(
+        _ atOnce: (InMemoryStore) throws -> Value, later: @escaping @Sendable (any RateLimitStore) async throws -> Value
+    ) -> Pending<Result<Value, any Error>> {
+        if let immediate { return .ready(Result { try atOnce(immediate) }) }
         return .later { [store] completion in
             Task {
                 do {
-                    completion(.success(try await store.acquire(request)))
+                    completion(.success(try await later(store)))
                 } catch {
                     completion(.failure(error))
                 }
@@ -232,8 +241,7 @@ public final class Limiter: Sendable {
     ///
     /// - Throws: the store's errors (`StoreError`).
     public func decide(_ resolution: Resolution, units: UInt64, leaseTTL: UInt64?, model: String) async throws -> LimitedDecision {
-        let request = AdmissionRequest(key: resolution.key, limits: resolution.limits, units: units, leaseTTL: leaseTTL)
-        return observed(try await storeDecision(request), resolution, units: units, model: model)
+        try await acquire(resolution, units: units, leaseTTL: leaseTTL, model: model).value.get()
     }
 
     /// Resolves and decides one call of `account`.
@@ -244,12 +252,6 @@ public final class Limiter: Sendable {
         account: String, api: String, model: String, units: UInt64, leaseTTL: UInt64?
     ) async throws -> LimitedDecision {
         try await decide(resolve(account: account, api: api, model: model), units: units, leaseTTL: leaseTTL, model: model)
-    }
-
-    /// The store's decision, awaited (at once in memory).
-    private func storeDecision(_ request: AdmissionRequest) async throws -> Decision {
-        if let immediate { return immediate.acquire(request) }
-        return try await store.acquire(request)
     }
 
     private func observed(_ settled: SettledLease) -> SettledLease {
@@ -272,17 +274,13 @@ public final class Limiter: Sendable {
     /// - Returns: the settlement, a `LeaseError` (unknown, settled or expired lease) or
     ///   the store's error: `.ready` when `answersAtOnce`, else `.later`.
     public func settle(_ lease: LeaseID, actualUnits: UInt64) -> Pending<Result<SettledLease, any Error>> {
-        if let immediate {
-            return .ready(Result { observed(SettledLease(settlement: try immediate.settle(lease, actualUnits: actualUnits))) })
-        }
-        return .later { [self] completion in
-            Task {
-                do {
-                    completion(.success(observed(SettledLease(settlement: try await store.settle(lease, actualUnits: actualUnits)))))
-                } catch {
-                    completion(.failure(error))
-                }
-            }
+        let settled = fromStore(
+            { try $0.settle(lease, actualUnits: actualUnits) }, later: { try await $0.settle(lease, actualUnits: actualUnits) })
+        switch settled {
+        case .ready(let result):
+            return .ready(result.map { observed(SettledLease(settlement: $0)) })
+        case .later(let wait):
+            return .later { [self] completion in wait { completion($0.map { self.observed(SettledLease(settlement: $0)) }) } }
         }
     }
 
@@ -290,8 +288,7 @@ public final class Limiter: Sendable {
     ///
     /// - Throws: `LeaseError` for unknown, settled or expired leases; the store's errors.
     public func settled(_ lease: LeaseID, actualUnits: UInt64) async throws -> SettledLease {
-        if let immediate { return observed(SettledLease(settlement: try immediate.settle(lease, actualUnits: actualUnits))) }
-        return observed(SettledLease(settlement: try await store.settle(lease, actualUnits: actualUnits)))
+        try await settle(lease, actualUnits: actualUnits).value.get()
     }
 
     // MARK: - Usage after the fact
@@ -313,23 +310,12 @@ public final class Limiter: Sendable {
         let request = AdmissionRequest(
             key: resolution.key, limits: LimitSet(tokens: tokens, shadow: resolution.limits.shadow), units: 0,
             leaseTTL: Nanoseconds.perSecond)
-        let report: @Sendable (Decision) -> Pending<Result<UsageReport, any Error>> = { [self] decision in
+        return decideOnce(request).flatMap { [self] decided in
+            let decision: Decision
+            do { decision = try decided.get() } catch { return .ready(.failure(error)) }
             guard let lease = decision.lease else { return .ready(.success(UsageReport(tokens: decision.limits.tokens, charged: 0))) }
             return settle(lease.id, actualUnits: units).map { settled in
                 settled.map { UsageReport(tokens: $0.settlement.limits.tokens, charged: $0.settlement.charged) }
-            }
-        }
-        if let immediate { return report(immediate.acquire(request)) }
-        return .later { [self] completion in
-            Task {
-                do {
-                    switch report(try await store.acquire(request)) {
-                    case .ready(let result): completion(result)
-                    case .later(let wait): wait(completion)
-                    }
-                } catch {
-                    completion(.failure(error))
-                }
             }
         }
     }

@@ -37,4 +37,14 @@ public enum Pending<Value: Sendable>: Sendable {
             }
         }
     }
+
+    /// The value, awaited: at once when ready, else when the wait completes.
+    public var value: Value {
+        get async {
+            switch self {
+            case .ready(let value): value
+            case .later(let wait): await withCheckedContinuation { done in wait { done.resume(returning: $0) } }
+            }
+        }
+    }
 }

@@ -22,13 +22,19 @@ struct GRPCRequestReader {
         /// The request ended with no message, or in the middle of one.
         case incomplete(buffered: Int)
 
+        static let compressedStatus: GRPCStatus = {
+            var status = GRPCStatus(.unimplemented, "compressed messages are not supported; send them uncompressed (grpc-encoding identity)")
+            status.acceptEncoding = "identity"
+            return status
+        }()
+
         /// The status the call ends with (`grpc/doc/statuscodes.md`).
         var status: GRPCStatus {
             switch self {
             case .tooLarge(let length, let limit):
                 GRPCStatus(.resourceExhausted, "the request message is \(length) bytes, over the limit of \(limit)")
             case .compressed:
-                GRPCStatus(.unimplemented, "compressed messages are not supported; send them uncompressed (grpc-encoding identity)")
+                Self.compressedStatus
             case .invalidFlag(let flag):
                 GRPCStatus(.internal, "the message's compressed flag is \(flag), not 0 or 1")
             case .secondMessage:

@@ -27,6 +27,9 @@ public struct GRPCStatus: Error, Sendable, Hashable, CustomStringConvertible {
     public var code: Code
     /// Said to the caller in `grpc-message` (percent-encoded there); empty for none.
     public var message: String
+    /// The message encodings the server takes, sent as `grpc-accept-encoding` with a
+    /// status that refuses the caller's (gRPC's compression rules); nil for none.
+    var acceptEncoding: String?
 
     public init(_ code: Code, _ message: String = "") {
         self.code = code

@@ -316,7 +316,6 @@ final class GRPCUnaryHandler: ChannelInboundHandler {
             }
             return
         }
-        calls[id]?.cancellation?.cancel()
         end(id, with: status, context: context)
         flushIfNeeded(context: context)
     }
@@ -329,10 +328,18 @@ final class GRPCUnaryHandler: ChannelInboundHandler {
 
     /// Drops a call that has ended without an answer from here (reset, closed).
     private func forget(_ id: HTTP2StreamID) {
-        guard let call = calls.removeValue(forKey: id) else { return }
+        _ = take(id)
+    }
+
+    /// Takes a call out: its timer stops, a wait it is in ends (nothing once it has
+    /// been answered), and the bytes it held are let go. The one way a call leaves an
+    /// open connection (`channelInactive` drops them all).
+    private func take(_ id: HTTP2StreamID) -> Call? {
+        guard let call = calls.removeValue(forKey: id) else { return nil }
         call.timer?.cancel()
         call.cancellation?.cancel()
         release(call.reader.bufferedBytes)
+        return call
     }
 
     // MARK: - Writing
@@ -349,8 +356,7 @@ final class GRPCUnaryHandler: ChannelInboundHandler {
         case .failure(let status):
             end(id, with: status, context: context)
         case .success(let message):
-            guard let call = calls.removeValue(forKey: id) else { return }
-            call.timer?.cancel()
+            guard take(id) != nil else { return }
             var buffer = context.channel.allocator.buffer(capacity: 5 + message.count)
             buffer.writeInteger(UInt8(0))
             buffer.writeInteger(UInt32(message.count))
@@ -365,10 +371,7 @@ final class GRPCUnaryHandler: ChannelInboundHandler {
     /// Ends a call with `status` (a trailers-only answer), and resets its stream when
     /// the caller is still sending.
     private func end(_ id: HTTP2StreamID, with status: GRPCStatus, context: ChannelHandlerContext) {
-        guard let call = calls.removeValue(forKey: id) else { return }
-        call.timer?.cancel()
-        call.cancellation?.cancel()
-        release(call.reader.bufferedBytes)
+        guard let call = take(id) else { return }
         answerHTTP(id, status: "200", status, requestEnded: call.requestEnded, context: context)
     }
 
@@ -379,8 +382,8 @@ final class GRPCUnaryHandler: ChannelInboundHandler {
         var headers: HPACKHeaders = [":status": httpStatus, "content-type": "application/grpc"]
         headers.add(name: "grpc-status", value: String(status.code.rawValue))
         if !status.message.isEmpty { headers.add(name: "grpc-message", value: status.encodedMessage) }
-        if status.code == .unimplemented, status.message.hasPrefix("compressed") {
-            headers.add(name: "grpc-accept-encoding", value: "identity")
+        if let acceptEncoding = status.acceptEncoding {
+            headers.add(name: "grpc-accept-encoding", value: acceptEncoding)
         }
         context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers, endStream: true)))), promise: nil)
         if !requestEnded {
@@ -414,18 +417,5 @@ final class GRPCUnaryHandler: ChannelInboundHandler {
     private func writeWindowUpdate(_ id: HTTP2StreamID, increment: Int, context: ChannelHandlerContext) {
         context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .windowUpdate(windowSizeIncrement: increment))), promise: nil)
         needsFlush = true
-    }
-}
-
-/// Sees the frames `NIOHTTP2Handler` writes, to know when it has ended the connection
-/// for an error (a GOAWAY with an error code).
-///
-/// Not thread-safe: one per connection, on its event loop.
-final class GoAwayWatch: NIOHTTP2FrameDelegate {
-    /// Whether a GOAWAY with an error code has been written.
-    private(set) var sentError = false
-
-    func wroteFrame(_ frame: HTTP2Frame) {
-        if case .goAway(_, let code, _) = frame.payload, code != .noError { sentError = true }
     }
 }

@@ -17,20 +17,21 @@ import WeirCore
 /// is refused at once. Each call has a deadline (its bound): reached while still
 /// queued, the call is decided once more and answered either way. At most `capacity`
 /// calls wait at once; beyond that a call is refused at once. A cancelled call
-/// (`WaitCancellation`) leaves at once; if a decision admitted it meanwhile, `release`
-/// gives back what it holds.
+/// (`WaitCancellation`) leaves at once; if a decision admitted it meanwhile, that
+/// decision comes with the `.cancelled` answer, for the limiter to give back.
 ///
 /// Concurrency: thread-safe. One lock guards the queues; decisions are made outside it.
 final class WaitRoom: Sendable {
     typealias Attempt = @Sendable () -> Pending<Result<LimitedDecision, any Error>>
+    /// The answer and how the wait ended. With `.cancelled`, the result is the decision
+    /// that admitted the call while it was being cancelled (its lease is to be given
+    /// back), else `WaitCancelled`.
     typealias Answer = @Sendable (Result<LimitedDecision, any Error>, WaitOutcome) -> Void
 
     let timer: any WaitTimer
     let clock: any NanosecondClock
     /// The most calls waiting at once.
     let capacity: Int
-    /// Gives back what a decision admitted for a call whose caller has gone.
-    private let release: @Sendable (LimitedDecision) -> Void
     private let state = Mutex<[LimitKey: [Waiter]]>([:])
     private let waiting = Atomic<Int>(0)
 
@@ -63,11 +64,10 @@ final class WaitRoom: Sendable {
         }
     }
 
-    init(timer: any WaitTimer, clock: any NanosecondClock, capacity: Int, release: @escaping @Sendable (LimitedDecision) -> Void) {
+    init(timer: any WaitTimer, clock: any NanosecondClock, capacity: Int) {
         self.timer = timer
         self.clock = clock
         self.capacity = capacity
-        self.release = release
     }
 
     /// Calls waiting now.
@@ -89,18 +89,34 @@ final class WaitRoom: Sendable {
         return state.withLock { $0[key] != nil }
     }
 
-    /// Whether a call refused with `denial` may wait for it, until `deadline`: refused
-    /// on requests or tokens with a retry time by then, or on concurrency.
-    func mayWait(_ denial: LimitedDecision, until deadline: UInt64) -> Bool {
-        switch denial.decision.reason {
+    /// How a call refused with `denial` at `now` waits for room until `deadline`.
+    enum Wake: Equatable {
+        /// At its retry time, which comes by its deadline.
+        case at(UInt64)
+        /// When a lease of its budget is settled (refused on concurrency).
+        case onSettlement
+        /// It cannot: too large, or no room by its deadline.
+        case never
+    }
+
+    /// The one rule of who waits: refused on requests or tokens with a retry time by
+    /// the deadline, or on concurrency before the deadline.
+    static func wake(after denial: Decision, now: UInt64, deadline: UInt64) -> Wake {
+        switch denial.reason {
         case .requests?, .tokens?:
-            guard let retryAfter = denial.decision.retryAfter else { return false }
-            return clock.now().addingSaturating(retryAfter) <= deadline
+            guard let retryAfter = denial.retryAfter else { return .never }
+            let time = now.addingSaturating(retryAfter)
+            return time <= deadline ? .at(time) : .never
         case .concurrency?:
-            return true
+            return now < deadline ? .onSettlement : .never
         case .tooLarge?, nil:
-            return false
+            return .never
         }
+    }
+
+    /// Whether a call refused with `denial` may wait for room until `deadline`.
+    func mayWait(_ denial: LimitedDecision, until deadline: UInt64) -> Bool {
+        Self.wake(after: denial.decision, now: clock.now(), deadline: deadline) != .never
     }
 
     // MARK: - Joining
@@ -114,12 +130,10 @@ final class WaitRoom: Sendable {
     ) {
         let waiter = Waiter(key: key, deadline: deadline, attempt: attempt, answer: answer)
         waiter.lastDenial = denial.decision
-        let now = clock.now()
+        let wake = Self.wake(after: denial.decision, now: clock.now(), deadline: deadline)
         let joined: Bool = state.withLock { queues in
             guard reserve() else { return false }
-            if queues[key] == nil {
-                waiter.wakeAt = denial.decision.retryAfter.map { now.addingSaturating($0) }
-            }
+            if queues[key] == nil, case .at(let time) = wake { waiter.wakeAt = time }
             queues[key, default: []].append(waiter)
             return true
         }
@@ -275,22 +289,11 @@ final class WaitRoom: Sendable {
         var leftHead = false
         var timers: [WaitTimerHandle] = []
         state.withLock { queues in
-            var stays = false
             if !waiter.isCancelled, !waiter.isFinal, case .success(let limited) = result, limited.isDenied {
-                switch limited.decision.reason {
-                case .requests?, .tokens?:
-                    if let retryAfter = limited.decision.retryAfter, now.addingSaturating(retryAfter) <= waiter.deadline {
-                        stays = true
-                        wakeAt = now.addingSaturating(retryAfter)
-                    }
-                case .concurrency?:
-                    // Until a settlement wakes it, or its deadline (which may have come
-                    // while this decision was under way) ends it.
-                    stays = now < waiter.deadline
-                case .tooLarge?, nil:
-                    break
-                }
-                if stays {
+                // Its deadline may have come while this decision was under way.
+                let wake = Self.wake(after: limited.decision, now: now, deadline: waiter.deadline)
+                if case .at(let time) = wake { wakeAt = time }
+                if wake != .never {
                     waiter.phase = .queued
                     waiter.wakeAt = wakeAt
                     waiter.lastDenial = limited.decision
@@ -320,8 +323,7 @@ final class WaitRoom: Sendable {
             return false
         }
         guard let outcome else { return false }
-        if outcome == .cancelled {
-            if case .success(let limited) = result, !limited.isDenied { release(limited) }
+        if outcome == .cancelled, case .success(let limited) = result, limited.isDenied {
             waiter.answer(.failure(WaitCancelled()), .cancelled)
         } else {
             waiter.answer(result, outcome)

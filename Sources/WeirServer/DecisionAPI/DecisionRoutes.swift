@@ -70,16 +70,8 @@ struct DecisionAnswer: Sendable {
 /// same calls.
 extension WeirService {
     func addDecisionRoutes(to router: Router<BasicRequestContext>) {
-        router.post("/v1/acquire") { request, _ in await Self.value(of: self.acquire(try await self.body(of: request))).response }
-        router.post("/v1/settle") { request, _ in await Self.value(of: self.settle(try await self.body(of: request))).response }
-    }
-
-    /// The answer, awaited.
-    static func value(of pending: Pending<DecisionAnswer>) async -> DecisionAnswer {
-        switch pending {
-        case .ready(let answer): answer
-        case .later(let wait): await withCheckedContinuation { answered in wait { answered.resume(returning: $0) } }
-        }
+        router.post("/v1/acquire") { request, _ in await self.acquire(try await self.body(of: request)).value.response }
+        router.post("/v1/settle") { request, _ in await self.settle(try await self.body(of: request)).value.response }
     }
 
     /// A parsed, resolved acquire request, ready for the limiter.
@@ -109,12 +101,10 @@ extension WeirService {
         } catch {
             return .ready(DecisionAnswer(error))
         }
-        let decided =
-            prepared.maxWait == 0
-            ? limiter.acquire(prepared.resolution, units: prepared.units, leaseTTL: prepared.leaseTTL, model: prepared.model)
-            : limiter.acquire(
-                prepared.resolution, units: prepared.units, leaseTTL: prepared.leaseTTL, model: prepared.model,
-                maxWait: prepared.maxWait, cancellation: cancellation)
+        // With no wait, this is the plain decision (`Limiter` checks first).
+        let decided = limiter.acquire(
+            prepared.resolution, units: prepared.units, leaseTTL: prepared.leaseTTL, model: prepared.model,
+            maxWait: prepared.maxWait, cancellation: cancellation)
         switch decided {
         case .ready(let result):
             return .ready(answer(result, started: prepared.started))
