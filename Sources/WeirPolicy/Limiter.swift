@@ -217,19 +217,21 @@ public final class Limiter: Sendable {
     /// The store's decision of `request`, not yet told to the observer: at once in
     /// memory, else later.
     private func decideOnce(_ request: AdmissionRequest) -> Pending<Result<Decision, any Error>> {
-        fromStore({ $0.acquire(request) }, later: { try await $0.acquire(request) })
+        // In memory, answered here; nothing is made for the other case first (a closure
+        // for it would be an allocation per decision).
+        if let immediate { return .ready(.success(immediate.acquire(request))) }
+        return later { try await $0.acquire(request) }
     }
 
-    /// What the store answers: `atOnce` of the in-memory store, called here; else
-    /// `later` of the store, awaited in a task. The one place the limiter chooses.
-    private func fromStore<Value: Sendable>(
-        _ atOnce: (InMemoryStore) throws -> Value, later: @escaping @Sendable (any RateLimitStore) async throws -> Value
+    /// What a store that suspends (Redis) answers to `body`, awaited in a task: the
+    /// one way the limiter waits on its store.
+    private func later<Value: Sendable>(
+        _ body: @escaping @Sendable (any RateLimitStore) async throws -> Value
     ) -> Pending<Result<Value, any Error>> {
-        if let immediate { return .ready(Result { try atOnce(immediate) }) }
-        return .later { [store] completion in
+        .later { [store] completion in
             Task {
                 do {
-                    completion(.success(try await later(store)))
+                    completion(.success(try await body(store)))
                 } catch {
                     completion(.failure(error))
                 }
@@ -274,13 +276,11 @@ public final class Limiter: Sendable {
     /// - Returns: the settlement, a `LeaseError` (unknown, settled or expired lease) or
     ///   the store's error: `.ready` when `answersAtOnce`, else `.later`.
     public func settle(_ lease: LeaseID, actualUnits: UInt64) -> Pending<Result<SettledLease, any Error>> {
-        let settled = fromStore(
-            { try $0.settle(lease, actualUnits: actualUnits) }, later: { try await $0.settle(lease, actualUnits: actualUnits) })
-        switch settled {
-        case .ready(let result):
-            return .ready(result.map { observed(SettledLease(settlement: $0)) })
-        case .later(let wait):
-            return .later { [self] completion in wait { completion($0.map { self.observed(SettledLease(settlement: $0)) }) } }
+        if let immediate {
+            return .ready(Result { observed(SettledLease(settlement: try immediate.settle(lease, actualUnits: actualUnits))) })
+        }
+        return later { try await $0.settle(lease, actualUnits: actualUnits) }.map { [self] settled in
+            settled.map { observed(SettledLease(settlement: $0)) }
         }
     }
 
